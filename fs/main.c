@@ -1,0 +1,276 @@
+/*
+ * main: the kvcachefs daemon — parse options, create the pool and the namespace, mount, and
+ * serve FUSE requests until unmounted or signalled.
+ *
+ * Start-up is all-or-nothing: every error before the mount is ready prints one line and
+ * exits non-zero with nothing mounted and no pool object left behind. Without -f the process
+ * forks first, and the parent exits 0 only when the child reports that the mount is ready, so
+ * `kvcachefs /mnt/x && ls /mnt/x` never races.
+ */
+#include "engine/pool.h"
+#include "fs/inval.h"
+#include "fs/ops.h"
+#include "fs/options.h"
+#include "meta/namespace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static const char *prog = "kvcachefs";
+static bool use_syslog;
+
+static void log_msg(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (use_syslog) {
+		vsyslog(level, fmt, ap);
+	} else {
+		fprintf(stderr, "%s: %s", prog, level <= LOG_ERR ? "error: " : "");
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+/* Physical memory in bytes, 0 if unknown. */
+static uint64_t mem_total(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+}
+
+static void human(uint64_t v, char *buf, size_t cap)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	double d = (double)v;
+	int k = 0;
+
+	while (d >= 1024 && k < 5) {
+		d /= 1024;
+		k++;
+	}
+	snprintf(buf, cap, k ? "%.1f %s" : "%.0f %s", d, u[k]);
+}
+
+/* /dev/shm/kvcachefs.<mountpoint with '/' as '.'>, or a hash of it when too long. */
+static void default_pool_path(const char *mnt, char *out, size_t cap)
+{
+	char name[NAME_MAX + 1];
+	size_t n = 0;
+
+	for (const char *p = mnt; *p && n < sizeof(name) - 1; p++)
+		name[n++] = *p == '/' ? '.' : *p;
+	name[n] = '\0';
+	if (strlen(mnt) > 200)
+		snprintf(out, cap, "/dev/shm/kvcachefs.%016llx",
+			 (unsigned long long)XXH3_64bits(mnt, strlen(mnt)));
+	else
+		snprintf(out, cap, "/dev/shm/kvcachefs%s", strcmp(mnt, "/") ? name : ".root");
+}
+
+/* Fork; the parent waits for the child's verdict on the pipe and exits with it. */
+static int daemonize_start(int *ready_fd)
+{
+	int fds[2];
+	pid_t pid;
+	char c = 1;
+
+	if (pipe(fds) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(fds[1]);
+		if (read(fds[0], &c, 1) != 1)
+			c = 1; /* the child died before reporting */
+		_exit(c == 0 ? 0 : 1);
+	}
+	close(fds[0]);
+	setsid();
+	*ready_fd = fds[1];
+	return 0;
+}
+
+/* The mount is ready: release the waiting parent and detach from the terminal. */
+static void daemonize_done(int ready_fd)
+{
+	char c = 0;
+	int null = open("/dev/null", O_RDWR);
+
+	if (write(ready_fd, &c, 1) != 1) {
+		/* the parent is gone: nothing to tell */
+	}
+	close(ready_fd);
+	if (chdir("/") < 0) {
+		/* stay where we are: the mountpoint path is absolute */
+	}
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	openlog("kvcachefs", LOG_PID, LOG_DAEMON);
+	use_syslog = true;
+}
+
+int main(int argc, char **argv)
+{
+	struct kvc_options o;
+	char mnt[PATH_MAX], pool_path[PATH_MAX + 32], a[32], b[32];
+	char fuse_opts[1200];
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se = NULL;
+	struct pool *pool = NULL;
+	struct inval *iv = NULL;
+	struct ns *ns = NULL;
+	struct kvc_fs fs;
+	struct stat st;
+	int ready_fd = -1, ret, status = 1;
+	uint64_t mem;
+
+	if (opt_parse(argc, argv, &o) < 0) {
+		log_msg(LOG_ERR, "%s", o.err);
+		return 2;
+	}
+	if (o.help) {
+		opt_usage(argv[0], stdout);
+		return 0;
+	}
+	if (o.version) {
+		printf("kvcachefs %s (FUSE %d)\n", KVC_VERSION, fuse_version());
+		return 0;
+	}
+	if (!realpath(o.mountpoint, mnt) || stat(mnt, &st) < 0) {
+		log_msg(LOG_ERR, "mountpoint %s: %s", o.mountpoint, strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_msg(LOG_ERR, "mountpoint %s: not a directory", o.mountpoint);
+		return 1;
+	}
+	mem = mem_total();
+	if (mem && o.pool_size > mem) {
+		human(o.pool_size, a, sizeof(a));
+		human(mem, b, sizeof(b));
+		log_msg(LOG_ERR, "--pool-size %s is larger than physical memory (%s)", a, b);
+		return 1;
+	}
+	if (o.pool_path)
+		snprintf(pool_path, sizeof(pool_path), "%s", o.pool_path);
+	else
+		default_pool_path(mnt, pool_path, sizeof(pool_path));
+
+	if (!o.foreground && (ret = daemonize_start(&ready_fd)) < 0) {
+		log_msg(LOG_ERR, "cannot fork: %s", strerror(-ret));
+		return 1;
+	}
+
+	ret = pool_create(&pool, pool_path, o.pool_size, 0600);
+	if (ret) {
+		human(o.pool_size, a, sizeof(a));
+		if (ret == -EBUSY)
+			log_msg(LOG_ERR, "pool %s is in use by another kvcachefs daemon",
+				pool_path);
+		else if (ret == -ENOSPC)
+			log_msg(LOG_ERR, "not enough shared memory for a %s pool at %s", a,
+				pool_path);
+		else
+			log_msg(LOG_ERR, "cannot create the %s pool at %s: %s", a, pool_path,
+				strerror(-ret));
+		goto out;
+	}
+	if (inval_create(&iv) < 0) {
+		log_msg(LOG_ERR, "out of memory");
+		goto out;
+	}
+	ret = ns_create(&ns, pool,
+			&(struct ns_config){
+			    .max_block_size = o.max_block_size,
+			    .evict_high = o.evict_high,
+			    .evict_low = o.evict_low,
+			    .vanish = inval_push,
+			    .vanish_arg = iv,
+			});
+	if (ret) {
+		log_msg(LOG_ERR, "cannot create the namespace: %s", strerror(-ret));
+		goto out;
+	}
+
+	snprintf(fuse_opts, sizeof(fuse_opts),
+		 "fsname=kvcachefs,subtype=kvcachefs,default_permissions%s%s",
+		 o.fuse_opts[0] ? "," : "", o.fuse_opts);
+	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, fuse_opts) || (o.debug && fuse_opt_add_arg(&args, "-d"))) {
+		log_msg(LOG_ERR, "out of memory");
+		goto out;
+	}
+	fs.ns = ns;
+	se = fuse_session_new(&args, &kvc_fs_ops, sizeof(kvc_fs_ops), &fs);
+	if (!se) {
+		log_msg(LOG_ERR, "invalid mount options '%s'", o.fuse_opts);
+		goto out;
+	}
+	if (fuse_set_signal_handlers(se) != 0) {
+		log_msg(LOG_ERR, "cannot install signal handlers");
+		goto out;
+	}
+	if (fuse_session_mount(se, mnt) != 0) {
+		log_msg(LOG_ERR,
+			"cannot mount on %s (is /dev/fuse available? are you root or is "
+			"fusermount3 installed?)",
+			mnt);
+		goto out_signals;
+	}
+	if (inval_start(iv, se) < 0) {
+		log_msg(LOG_ERR, "cannot start the invalidation thread");
+		goto out_unmount;
+	}
+	human(pool_capacity(pool), a, sizeof(a));
+	if (ready_fd >= 0) {
+		daemonize_done(ready_fd);
+		ready_fd = -1;
+	}
+	log_msg(LOG_INFO, "mounted on %s: pool %s (%s), max block %llu bytes", mnt, pool_path, a,
+		(unsigned long long)o.max_block_size);
+
+	status = kvc_fuse_loop(se) == 0 ? 0 : 1;
+	log_msg(LOG_INFO, "unmounting %s", mnt);
+
+out_unmount:
+	inval_destroy(iv);
+	iv = NULL;
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	fuse_opt_free_args(&args);
+	inval_destroy(iv);
+	ns_destroy(ns);
+	pool_destroy(pool, true);
+	if (ready_fd >= 0) {
+		char c = 1;
+
+		if (write(ready_fd, &c, 1) != 1) {
+			/* the parent exits 1 on EOF anyway */
+		}
+	}
+	return status;
+}

@@ -1,0 +1,560 @@
+/*
+ * ops: the FUSE low-level operations table, the spine of the filesystem (see ops.h).
+ *
+ * Blocks are opened with direct I/O: every read and write reaches the daemon whole, so an
+ * error (EFBIG, ENOSPC) is returned by the write() that caused it, never later. Reads of a
+ * sealed block reply straight from the pool mapping: the only copy is the kernel's into the
+ * reader's buffer. Attributes of a block being written are never cached by the kernel
+ * (timeout 0): they change with every write and at the seal.
+ */
+#include "fs/ops.h"
+#include "fs/uapi/kvcachefs.h"
+#include "meta/namespace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#define XATTR_PREFIX "user.kvcachefs."
+
+static struct ns *req_ns(fuse_req_t req)
+{
+	return ((struct kvc_fs *)fuse_req_userdata(req))->ns;
+}
+
+static struct timespec ns_to_ts(int64_t t)
+{
+	return (struct timespec){.tv_sec = t / 1000000000, .tv_nsec = t % 1000000000};
+}
+
+static void attr_to_stat(const struct ns_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)(a->alloc_bytes / 512);
+	st->st_blksize = KVC_FUSE_MAX_IO;
+	st->st_atim = ns_to_ts(a->atime_ns);
+	st->st_mtim = ns_to_ts(a->mtime_ns);
+	st->st_ctim = ns_to_ts(a->ctime_ns);
+}
+
+static double attr_timeout(const struct ns_attr *a)
+{
+	return a->writing ? 0.0 : KVC_FUSE_ATTR_TIMEOUT;
+}
+
+static void entry_from_attr(const struct ns_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->ino;
+	e->generation = a->generation;
+	attr_to_stat(a, &e->attr);
+	e->attr_timeout = attr_timeout(a);
+	e->entry_timeout = KVC_FUSE_ENTRY_TIMEOUT;
+}
+
+static void reply_entry_or_err(fuse_req_t req, int ret, const struct ns_attr *a)
+{
+	struct fuse_entry_param e;
+
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	entry_from_attr(a, &e);
+	if (fuse_reply_entry(req, &e) == -ENOENT) /* interrupted: the kernel took no ref */
+		ns_forget(req_ns(req), a->ino, 1);
+}
+
+static void kvc_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	kvc_fuse_conn_init(conn);
+}
+
+static void kvc_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ns_attr a;
+
+	reply_entry_or_err(req, ns_lookup(req_ns(req), parent, name, &a), &a);
+}
+
+static void kvc_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	ns_forget(req_ns(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void kvc_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		ns_forget(req_ns(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void kvc_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ns_attr a;
+	struct stat st;
+	int ret = ns_getattr(req_ns(req), ino, &a);
+
+	(void)fi;
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, attr_timeout(&a));
+}
+
+static int64_t ts_to_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts_to_ns(&ts);
+}
+
+static void kvc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	struct ns_attr in = {0}, out;
+	struct stat st;
+	unsigned valid = 0;
+	int ret;
+
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		valid |= NS_SET_MODE;
+		in.mode = attr->st_mode;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		valid |= NS_SET_UID;
+		in.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		valid |= NS_SET_GID;
+		in.gid = attr->st_gid;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		valid |= NS_SET_SIZE;
+		in.size = (uint64_t)attr->st_size;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+		valid |= NS_SET_ATIME;
+		in.atime_ns =
+		    (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now_ns() : ts_to_ns(&attr->st_atim);
+	}
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+		valid |= NS_SET_MTIME;
+		in.mtime_ns =
+		    (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now_ns() : ts_to_ns(&attr->st_mtim);
+	}
+	ret = ns_setattr(req_ns(req), ino, fi ? (struct ns_handle *)(uintptr_t)fi->fh : NULL, valid,
+			 &in, &out);
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	attr_to_stat(&out, &st);
+	fuse_reply_attr(req, &st, attr_timeout(&out));
+}
+
+static void kvc_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct ns_attr a;
+
+	reply_entry_or_err(
+	    req, ns_mkdir(req_ns(req), parent, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a),
+	    &a);
+}
+
+static void kvc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -ns_rmdir(req_ns(req), parent, name));
+}
+
+static void kvc_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -ns_unlink(req_ns(req), parent, name));
+}
+
+static void kvc_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, -ns_rename(req_ns(req), parent, name, newparent, newname, flags));
+}
+
+/* Blocks are immutable data addressed by name: links and special files have no meaning. */
+static void kvc_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void kvc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	fuse_reply_err(req, EPERM);
+}
+
+static void kvc_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	fuse_reply_err(req, EPERM);
+}
+
+static void kvc_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct ns *ns = req_ns(req);
+	struct ns_handle *h;
+	struct ns_attr a;
+	struct fuse_entry_param e;
+	int ret;
+
+	ret = ns_create_block(ns, parent, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a, &h);
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uintptr_t)h;
+	kvc_fuse_file_info_init(fi);
+	entry_from_attr(&a, &e);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) { /* interrupted */
+		ns_release(h);
+		ns_forget(ns, a.ino, 1);
+	}
+}
+
+static void kvc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ns_handle *h;
+	int ret = ns_open(req_ns(req), ino, fi->flags, &h);
+
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uintptr_t)h;
+	kvc_fuse_file_info_init(fi);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		ns_release(h);
+}
+
+static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
+	void *buf = NULL;
+	const void *ptr;
+	ssize_t n;
+
+	(void)ino;
+	/* Only the writer's own handle copies; readers of sealed blocks get a pool pointer. */
+	if (ns_handle_is_writer(h) && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = ns_read(h, (uint64_t)off, size, buf, &ptr);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, ptr, (size_t)n);
+	free(buf);
+}
+
+static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	ssize_t n = ns_write((struct ns_handle *)(uintptr_t)fi->fh, (uint64_t)off, buf, size);
+
+	(void)ino;
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/* The writer's close: seal here, not at release, which the kernel sends asynchronously, so
+ * that the block is visible when close() returns. */
+static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_reply_err(req, -ns_seal((struct ns_handle *)(uintptr_t)fi->fh));
+}
+
+static void kvc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino, (void)datasync;
+	fuse_reply_err(req, -ns_seal((struct ns_handle *)(uintptr_t)fi->fh));
+}
+
+static void kvc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	ns_release((struct ns_handle *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ns_dir *d = calloc(1, sizeof(*d));
+	int ret;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = ns_opendir(req_ns(req), ino, d);
+	if (ret) {
+		free(d);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		ns_dir_free(d);
+		free(d);
+	}
+}
+
+static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	struct ns_dir *d = (struct ns_dir *)(uintptr_t)fi->fh;
+	char *buf, *p;
+	size_t left = size;
+	int ret;
+
+	if (off == 0 && d->ents) { /* rewinddir: take a fresh snapshot */
+		struct ns_dir fresh;
+
+		ret = ns_opendir(req_ns(req), ino, &fresh);
+		if (ret) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+		ns_dir_free(d);
+		*d = fresh;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	p = buf;
+	for (size_t k = (size_t)off; k < d->count; k++) {
+		struct stat st = {.st_ino = d->ents[k].ino, .st_mode = d->ents[k].mode};
+		size_t need = fuse_add_direntry(req, p, left, d->ents[k].name, &st, (off_t)(k + 1));
+
+		if (need > left)
+			break;
+		p += need;
+		left -= need;
+	}
+	fuse_reply_buf(req, buf, size - left);
+	free(buf);
+}
+
+static void kvc_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ns_dir *d = (struct ns_dir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	ns_dir_free(d);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void kvc_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct kvcachefs_status s;
+	struct statvfs v;
+
+	(void)ino;
+	ns_status(req_ns(req), &s);
+	memset(&v, 0, sizeof(v));
+	v.f_bsize = 4096;
+	v.f_frsize = 4096;
+	v.f_blocks = s.capacity / 4096;
+	v.f_bfree = s.free / 4096;
+	v.f_bavail = v.f_bfree;
+	v.f_files = s.capacity / 4096; /* a block takes at least one page */
+	v.f_ffree = v.f_files > s.blocks + s.writing ? v.f_files - s.blocks - s.writing : 0;
+	v.f_favail = v.f_ffree;
+	v.f_namemax = 255;
+	fuse_reply_statfs(req, &v);
+}
+
+/* ---- extended attributes: read-only views of a block's state ------------------------------ */
+
+static const char *const xattr_names[] = {
+    XATTR_PREFIX "tier",
+    XATTR_PREFIX "state",
+    XATTR_PREFIX "refs",
+    XATTR_PREFIX "last_access",
+};
+
+/* Format attribute `name` of a block into val; length, or -ENODATA. */
+static int xattr_value(const struct ns_block_info *bi, const char *name, char *val, size_t cap)
+{
+	if (bi->is_dir || strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
+		return -ENODATA;
+	name += strlen(XATTR_PREFIX);
+	if (!strcmp(name, "tier"))
+		return snprintf(val, cap, "dram");
+	if (!strcmp(name, "state"))
+		return snprintf(val, cap, "%s", bi->sealed ? "sealed" : "writing");
+	if (!strcmp(name, "refs"))
+		return snprintf(val, cap, "%" PRIu32, bi->refs);
+	if (!strcmp(name, "last_access"))
+		return snprintf(val, cap, "%" PRId64 ".%09" PRId64, bi->last_access_ns / 1000000000,
+				bi->last_access_ns % 1000000000);
+	return -ENODATA;
+}
+
+static void reply_xattr_buf(fuse_req_t req, const char *val, size_t len, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, val, len);
+}
+
+static void kvc_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ns_block_info bi;
+	char val[64];
+	int ret = ns_block_info(req_ns(req), ino, &bi);
+
+	if (!ret)
+		ret = xattr_value(&bi, name, val, sizeof(val));
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		reply_xattr_buf(req, val, (size_t)ret, size);
+}
+
+static void kvc_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ns_block_info bi;
+	char list[256];
+	size_t len = 0;
+	int ret = ns_block_info(req_ns(req), ino, &bi);
+
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	if (!bi.is_dir)
+		for (size_t k = 0; k < sizeof(xattr_names) / sizeof(xattr_names[0]); k++) {
+			memcpy(list + len, xattr_names[k], strlen(xattr_names[k]) + 1);
+			len += strlen(xattr_names[k]) + 1;
+		}
+	reply_xattr_buf(req, list, len, size);
+}
+
+/* Our attributes are views of the store's state: never writable. Others are unsupported. */
+static int xattr_refuse(const char *name)
+{
+	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? EPERM : ENOTSUP;
+}
+
+static void kvc_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	(void)ino, (void)value, (void)size, (void)flags;
+	fuse_reply_err(req, xattr_refuse(name));
+}
+
+static void kvc_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino;
+	fuse_reply_err(req, xattr_refuse(name));
+}
+
+/* ---- the side channel -------------------------------------------------------------------- */
+
+static void kvc_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		      struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		      size_t in_bufsz, size_t out_bufsz)
+{
+	struct kvcachefs_status st;
+
+	(void)ino, (void)arg, (void)fi;
+	if (flags & FUSE_IOCTL_COMPAT) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	switch (cmd) {
+	case KVCACHEFS_IOC_STATUS:
+		if (in_bufsz != sizeof(st) || out_bufsz != sizeof(st)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&st, in_buf, sizeof(st));
+		if (st.version != KVCACHEFS_ABI_VERSION) {
+			fuse_reply_err(req, EPROTO);
+			return;
+		}
+		memset(&st, 0, sizeof(st));
+		st.version = KVCACHEFS_ABI_VERSION;
+		ns_status(req_ns(req), &st);
+		fuse_reply_ioctl(req, 0, &st, sizeof(st));
+		return;
+	default:
+		fuse_reply_err(req, ENOTTY);
+	}
+}
+
+const struct fuse_lowlevel_ops kvc_fs_ops = {
+    .init = kvc_init,
+    .lookup = kvc_lookup,
+    .forget = kvc_forget,
+    .forget_multi = kvc_forget_multi,
+    .getattr = kvc_getattr,
+    .setattr = kvc_setattr,
+    .mknod = kvc_mknod,
+    .mkdir = kvc_mkdir,
+    .unlink = kvc_unlink,
+    .rmdir = kvc_rmdir,
+    .symlink = kvc_symlink,
+    .rename = kvc_rename,
+    .link = kvc_link,
+    .create = kvc_create,
+    .open = kvc_open,
+    .read = kvc_read,
+    .write = kvc_write,
+    .flush = kvc_flush,
+    .fsync = kvc_fsync,
+    .release = kvc_release,
+    .opendir = kvc_opendir,
+    .readdir = kvc_readdir,
+    .releasedir = kvc_releasedir,
+    .statfs = kvc_statfs,
+    .setxattr = kvc_setxattr,
+    .getxattr = kvc_getxattr,
+    .listxattr = kvc_listxattr,
+    .removexattr = kvc_removexattr,
+    .ioctl = kvc_ioctl,
+};

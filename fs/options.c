@@ -1,0 +1,214 @@
+/*
+ * options: the daemon's command line (see options.h). Pure parsing, no side effects.
+ */
+#include "fs/options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int opt_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	switch (toupper((unsigned char)*end)) {
+	case 'K':
+		shift = 10;
+		break;
+	case 'M':
+		shift = 20;
+		break;
+	case 'G':
+		shift = 30;
+		break;
+	case 'T':
+		shift = 40;
+		break;
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift) {
+		end++;
+		if (!strcasecmp(end, "iB") || !strcasecmp(end, "B"))
+			end += strlen(end);
+	}
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int fail(struct kvc_options *o, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(o->err, sizeof(o->err), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int parse_pct(struct kvc_options *o, const char *name, const char *s, unsigned *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 1 || v > 100)
+		return fail(o, "%s: expected a percentage from 1 to 100, got '%s'", name, s);
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_size_opt(struct kvc_options *o, const char *name, const char *s, uint64_t *out)
+{
+	if (opt_parse_size(s, out) < 0)
+		return fail(
+		    o, "%s: invalid size '%s' (use a number with an optional K, M, G or T suffix)",
+		    name, s);
+	return 0;
+}
+
+static int add_fuse_opt(struct kvc_options *o, const char *opt)
+{
+	size_t used = strlen(o->fuse_opts);
+
+	if (!*opt)
+		return fail(o, "-o: empty option");
+	if (used + strlen(opt) + 2 > sizeof(o->fuse_opts))
+		return fail(o, "-o: too many options");
+	if (used)
+		strcat(o->fuse_opts, ",");
+	strcat(o->fuse_opts, opt);
+	return 0;
+}
+
+enum { OPT_POOL_SIZE = 256, OPT_MAX_BLOCK, OPT_HIGH, OPT_LOW, OPT_POOL_PATH };
+
+int opt_parse(int argc, char **argv, struct kvc_options *o)
+{
+	static const struct option longopts[] = {
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"debug", no_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"pool-size", required_argument, NULL, OPT_POOL_SIZE},
+	    {"max-block-size", required_argument, NULL, OPT_MAX_BLOCK},
+	    {"evict-high", required_argument, NULL, OPT_HIGH},
+	    {"evict-low", required_argument, NULL, OPT_LOW},
+	    {"pool-path", required_argument, NULL, OPT_POOL_PATH},
+	    {NULL, 0, NULL, 0},
+	};
+	int c, ret;
+
+	*o = (struct kvc_options){
+	    .pool_size = KVC_DEFAULT_POOL_SIZE,
+	    .max_block_size = KVC_DEFAULT_MAX_BLOCK_SIZE,
+	    .evict_high = KVC_DEFAULT_EVICT_HIGH,
+	    .evict_low = KVC_DEFAULT_EVICT_LOW,
+	};
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":fdhVo:", longopts, NULL)) != -1) {
+		ret = 0;
+		switch (c) {
+		case 'f':
+			o->foreground = true;
+			break;
+		case 'd':
+			o->debug = o->foreground = true;
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case 'V':
+			o->version = true;
+			return 0;
+		case 'o':
+			ret = add_fuse_opt(o, optarg);
+			break;
+		case OPT_POOL_SIZE:
+			ret = parse_size_opt(o, "--pool-size", optarg, &o->pool_size);
+			break;
+		case OPT_MAX_BLOCK:
+			ret = parse_size_opt(o, "--max-block-size", optarg, &o->max_block_size);
+			break;
+		case OPT_HIGH:
+			ret = parse_pct(o, "--evict-high", optarg, &o->evict_high);
+			break;
+		case OPT_LOW:
+			ret = parse_pct(o, "--evict-low", optarg, &o->evict_low);
+			break;
+		case OPT_POOL_PATH:
+			o->pool_path = optarg;
+			break;
+		case ':':
+			return fail(o, "option '%s' needs a value", argv[optind - 1]);
+		default:
+			return fail(o, "unknown option '%s' (see --help)", argv[optind - 1]);
+		}
+		if (ret)
+			return ret;
+	}
+	if (optind >= argc)
+		return fail(o, "missing MOUNTPOINT (see --help)");
+	if (optind + 1 < argc)
+		return fail(o, "unexpected argument '%s' (see --help)", argv[optind + 1]);
+	o->mountpoint = argv[optind];
+	if (o->pool_size < KVC_MIN_POOL_SIZE)
+		return fail(o, "--pool-size: at least 1M is needed");
+	if (o->max_block_size < 4096)
+		return fail(o, "--max-block-size: at least 4K is needed");
+	if (o->max_block_size > (1ull << 32) * 4096)
+		return fail(o, "--max-block-size: too large");
+	if (o->evict_low >= o->evict_high)
+		return fail(o, "--evict-low (%u) must be below --evict-high (%u)", o->evict_low,
+			    o->evict_high);
+	return 0;
+}
+
+void opt_usage(const char *prog, FILE *out)
+{
+	fprintf(
+	    out,
+	    "Usage: %s [OPTIONS] MOUNTPOINT\n"
+	    "\n"
+	    "Mount a kvcachefs KV-cache store at MOUNTPOINT (an existing directory). Blocks are\n"
+	    "files: written once, sealed at close, immutable after; published by rename.\n"
+	    "Without -f the command returns once the mount is ready and the daemon runs in the\n"
+	    "background. Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, or SIGTERM).\n"
+	    "\n"
+	    "Options:\n"
+	    "  -f, --foreground          stay in the foreground (logs to stderr)\n"
+	    "  -d, --debug               print every FUSE request (implies -f)\n"
+	    "      --pool-size SIZE      DRAM pool size (default 1G); at most physical memory\n"
+	    "      --max-block-size SIZE largest block accepted; bigger writes get EFBIG\n"
+	    "                            (default 64M)\n"
+	    "      --evict-high PCT      pool usage that starts eviction (default %u)\n"
+	    "      --evict-low PCT       usage eviction brings the pool back to (default %u)\n"
+	    "      --pool-path PATH      shared-memory file backing the pool (default\n"
+	    "                            /dev/shm/kvcachefs.<mountpoint with / as .>)\n"
+	    "  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
+	    "  -h, --help                show this help and exit\n"
+	    "  -V, --version             show the version and exit\n"
+	    "\n"
+	    "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n",
+	    prog, KVC_DEFAULT_EVICT_HIGH, KVC_DEFAULT_EVICT_LOW);
+}

@@ -1,0 +1,45 @@
+/*
+ * options: the daemon's command line (kvcachefs [OPTIONS] MOUNTPOINT) and size parsing.
+ *
+ * opt_parse fills struct kvc_options from argv without side effects, so it can be unit
+ * tested; it returns -EINVAL with a one-line message in opts->err for bad input.
+ */
+#ifndef KVC_FS_OPTIONS_H
+#define KVC_FS_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define KVC_DEFAULT_POOL_SIZE	   (1ull << 30)
+#define KVC_DEFAULT_MAX_BLOCK_SIZE (64ull << 20)
+#define KVC_MIN_POOL_SIZE	   (1ull << 20)
+#define KVC_DEFAULT_EVICT_HIGH	   90
+#define KVC_DEFAULT_EVICT_LOW	   80
+
+struct kvc_options {
+	const char *mountpoint;
+	bool foreground;
+	bool help;
+	bool version;
+	bool debug;		 /* -d: FUSE debug output, implies -f */
+	uint64_t pool_size;	 /* bytes */
+	uint64_t max_block_size; /* bytes */
+	unsigned evict_high;	 /* percent of capacity */
+	unsigned evict_low;	 /* percent of capacity */
+	const char *pool_path;	 /* NULL: derived from the mountpoint under /dev/shm */
+	char fuse_opts[1024];	 /* comma-separated -o options, passed to FUSE */
+	char err[256];		 /* message when opt_parse fails */
+};
+
+/* Parse "4096", "64K", "64M", "1G", "2T" (also "64MiB", "64MB", lower case): powers of
+ * 1024. 0 on success; -EINVAL for junk, -ERANGE on overflow. */
+int opt_parse_size(const char *s, uint64_t *out);
+
+/* Parse argv into opts (defaults first). 0, or -EINVAL with opts->err set. */
+int opt_parse(int argc, char **argv, struct kvc_options *opts);
+
+/* The --help text. */
+void opt_usage(const char *prog, FILE *out);
+
+#endif

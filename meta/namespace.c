@@ -1,0 +1,1205 @@
+/*
+ * namespace: the single-node index and the life of every block (see namespace.h).
+ *
+ * Data structures:
+ *   - every inode (directory or block) sits in ns->inodes, keyed by its never-reused number;
+ *   - a directory holds its children in its own htable, keyed by name;
+ *   - sealed blocks that nobody has open sit on ns->lru, most recently closed first;
+ *   - a block's bytes are one run of pool pages [page, page + npages), its header the pool's
+ *     header slot of `page`.
+ *
+ * Invariants (all under ns->lock):
+ *   - a name in a directory maps to exactly one attached inode; a detached inode
+ *     (F_DETACHED: unlinked, replaced, evicted, discarded, removed) has parent == NULL;
+ *   - a block is on the LRU iff it is sealed, attached and open == 0; only those are evicted;
+ *   - a block's pages are freed once it is detached and open == 0, the inode itself once also
+ *     nlookup == 0 (the kernel forgot it); inode numbers and generations only grow;
+ *   - ns->blocks counts sealed attached blocks, ns->writing unsealed ones, ns->dirs attached
+ *     directories other than the root.
+ */
+#include "meta/namespace.h"
+#include "engine/lru.h"
+#include "engine/pool.h"
+#include "meta/htable.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <xxhash.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+
+#define NS_NAME_MAX 255
+
+enum { KIND_DIR = 1, KIND_FILE = 2 };
+#define F_DETACHED 0x1u /* no name leads to it anymore */
+#define F_EVICTED  0x2u /* its name vanished behind the kernel's back: ENOENT everywhere */
+
+struct inode {
+	struct hnode ino_node;	/* in ns->inodes */
+	struct hnode name_node; /* in parent->dir.children */
+	uint64_t ino;
+	struct inode *parent; /* NULL once detached (and for the root) */
+	char *name;
+	uint64_t nlookup; /* references the kernel holds */
+	uint32_t mode, uid, gid;
+	uint16_t kind, flags;
+	_Atomic int64_t mtime_ns; /* writer updates it under its handle lock */
+	int64_t ctime_ns;
+	_Atomic int64_t atime_ns; /* readers update it without a lock */
+	union {
+		struct {
+			struct htable children;
+			uint64_t nentries; /* children, blocks being written included */
+			uint32_t nsubdirs;
+		} dir;
+		struct {
+			_Atomic uint64_t size; /* final once sealed */
+			uint64_t page, npages; /* npages == 0: nothing allocated */
+			uint64_t generation;
+			uint32_t open; /* open handles; > 0 pins the pages */
+			bool sealed;
+			struct lru_node lru;
+		} file;
+	};
+};
+
+struct ns_handle {
+	struct ns *ns;
+	struct inode *ino;
+	struct ns_handle *prev, *next; /* ns->handles, so shutdown can free them */
+	bool writer;
+	/* Writer only, under lock: orders concurrent requests on this handle. */
+	pthread_mutex_t lock;
+	XXH3_state_t *xxh; /* running checksum while writes are sequential, else NULL */
+	uint64_t hashed;   /* bytes already folded into xxh */
+	bool failed;	   /* a write got ENOSPC: the block is discarded at close */
+};
+
+struct ns {
+	pthread_mutex_t lock;
+	struct pool *pool;
+	struct ns_config cfg;
+	struct htable inodes;
+	struct inode *root;
+	uint64_t next_ino, next_gen;
+	struct lru lru;
+	struct ns_handle handles; /* sentinel of the list of open handles */
+	uint64_t blocks, writing, dirs;
+	int64_t start_ns;
+	/* Counters updated without the lock. */
+	_Atomic uint64_t reads, writes, bytes_read, bytes_written, hits, misses, evictions, enospc;
+	/* The evictor thread. */
+	pthread_t evictor;
+	pthread_cond_t evict_cond;
+	bool evict_stop;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t ino_hash(uint64_t ino)
+{
+	ino ^= ino >> 33;
+	ino *= 0xff51afd7ed558ccdull;
+	ino ^= ino >> 33;
+	return ino;
+}
+
+static bool ino_eq(const struct hnode *n, const void *key)
+{
+	const struct inode *i =
+	    (const struct inode *)((const char *)n - offsetof(struct inode, ino_node));
+
+	return i->ino == *(const uint64_t *)key;
+}
+
+static bool name_eq(const struct hnode *n, const void *key)
+{
+	const struct inode *i =
+	    (const struct inode *)((const char *)n - offsetof(struct inode, name_node));
+
+	return strcmp(i->name, key) == 0;
+}
+
+#define INODE_OF(node, member) ((struct inode *)((char *)(node)-offsetof(struct inode, member)))
+#define LRU_INODE(n)	       ((struct inode *)((char *)(n)-offsetof(struct inode, file.lru)))
+
+static struct inode *get_inode(const struct ns *ns, uint64_t ino)
+{
+	struct hnode *n = htable_find(&ns->inodes, ino_hash(ino), ino_eq, &ino);
+
+	return n ? INODE_OF(n, ino_node) : NULL;
+}
+
+static struct inode *find_child(const struct inode *dir, const char *name)
+{
+	struct hnode *n =
+	    htable_find(&dir->dir.children, XXH3_64bits(name, strlen(name)), name_eq, name);
+
+	return n ? INODE_OF(n, name_node) : NULL;
+}
+
+/* The live directory `parent`, or an errno. */
+static int get_dir(const struct ns *ns, uint64_t parent, struct inode **out)
+{
+	struct inode *d = get_inode(ns, parent);
+
+	if (!d || (d->flags & F_DETACHED))
+		return -ENOENT;
+	if (d->kind != KIND_DIR)
+		return -ENOTDIR;
+	*out = d;
+	return 0;
+}
+
+static int check_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0)
+		return -EINVAL;
+	if (len > NS_NAME_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static struct inode *inode_new(struct ns *ns, int kind, const char *name, uint32_t mode,
+			       uint32_t uid, uint32_t gid)
+{
+	struct inode *i = calloc(1, sizeof(*i));
+	int64_t now = now_ns();
+
+	if (!i)
+		return NULL;
+	i->name = strdup(name);
+	if (!i->name) {
+		free(i);
+		return NULL;
+	}
+	i->ino = ns->next_ino++;
+	i->kind = (uint16_t)kind;
+	i->mode = (kind == KIND_DIR ? S_IFDIR : S_IFREG) | (mode & 07777);
+	i->uid = uid;
+	i->gid = gid;
+	i->mtime_ns = now;
+	i->ctime_ns = now;
+	i->atime_ns = now;
+	if (kind == KIND_DIR)
+		htable_init(&i->dir.children);
+	else
+		i->file.generation = ns->next_gen++;
+	i->ino_node.hash = ino_hash(i->ino);
+	if (htable_insert(&ns->inodes, &i->ino_node) < 0) {
+		free(i->name);
+		free(i);
+		return NULL;
+	}
+	return i;
+}
+
+/* Give child (not in any directory) the name it carries in parent. */
+static int attach(struct ns *ns, struct inode *parent, struct inode *child)
+{
+	int ret;
+
+	child->name_node.hash = XXH3_64bits(child->name, strlen(child->name));
+	ret = htable_insert(&parent->dir.children, &child->name_node);
+	if (ret < 0)
+		return ret;
+	child->parent = parent;
+	child->flags &= (uint16_t)~F_DETACHED;
+	parent->dir.nentries++;
+	if (child->kind == KIND_DIR) {
+		parent->dir.nsubdirs++;
+		ns->dirs++;
+	} else if (child->file.sealed) {
+		ns->blocks++;
+	}
+	parent->mtime_ns = parent->ctime_ns = now_ns();
+	return 0;
+}
+
+/* Take child's name away (it stays allocated; see release_data and maybe_free). */
+static void detach(struct ns *ns, struct inode *child)
+{
+	struct inode *parent = child->parent;
+
+	htable_remove(&parent->dir.children, &child->name_node);
+	parent->dir.nentries--;
+	if (child->kind == KIND_DIR) {
+		parent->dir.nsubdirs--;
+		ns->dirs--;
+	} else {
+		if (child->file.sealed)
+			ns->blocks--;
+		if (lru_linked(&child->file.lru))
+			lru_remove(&ns->lru, &child->file.lru);
+	}
+	parent->mtime_ns = parent->ctime_ns = now_ns();
+	child->parent = NULL;
+	child->flags |= F_DETACHED;
+	child->ctime_ns = now_ns();
+}
+
+static void release_data(struct ns *ns, struct inode *i)
+{
+	if (i->file.npages) {
+		pool_free(ns->pool, i->file.page, i->file.npages);
+		i->file.npages = 0;
+	}
+}
+
+static void inode_free(struct ns *ns, struct inode *i)
+{
+	htable_remove(&ns->inodes, &i->ino_node);
+	if (i->kind == KIND_DIR)
+		htable_fini(&i->dir.children);
+	else
+		release_data(ns, i);
+	free(i->name);
+	free(i);
+}
+
+/* Free what a detached inode no longer needs: its pages when nobody has it open, the inode
+ * when the kernel has also forgotten it. */
+static void maybe_free(struct ns *ns, struct inode *i)
+{
+	if (!(i->flags & F_DETACHED) || i == ns->root)
+		return;
+	if (i->kind == KIND_FILE) {
+		if (i->file.open)
+			return;
+		release_data(ns, i);
+	}
+	if (i->nlookup == 0)
+		inode_free(ns, i);
+}
+
+static void fill_attr(const struct ns *ns, const struct inode *i, struct ns_attr *a)
+{
+	(void)ns;
+	*a = (struct ns_attr){
+	    .ino = i->ino,
+	    .mode = i->mode,
+	    .uid = i->uid,
+	    .gid = i->gid,
+	    .atime_ns = atomic_load_explicit(&i->atime_ns, memory_order_relaxed),
+	    .mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed),
+	    .ctime_ns = i->ctime_ns,
+	};
+	if (i->kind == KIND_DIR) {
+		a->nlink = 2 + i->dir.nsubdirs;
+		a->size = POOL_PAGE_SIZE;
+	} else {
+		a->nlink = (i->flags & F_DETACHED) ? 0 : 1;
+		a->size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+		a->alloc_bytes = i->file.npages * POOL_PAGE_SIZE;
+		a->generation = i->file.generation;
+		a->writing = !i->file.sealed;
+	}
+}
+
+/* ---- eviction --------------------------------------------------------------------------- */
+
+static bool over_pct(const struct ns *ns, unsigned pct)
+{
+	return pool_used_pages(ns->pool) * 100 > (uint64_t)pct * ns->pool->npages;
+}
+
+/* Evict the least recently used unopened sealed block. False when there is none. */
+static bool evict_one(struct ns *ns)
+{
+	struct lru_node *n = lru_oldest(&ns->lru);
+	struct inode *i;
+
+	if (!n)
+		return false;
+	i = LRU_INODE(n);
+	if (ns->cfg.vanish)
+		ns->cfg.vanish(ns->cfg.vanish_arg, i->parent->ino, i->name);
+	detach(ns, i);
+	i->flags |= F_EVICTED;
+	atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+	maybe_free(ns, i);
+	return true;
+}
+
+uint64_t ns_evict(struct ns *ns, unsigned target_pct)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	while (over_pct(ns, target_pct) && evict_one(ns))
+		n++;
+	pthread_mutex_unlock(&ns->lock);
+	return n;
+}
+
+static void *evictor_main(void *arg)
+{
+	struct ns *ns = arg;
+
+	pthread_mutex_lock(&ns->lock);
+	while (!ns->evict_stop) {
+		if (!over_pct(ns, ns->cfg.evict_high)) {
+			pthread_cond_wait(&ns->evict_cond, &ns->lock);
+			continue;
+		}
+		while (over_pct(ns, ns->cfg.evict_low) && evict_one(ns))
+			;
+		/* Nothing evictable left above the low mark: wait for the next kick. */
+		pthread_cond_wait(&ns->evict_cond, &ns->lock);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return NULL;
+}
+
+/* Allocate n pages, evicting as much as needed (caller holds ns->lock). */
+static int64_t alloc_evicting(struct ns *ns, uint64_t n)
+{
+	int64_t p;
+
+	if (n > ns->pool->npages)
+		return -ENOSPC;
+	while ((p = pool_alloc(ns->pool, n)) < 0) {
+		if (!evict_one(ns))
+			return -ENOSPC;
+	}
+	if (over_pct(ns, ns->cfg.evict_high))
+		pthread_cond_signal(&ns->evict_cond);
+	return p;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
+{
+	struct ns *ns = calloc(1, sizeof(*ns));
+	int ret;
+
+	if (!ns)
+		return -ENOMEM;
+	ns->pool = pool;
+	ns->cfg = *cfg;
+	ns->next_ino = NS_ROOT_INO;
+	ns->next_gen = 1;
+	ns->start_ns = now_ns();
+	pthread_mutex_init(&ns->lock, NULL);
+	pthread_cond_init(&ns->evict_cond, NULL);
+	htable_init(&ns->inodes);
+	lru_init(&ns->lru);
+	ns->handles.next = ns->handles.prev = &ns->handles;
+	ns->root = inode_new(ns, KIND_DIR, "", 0755, 0, 0);
+	if (!ns->root) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ns->root->nlookup = 1;
+	ret = -pthread_create(&ns->evictor, NULL, evictor_main, ns);
+	if (ret)
+		goto out_free;
+	*out = ns;
+	return 0;
+
+out_free:
+	if (ns->root)
+		inode_free(ns, ns->root);
+	htable_fini(&ns->inodes);
+	free(ns);
+	return ret;
+}
+
+static void handle_free(struct ns_handle *h)
+{
+	if (h->writer) {
+		pthread_mutex_destroy(&h->lock);
+		if (h->xxh)
+			XXH3_freeState(h->xxh);
+	}
+	free(h);
+}
+
+void ns_destroy(struct ns *ns)
+{
+	uint64_t cursor = 0;
+	struct hnode *n, *next;
+
+	if (!ns)
+		return;
+	pthread_mutex_lock(&ns->lock);
+	ns->evict_stop = true;
+	pthread_cond_signal(&ns->evict_cond);
+	pthread_mutex_unlock(&ns->lock);
+	pthread_join(ns->evictor, NULL);
+
+	while (ns->handles.next != &ns->handles) {
+		struct ns_handle *h = ns->handles.next;
+
+		ns->handles.next = h->next;
+		handle_free(h);
+	}
+	/* Free every inode; the walk must not see the table change, so collect first. */
+	n = htable_next(&ns->inodes, &cursor, NULL);
+	while (n) {
+		struct inode *i = INODE_OF(n, ino_node);
+
+		next = htable_next(&ns->inodes, &cursor, n);
+		if (i->kind == KIND_DIR)
+			htable_fini(&i->dir.children);
+		free(i->name);
+		free(i);
+		n = next;
+	}
+	htable_fini(&ns->inodes);
+	pthread_cond_destroy(&ns->evict_cond);
+	pthread_mutex_destroy(&ns->lock);
+	free(ns);
+}
+
+/* ---- names -------------------------------------------------------------------------------- */
+
+int ns_lookup(struct ns *ns, uint64_t parent, const char *name, struct ns_attr *attr)
+{
+	struct inode *d, *i;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (!i) {
+		atomic_fetch_add_explicit(&ns->misses, 1, memory_order_relaxed);
+		ret = -ENOENT;
+		goto out;
+	}
+	i->nlookup++;
+	fill_attr(ns, i, attr);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+void ns_forget(struct ns *ns, uint64_t ino, uint64_t nlookup)
+{
+	struct inode *i;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (i && i != ns->root) {
+		i->nlookup = nlookup > i->nlookup ? 0 : i->nlookup - nlookup;
+		maybe_free(ns, i);
+	}
+	pthread_mutex_unlock(&ns->lock);
+}
+
+int ns_getattr(struct ns *ns, uint64_t ino, struct ns_attr *attr)
+{
+	struct inode *i;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_EVICTED))
+		ret = -ENOENT;
+	else
+		fill_attr(ns, i, attr);
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_mkdir(struct ns *ns, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+	     uint32_t gid, struct ns_attr *attr)
+{
+	struct inode *d, *i;
+	int ret = check_name(name);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	if (find_child(d, name)) {
+		ret = -EEXIST;
+		goto out;
+	}
+	i = inode_new(ns, KIND_DIR, name, mode, uid, gid);
+	if (!i) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = attach(ns, d, i);
+	if (ret) {
+		inode_free(ns, i);
+		goto out;
+	}
+	i->nlookup = 1;
+	fill_attr(ns, i, attr);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_rmdir(struct ns *ns, uint64_t parent, const char *name)
+{
+	struct inode *d, *i;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (!i)
+		ret = -ENOENT;
+	else if (i->kind != KIND_DIR)
+		ret = -ENOTDIR;
+	else if (i->dir.nentries)
+		ret = -ENOTEMPTY;
+	if (ret)
+		goto out;
+	detach(ns, i);
+	maybe_free(ns, i);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_unlink(struct ns *ns, uint64_t parent, const char *name)
+{
+	struct inode *d, *i;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (!i)
+		ret = -ENOENT;
+	else if (i->kind == KIND_DIR)
+		ret = -EISDIR;
+	if (ret)
+		goto out;
+	detach(ns, i);
+	maybe_free(ns, i);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+/* Is d the directory a or below it? */
+static bool is_within(const struct inode *d, const struct inode *a)
+{
+	for (; d; d = d->parent)
+		if (d == a)
+			return true;
+	return false;
+}
+
+int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags)
+{
+	struct inode *sd, *dd, *src, *dst;
+	char *nname = NULL;
+	int ret;
+
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		return -EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT */
+	ret = check_name(newname);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &sd);
+	if (!ret)
+		ret = get_dir(ns, newparent, &dd);
+	if (ret)
+		goto out;
+	src = find_child(sd, name);
+	if (!src) {
+		ret = -ENOENT;
+		goto out;
+	}
+	dst = find_child(dd, newname);
+	if (dst == src)
+		goto out;
+	if (dst && (flags & RENAME_NOREPLACE)) {
+		ret = -EEXIST;
+		goto out;
+	}
+	if (src->kind == KIND_DIR) {
+		if (is_within(dd, src))
+			ret = -EINVAL;
+		else if (dst && dst->kind != KIND_DIR)
+			ret = -ENOTDIR;
+		else if (dst && dst->dir.nentries)
+			ret = -ENOTEMPTY;
+	} else if (dst && dst->kind == KIND_DIR) {
+		ret = -EISDIR;
+	}
+	if (ret)
+		goto out;
+	nname = strdup(newname);
+	if (!nname) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (dst) {
+		detach(ns, dst);
+		maybe_free(ns, dst);
+	}
+	detach(ns, src);
+	free(src->name);
+	src->name = nname;
+	ret = attach(ns, dd, src);
+	if (ret) { /* only the first bucket array of an empty directory can fail */
+		maybe_free(ns, src);
+		goto out;
+	}
+	src->ctime_ns = now_ns();
+	if (src->kind == KIND_FILE && !lru_linked(&src->file.lru) && src->file.sealed &&
+	    src->file.open == 0)
+		lru_push(&ns->lru, &src->file.lru);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+/* ---- blocks ------------------------------------------------------------------------------- */
+
+static struct ns_handle *handle_new(struct ns *ns, struct inode *i, bool writer)
+{
+	struct ns_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->ns = ns;
+	h->ino = i;
+	h->writer = writer;
+	if (writer) {
+		pthread_mutex_init(&h->lock, NULL);
+		h->xxh = XXH3_createState(); /* NULL only costs a checksum pass at seal */
+		if (h->xxh)
+			XXH3_64bits_reset(h->xxh);
+	}
+	h->next = ns->handles.next;
+	h->prev = &ns->handles;
+	ns->handles.next->prev = h;
+	ns->handles.next = h;
+	return h;
+}
+
+int ns_create_block(struct ns *ns, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+		    uint32_t gid, struct ns_attr *attr, struct ns_handle **hp)
+{
+	struct inode *d, *i;
+	struct ns_handle *h;
+	int ret = check_name(name);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (i) {
+		ret = i->kind == KIND_DIR ? -EISDIR : i->file.sealed ? -EEXIST : -EBUSY;
+		goto out;
+	}
+	i = inode_new(ns, KIND_FILE, name, mode, uid, gid);
+	if (!i) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	h = handle_new(ns, i, true);
+	if (!h || attach(ns, d, i) < 0) {
+		if (h) {
+			h->prev->next = h->next;
+			h->next->prev = h->prev;
+			handle_free(h);
+		}
+		inode_free(ns, i);
+		ret = -ENOMEM;
+		goto out;
+	}
+	ns->writing++;
+	i->file.open = 1;
+	i->nlookup = 1;
+	fill_attr(ns, i, attr);
+	*hp = h;
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
+{
+	struct inode *i;
+	struct ns_handle *h;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_DETACHED))
+		ret = -ENOENT;
+	else if (i->kind == KIND_DIR)
+		ret = -EISDIR;
+	else if (!i->file.sealed)
+		ret = -EBUSY;
+	else if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		ret = -EPERM;
+	if (ret)
+		goto out;
+	h = handle_new(ns, i, false);
+	if (!h) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (lru_linked(&i->file.lru))
+		lru_remove(&ns->lru, &i->file.lru);
+	i->file.open++;
+	atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
+	*hp = h;
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+ssize_t ns_read(struct ns_handle *h, uint64_t off, size_t len, void *buf, const void **ptr)
+{
+	struct inode *i = h->ino;
+	struct ns *ns = h->ns;
+	uint64_t size;
+	size_t n;
+
+	if (h->writer)
+		pthread_mutex_lock(&h->lock);
+	size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+	n = off >= size ? 0 : (size - off < len ? (size_t)(size - off) : len);
+	if (n == 0) {
+		*ptr = buf;
+	} else if (h->writer) {
+		/* The writer's pages may move when the block grows: copy under its lock. */
+		memcpy(buf, (uint8_t *)pool_page_addr(ns->pool, i->file.page) + off, n);
+		*ptr = buf;
+	} else {
+		/* Sealed: immutable and pinned by our open count, no lock needed. */
+		*ptr = (uint8_t *)pool_page_addr(ns->pool, i->file.page) + off;
+	}
+	if (h->writer)
+		pthread_mutex_unlock(&h->lock);
+	atomic_store_explicit(&i->atime_ns, now_ns(), memory_order_relaxed);
+	atomic_fetch_add_explicit(&ns->reads, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ns->bytes_read, n, memory_order_relaxed);
+	return (ssize_t)n;
+}
+
+bool ns_handle_is_writer(const struct ns_handle *h)
+{
+	return h->writer;
+}
+
+/* Make room for need_pages in the writer's block, growing geometrically so a block written
+ * in many requests is moved O(log n) times at most. Caller holds h->lock. */
+static int grow(struct ns_handle *h, uint64_t need_pages)
+{
+	struct ns *ns = h->ns;
+	struct inode *i = h->ino;
+	uint64_t old = i->file.npages, old_page = i->file.page;
+	uint64_t max_pages = pool_pages_for(ns->cfg.max_block_size);
+	uint64_t want = old ? (2 * old > max_pages ? max_pages : 2 * old) : need_pages;
+	uint64_t size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+	struct pool_hdr *hdr;
+	int64_t p;
+
+	if (want < need_pages)
+		want = need_pages;
+	pthread_mutex_lock(&ns->lock);
+	if (old &&
+	    (pool_extend(ns->pool, old_page, old, want) == 0 ||
+	     (want > need_pages && pool_extend(ns->pool, old_page, old, want = need_pages) == 0))) {
+		i->file.npages = want;
+		pool_hdr(ns->pool, old_page)->npages = (uint32_t)want;
+		if (over_pct(ns, ns->cfg.evict_high))
+			pthread_cond_signal(&ns->evict_cond);
+		pthread_mutex_unlock(&ns->lock);
+		return 0;
+	}
+	p = alloc_evicting(ns, want);
+	if (p < 0 && want > need_pages)
+		p = alloc_evicting(ns, want = need_pages);
+	if (p < 0) {
+		pthread_mutex_unlock(&ns->lock);
+		return (int)p;
+	}
+	hdr = pool_hdr(ns->pool, (uint64_t)p);
+	*hdr = (struct pool_hdr){
+	    .magic = POOL_HDR_MAGIC,
+	    .generation = i->file.generation,
+	    .npages = (uint32_t)want,
+	};
+	pthread_mutex_unlock(&ns->lock);
+
+	/* Both runs are ours: copy without the store lock. */
+	if (old)
+		memcpy(pool_page_addr(ns->pool, (uint64_t)p), pool_page_addr(ns->pool, old_page),
+		       size);
+
+	pthread_mutex_lock(&ns->lock);
+	if (old)
+		pool_free(ns->pool, old_page, old);
+	i->file.page = (uint64_t)p;
+	i->file.npages = want;
+	pthread_mutex_unlock(&ns->lock);
+	return 0;
+}
+
+/* Writes that do not extend the running checksum in order drop it: seal hashes instead. */
+static void checksum_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len)
+{
+	if (!h->xxh)
+		return;
+	if (off == h->hashed) {
+		XXH3_64bits_update(h->xxh, buf, len);
+		h->hashed += len;
+	} else {
+		XXH3_freeState(h->xxh);
+		h->xxh = NULL;
+	}
+}
+
+ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len)
+{
+	struct ns *ns = h->ns;
+	struct inode *i = h->ino;
+	uint64_t end = off + len, size;
+	uint8_t *data;
+	ssize_t ret = (ssize_t)len;
+
+	if (!h->writer)
+		return -EBADF;
+	if (end < off || end > ns->cfg.max_block_size)
+		return -EFBIG;
+	pthread_mutex_lock(&h->lock);
+	if (i->file.sealed) {
+		ret = -EPERM;
+		goto out;
+	}
+	if (h->failed) {
+		ret = -ENOSPC;
+		goto out;
+	}
+	if (len == 0)
+		goto out;
+	if (pool_pages_for(end) > i->file.npages) {
+		int err = grow(h, pool_pages_for(end));
+
+		if (err) {
+			h->failed = true;
+			atomic_fetch_add_explicit(&ns->enospc, 1, memory_order_relaxed);
+			ret = err;
+			goto out;
+		}
+	}
+	data = pool_page_addr(ns->pool, i->file.page);
+	size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+	if (off > size) /* recycled pages: a hole must read as zeros */
+		memset(data + size, 0, off - size);
+	memcpy(data + off, buf, len);
+	checksum_write(h, off, buf, len);
+	if (end > size)
+		atomic_store_explicit(&i->file.size, end, memory_order_relaxed);
+	atomic_store_explicit(&i->mtime_ns, now_ns(), memory_order_relaxed);
+	atomic_fetch_add_explicit(&ns->writes, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ns->bytes_written, len, memory_order_relaxed);
+out:
+	pthread_mutex_unlock(&h->lock);
+	return ret;
+}
+
+/* Seal or discard the writer's block. Caller holds h->lock. */
+static int seal_locked(struct ns_handle *h)
+{
+	struct ns *ns = h->ns;
+	struct inode *i = h->ino;
+	uint64_t size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+	uint64_t sum = 0, keep = pool_pages_for(size);
+	XXH128_hash_t nh;
+	int64_t now = now_ns();
+
+	if (i->file.sealed)
+		return 0;
+	if (h->failed) {
+		pthread_mutex_lock(&ns->lock);
+		if (!(i->flags & F_DETACHED)) {
+			if (ns->cfg.vanish)
+				ns->cfg.vanish(ns->cfg.vanish_arg, i->parent->ino, i->name);
+			detach(ns, i);
+			i->flags |= F_EVICTED;
+		}
+		pthread_mutex_unlock(&ns->lock);
+		return -ENOSPC;
+	}
+	if (size)
+		sum = (h->xxh && h->hashed == size)
+			  ? XXH3_64bits_digest(h->xxh)
+			  : XXH3_64bits(pool_page_addr(ns->pool, i->file.page), size);
+
+	pthread_mutex_lock(&ns->lock);
+	if (i->file.npages > keep) {
+		if (keep) {
+			pool_shrink(ns->pool, i->file.page, i->file.npages, keep);
+			i->file.npages = keep;
+		} else {
+			release_data(ns, i);
+		}
+	}
+	if (i->file.npages) {
+		nh = XXH3_128bits(i->name, strlen(i->name));
+		*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
+		    .magic = POOL_HDR_MAGIC,
+		    .flags = POOL_HDR_SEALED,
+		    .generation = i->file.generation,
+		    .name_hash = {nh.low64, nh.high64},
+		    .length = size,
+		    .checksum = sum,
+		    .seal_time_ns = (uint64_t)now,
+		    .npages = (uint32_t)i->file.npages,
+		};
+	}
+	i->file.sealed = true;
+	atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
+	i->ctime_ns = now;
+	ns->writing--;
+	if (!(i->flags & F_DETACHED))
+		ns->blocks++;
+	pthread_mutex_unlock(&ns->lock);
+	return 0;
+}
+
+int ns_seal(struct ns_handle *h)
+{
+	int ret;
+
+	if (!h->writer)
+		return 0;
+	pthread_mutex_lock(&h->lock);
+	ret = seal_locked(h);
+	pthread_mutex_unlock(&h->lock);
+	return ret;
+}
+
+void ns_release(struct ns_handle *h)
+{
+	struct ns *ns = h->ns;
+	struct inode *i = h->ino;
+
+	if (h->writer) {
+		pthread_mutex_lock(&h->lock);
+		if (!i->file.sealed)
+			(void)seal_locked(h); /* seals, or discards after ENOSPC */
+		pthread_mutex_unlock(&h->lock);
+	}
+	pthread_mutex_lock(&ns->lock);
+	if (h->writer && !i->file.sealed)
+		ns->writing--; /* discarded */
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	i->file.open--;
+	if (i->file.open == 0) {
+		if (i->flags & F_DETACHED)
+			maybe_free(ns, i);
+		else if (i->file.sealed)
+			lru_push(&ns->lru, &i->file.lru);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	handle_free(h);
+}
+
+int ns_setattr(struct ns *ns, uint64_t ino, struct ns_handle *h, unsigned valid,
+	       const struct ns_attr *in, struct ns_attr *out)
+{
+	struct inode *i;
+	int ret = 0;
+
+	if (valid & NS_SET_SIZE) {
+		if (!h || !h->writer || h->ino->ino != ino) {
+			pthread_mutex_lock(&ns->lock);
+			i = get_inode(ns, ino);
+			ret = !i || (i->flags & F_EVICTED) ? -ENOENT
+			      : i->kind == KIND_DIR	   ? -EISDIR
+			      : i->file.sealed		   ? -EPERM
+							   : -EBUSY;
+			pthread_mutex_unlock(&ns->lock);
+			return ret;
+		}
+		if (in->size > ns->cfg.max_block_size)
+			return -EFBIG;
+		pthread_mutex_lock(&h->lock);
+		i = h->ino;
+		if (i->file.sealed)
+			ret = -EPERM;
+		else if (h->failed)
+			ret = -ENOSPC;
+		else if (pool_pages_for(in->size) > i->file.npages)
+			ret = grow(h, pool_pages_for(in->size));
+		if (!ret) {
+			uint64_t size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+
+			if (in->size > size)
+				memset((uint8_t *)pool_page_addr(ns->pool, i->file.page) + size, 0,
+				       in->size - size);
+			if (in->size != h->hashed && h->xxh) {
+				XXH3_freeState(h->xxh);
+				h->xxh = NULL;
+			}
+			atomic_store_explicit(&i->file.size, in->size, memory_order_relaxed);
+			atomic_store_explicit(&i->mtime_ns, now_ns(), memory_order_relaxed);
+		} else if (ret == -ENOSPC) {
+			h->failed = true;
+		}
+		pthread_mutex_unlock(&h->lock);
+		if (ret)
+			return ret;
+	}
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_EVICTED)) {
+		ret = -ENOENT;
+		goto out;
+	}
+	if (valid & NS_SET_MODE)
+		i->mode = (i->mode & S_IFMT) | (in->mode & 07777);
+	if (valid & NS_SET_UID)
+		i->uid = in->uid;
+	if (valid & NS_SET_GID)
+		i->gid = in->gid;
+	if (valid & NS_SET_ATIME)
+		atomic_store_explicit(&i->atime_ns, in->atime_ns, memory_order_relaxed);
+	if (valid & NS_SET_MTIME)
+		atomic_store_explicit(&i->mtime_ns, in->mtime_ns, memory_order_relaxed);
+	i->ctime_ns = now_ns();
+	fill_attr(ns, i, out);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+/* ---- inspection --------------------------------------------------------------------------- */
+
+int ns_opendir(struct ns *ns, uint64_t ino, struct ns_dir *dir)
+{
+	struct inode *d, *i;
+	struct hnode *n = NULL;
+	uint64_t cursor = 0;
+	size_t names = 0, k = 2;
+	char *p;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, ino, &d);
+	if (ret)
+		goto out;
+	while ((n = htable_next(&d->dir.children, &cursor, n)))
+		names += strlen(INODE_OF(n, name_node)->name) + 1;
+	/* One allocation: the entry array followed by every name. */
+	dir->ents = malloc((2 + d->dir.nentries) * sizeof(struct ns_dirent) + names + 5);
+	if (!dir->ents) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	p = (char *)(dir->ents + 2 + d->dir.nentries);
+	dir->ents[0] = (struct ns_dirent){.name = strcpy(p, "."), .ino = d->ino, .mode = S_IFDIR};
+	p += 2;
+	dir->ents[1] = (struct ns_dirent){
+	    .name = strcpy(p, ".."), .ino = d->parent ? d->parent->ino : d->ino, .mode = S_IFDIR};
+	p += 3;
+	cursor = 0;
+	n = NULL;
+	while ((n = htable_next(&d->dir.children, &cursor, n))) {
+		i = INODE_OF(n, name_node);
+		if (i->kind == KIND_FILE && !i->file.sealed)
+			continue; /* not visible until sealed */
+		dir->ents[k++] =
+		    (struct ns_dirent){.name = strcpy(p, i->name), .ino = i->ino, .mode = i->mode};
+		p += strlen(i->name) + 1;
+	}
+	dir->count = k;
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+void ns_dir_free(struct ns_dir *dir)
+{
+	free(dir->ents);
+	dir->ents = NULL;
+	dir->count = 0;
+}
+
+int ns_block_info(struct ns *ns, uint64_t ino, struct ns_block_info *info)
+{
+	struct inode *i;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_EVICTED)) {
+		ret = -ENOENT;
+	} else {
+		*info = (struct ns_block_info){
+		    .is_dir = i->kind == KIND_DIR,
+		    .last_access_ns = atomic_load_explicit(&i->atime_ns, memory_order_relaxed),
+		};
+		if (i->kind == KIND_FILE) {
+			info->sealed = i->file.sealed;
+			info->refs = i->file.open;
+			info->generation = i->file.generation;
+		}
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+void ns_status(struct ns *ns, struct kvcachefs_status *st)
+{
+	uint64_t cap = pool_capacity(ns->pool);
+
+	pthread_mutex_lock(&ns->lock);
+	st->capacity = cap;
+	st->used = pool_used_pages(ns->pool) * POOL_PAGE_SIZE;
+	st->free = cap - st->used;
+	st->blocks = ns->blocks;
+	st->writing = ns->writing;
+	st->directories = ns->dirs;
+	pthread_mutex_unlock(&ns->lock);
+	st->reads = atomic_load(&ns->reads);
+	st->writes = atomic_load(&ns->writes);
+	st->bytes_read = atomic_load(&ns->bytes_read);
+	st->bytes_written = atomic_load(&ns->bytes_written);
+	st->hits = atomic_load(&ns->hits);
+	st->misses = atomic_load(&ns->misses);
+	st->evictions = atomic_load(&ns->evictions);
+	st->enospc = atomic_load(&ns->enospc);
+	st->max_block_size = ns->cfg.max_block_size;
+	st->evict_high_pct = ns->cfg.evict_high;
+	st->evict_low_pct = ns->cfg.evict_low;
+	st->pool_size = ns->pool->size;
+	st->start_time_ns = (uint64_t)ns->start_ns;
+}

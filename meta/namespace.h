@@ -1,0 +1,141 @@
+/*
+ * namespace: the single-node index — directories, block entries and the life of every block
+ * (writing → sealed → evicted/unlinked/replaced → freed) over one DRAM pool.
+ *
+ * Inode numbers are handed out from a 64-bit counter and never reused, so the kernel never
+ * sees one id for two different sets of bytes. Every function returns 0 (or a count) on
+ * success and a negative errno on failure; nothing here knows about FUSE. The kernel's lookup
+ * count is mirrored by ns_lookup/…/ns_forget: an inode that lost its name is freed when the
+ * kernel has forgotten it and nobody has it open.
+ *
+ * Thread-safe: one mutex (ns->lock) guards the tree, every inode's metadata, the LRU and the
+ * pool allocator; it is held only for O(1) bookkeeping. Payload bytes move outside it: a
+ * sealed block's bytes are immutable and pinned by its open count; a writing block's bytes
+ * belong to its single writer handle, whose own lock orders concurrent requests on it.
+ * Lock order: writer handle lock, then ns->lock.
+ */
+#ifndef KVC_META_NAMESPACE_H
+#define KVC_META_NAMESPACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fs/uapi/kvcachefs.h"
+
+struct pool;
+struct ns;
+struct ns_handle;
+
+#define NS_ROOT_INO 1
+
+/* Called, under ns->lock, for every name that vanishes without the kernel having asked
+ * (eviction, a block discarded after ENOSPC). It must only queue the work: it may not block
+ * or call back into the namespace. */
+typedef void (*ns_vanish_fn)(void *arg, uint64_t parent_ino, const char *name);
+
+struct ns_config {
+	uint64_t max_block_size;
+	unsigned evict_high; /* percent of capacity that wakes the evictor */
+	unsigned evict_low;  /* percent it evicts down to */
+	ns_vanish_fn vanish;
+	void *vanish_arg;
+};
+
+struct ns_attr {
+	uint64_t ino;
+	uint64_t generation;
+	uint32_t mode;
+	uint32_t nlink;
+	uint32_t uid, gid;
+	uint64_t size;
+	uint64_t alloc_bytes;
+	int64_t atime_ns, mtime_ns, ctime_ns;
+	bool writing; /* a block not sealed yet: its attributes still change */
+};
+
+/* What user.kvcachefs.* shows about a block. */
+struct ns_block_info {
+	bool is_dir;
+	bool sealed;
+	uint32_t refs;
+	int64_t last_access_ns;
+	uint64_t generation;
+};
+
+struct ns_dirent {
+	char *name;
+	uint64_t ino;
+	uint32_t mode;
+};
+
+/* A snapshot of a directory's visible entries ("." and ".." first) for readdir. */
+struct ns_dir {
+	struct ns_dirent *ents;
+	size_t count;
+};
+
+/* Create the namespace over pool (which it does not own) and start the evictor thread. */
+int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg);
+/* Stop the evictor and free every inode and handle record (not the pool). */
+void ns_destroy(struct ns *ns);
+
+/* Name operations. Those that return an entry (lookup, mkdir, create) add one kernel
+ * reference to it, which ns_forget drops. */
+int ns_lookup(struct ns *ns, uint64_t parent, const char *name, struct ns_attr *attr);
+void ns_forget(struct ns *ns, uint64_t ino, uint64_t nlookup);
+int ns_getattr(struct ns *ns, uint64_t ino, struct ns_attr *attr);
+int ns_mkdir(struct ns *ns, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+	     uint32_t gid, struct ns_attr *attr);
+int ns_rmdir(struct ns *ns, uint64_t parent, const char *name);
+int ns_unlink(struct ns *ns, uint64_t parent, const char *name);
+/* flags: 0 or RENAME_NOREPLACE (EEXIST); RENAME_EXCHANGE is refused with EINVAL. */
+int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags);
+
+/* Change metadata. valid: bitmask of NS_SET_*; a size change is allowed only through the
+ * writer's own handle h (EPERM on a sealed block, EBUSY by path on a writing one, EFBIG past
+ * the maximum block size). */
+#define NS_SET_MODE  (1u << 0)
+#define NS_SET_UID   (1u << 1)
+#define NS_SET_GID   (1u << 2)
+#define NS_SET_SIZE  (1u << 3)
+#define NS_SET_ATIME (1u << 4)
+#define NS_SET_MTIME (1u << 5)
+int ns_setattr(struct ns *ns, uint64_t ino, struct ns_handle *h, unsigned valid,
+	       const struct ns_attr *in, struct ns_attr *out);
+
+/* Blocks. ns_create_block makes a new writing block under a name that must not exist
+ * (EEXIST for a sealed one, EBUSY while another writer has it) and opens it for writing.
+ * ns_open opens an existing block: for reading only when sealed (EBUSY while written),
+ * never for writing (EPERM when sealed, EBUSY while written). */
+int ns_create_block(struct ns *ns, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+		    uint32_t gid, struct ns_attr *attr, struct ns_handle **h);
+int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **h);
+/* Read up to len bytes at off. For a sealed block *ptr points into the pool (valid until
+ * ns_release); for the writer's own handle the bytes are copied into buf (len bytes).
+ * Returns the byte count (0 at end of block). */
+ssize_t ns_read(struct ns_handle *h, uint64_t off, size_t len, void *buf, const void **ptr);
+/* Write len bytes at off through the writer handle: EFBIG past the maximum block size,
+ * ENOSPC when the pool cannot make room (the block is then discarded at close), EPERM after
+ * the block was sealed. Returns len. */
+ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len);
+/* Seal the block if h is its writer (close or fsync); a discarded block reports ENOSPC. */
+int ns_seal(struct ns_handle *h);
+/* Close the handle: seals a still-writing block, unpins, frees what nothing needs anymore. */
+void ns_release(struct ns_handle *h);
+
+/* Is h the writer's handle (reads through it copy, see ns_read)? */
+bool ns_handle_is_writer(const struct ns_handle *h);
+
+int ns_opendir(struct ns *ns, uint64_t ino, struct ns_dir *dir);
+void ns_dir_free(struct ns_dir *dir);
+
+int ns_block_info(struct ns *ns, uint64_t ino, struct ns_block_info *info);
+void ns_status(struct ns *ns, struct kvcachefs_status *st);
+/* Evict least-recently-used blocks until usage is at most target_pct of capacity.
+ * Returns the number evicted. (The evictor thread calls it; tests may too.) */
+uint64_t ns_evict(struct ns *ns, unsigned target_pct);
+
+#endif

@@ -1,0 +1,105 @@
+/* Unit tests of fs/options.c: sizes, defaults and every rejected command line. */
+#include "fs/options.h"
+#include "tests/unit/check.h"
+
+#include <errno.h>
+#include <string.h>
+
+static int parse(struct kvc_options *o, const char *line)
+{
+	char buf[512], *argv[32];
+	int argc = 0;
+
+	snprintf(buf, sizeof(buf), "kvcachefs %s", line);
+	for (char *t = strtok(buf, " "); t && argc < 31; t = strtok(NULL, " "))
+		argv[argc++] = t;
+	argv[argc] = NULL;
+	return opt_parse(argc, argv, o);
+}
+
+static void test_sizes(void)
+{
+	uint64_t v;
+
+	CHECK(opt_parse_size("4096", &v) == 0 && v == 4096);
+	CHECK(opt_parse_size("64K", &v) == 0 && v == 64 << 10);
+	CHECK(opt_parse_size("64m", &v) == 0 && v == 64 << 20);
+	CHECK(opt_parse_size("2G", &v) == 0 && v == 2ull << 30);
+	CHECK(opt_parse_size("1T", &v) == 0 && v == 1ull << 40);
+	CHECK(opt_parse_size("16MiB", &v) == 0 && v == 16 << 20);
+	CHECK(opt_parse_size("16MB", &v) == 0 && v == 16 << 20);
+	CHECK(opt_parse_size("", &v) == -EINVAL);
+	CHECK(opt_parse_size("M", &v) == -EINVAL);
+	CHECK(opt_parse_size("-1", &v) == -EINVAL);
+	CHECK(opt_parse_size("12Q", &v) == -EINVAL);
+	CHECK(opt_parse_size("1.5G", &v) == -EINVAL);
+	CHECK(opt_parse_size("10Mx", &v) == -EINVAL);
+	CHECK(opt_parse_size("99999999999999999999", &v) == -ERANGE);
+	CHECK(opt_parse_size("99999999999T", &v) == -ERANGE);
+}
+
+static void test_defaults(void)
+{
+	struct kvc_options o;
+
+	REQUIRE(parse(&o, "/mnt/x") == 0);
+	CHECK(!strcmp(o.mountpoint, "/mnt/x"));
+	CHECK(o.pool_size == KVC_DEFAULT_POOL_SIZE);
+	CHECK(o.max_block_size == 64ull << 20);
+	CHECK(o.evict_high == 90 && o.evict_low == 80);
+	CHECK(!o.foreground && o.fuse_opts[0] == '\0');
+}
+
+static void test_all_options(void)
+{
+	struct kvc_options o;
+
+	REQUIRE(parse(&o, "-f --pool-size 256M --max-block-size 1M --evict-high 70 --evict-low 40 "
+			  "-o allow_other -o ro /m") == 0);
+	CHECK(o.foreground);
+	CHECK(o.pool_size == 256 << 20);
+	CHECK(o.max_block_size == 1 << 20);
+	CHECK(o.evict_high == 70 && o.evict_low == 40);
+	CHECK(!strcmp(o.fuse_opts, "allow_other,ro"));
+	REQUIRE(parse(&o, "/m --pool-size=8M") == 0); /* options after the mountpoint */
+	CHECK(o.pool_size == 8 << 20);
+	REQUIRE(parse(&o, "--help") == 0);
+	CHECK(o.help);
+	REQUIRE(parse(&o, "--version") == 0);
+	CHECK(o.version);
+}
+
+static void test_rejected(void)
+{
+	struct kvc_options o;
+	const char *bad[] = {
+	    "",					 /* no mountpoint */
+	    "/a /b",				 /* two */
+	    "--bogus /m",			 /* unknown */
+	    "--pool-size 12Q /m",		 /* bad size */
+	    "--pool-size 512K /m",		 /* too small */
+	    "--max-block-size 1K /m",		 /* too small */
+	    "--evict-high 101 /m",		 /* out of range */
+	    "--evict-high abc /m",		 /* not a number */
+	    "--evict-low 0 /m",			 /* out of range */
+	    "--evict-high 50 --evict-low 50 /m", /* low must be below high */
+	    "/m --pool-size",			 /* missing value */
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int ret = parse(&o, bad[i]);
+
+		if (ret != -EINVAL || !o.err[0])
+			fprintf(stderr, "accepted: '%s'\n", bad[i]);
+		CHECK(ret == -EINVAL && o.err[0]);
+	}
+}
+
+int main(void)
+{
+	RUN(test_sizes);
+	RUN(test_defaults);
+	RUN(test_all_options);
+	RUN(test_rejected);
+	return check_summary();
+}
