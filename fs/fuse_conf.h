@@ -21,7 +21,6 @@
 static inline void kvc_fuse_conn_init(struct fuse_conn_info *conn)
 {
 	conn->max_write = KVC_FUSE_MAX_IO;
-	conn->max_read = KVC_FUSE_MAX_IO;
 	conn->max_readahead = KVC_FUSE_MAX_IO;
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;

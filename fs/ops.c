@@ -293,12 +293,12 @@ static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 		fuse_reply_write(req, (size_t)n);
 }
 
-/* The writer's close: seal here, not at release, which the kernel sends asynchronously, so
- * that the block is visible when close() returns. */
+/* One close() of an fd: the writer may go on through a dup (dd, shell redirections), so
+ * the block is sealed at release, the last close; flush only reports a discarded block. */
 static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse_reply_err(req, -ns_seal((struct ns_handle *)(uintptr_t)fi->fh));
+	fuse_reply_err(req, -ns_flush((struct ns_handle *)(uintptr_t)fi->fh));
 }
 
 static void kvc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)

@@ -67,6 +67,7 @@ struct inode {
 			uint64_t generation;
 			uint32_t open; /* open handles; > 0 pins the pages */
 			bool sealed;
+			bool closing; /* the writer closed an fd and wrote nothing since */
 			struct lru_node lru;
 		} file;
 	};
@@ -82,6 +83,7 @@ struct ns_handle {
 	XXH3_state_t *xxh; /* running checksum while writes are sequential, else NULL */
 	uint64_t hashed;   /* bytes already folded into xxh */
 	bool failed;	   /* a write got ENOSPC: the block is discarded at close */
+	bool flushed;	   /* the writer closed an fd (flush) and wrote nothing since */
 };
 
 struct ns {
@@ -100,6 +102,7 @@ struct ns {
 	/* The evictor thread. */
 	pthread_t evictor;
 	pthread_cond_t evict_cond;
+	pthread_cond_t seal_cond; /* broadcast when a block is sealed or discarded */
 	bool evict_stop;
 };
 
@@ -400,6 +403,7 @@ int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
 	ns->start_ns = now_ns();
 	pthread_mutex_init(&ns->lock, NULL);
 	pthread_cond_init(&ns->evict_cond, NULL);
+	pthread_cond_init(&ns->seal_cond, NULL);
 	htable_init(&ns->inodes);
 	lru_init(&ns->lru);
 	ns->handles.next = ns->handles.prev = &ns->handles;
@@ -466,6 +470,7 @@ void ns_destroy(struct ns *ns)
 	}
 	htable_fini(&ns->inodes);
 	pthread_cond_destroy(&ns->evict_cond);
+	pthread_cond_destroy(&ns->seal_cond);
 	pthread_mutex_destroy(&ns->lock);
 	free(ns);
 }
@@ -748,6 +753,27 @@ out:
 	return ret;
 }
 
+/*
+ * The kernel sends RELEASE (where the block is sealed) asynchronously after the writer's last
+ * close() has returned, and it may reach another worker thread after a reader's OPEN. A block
+ * whose writer has closed an fd and written nothing since is about to be sealed: wait for it
+ * (bounded), so that a reader started after the writer's close() sees the sealed block.
+ * Caller holds ns->lock; the kernel's reference keeps i alive.
+ */
+#define NS_SEAL_WAIT_NS 2000000000ll
+
+static void wait_sealed(struct ns *ns, struct inode *i)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += NS_SEAL_WAIT_NS / 1000000000;
+	while (i->kind == KIND_FILE && !i->file.sealed && i->file.closing &&
+	       !(i->flags & F_DETACHED))
+		if (pthread_cond_timedwait(&ns->seal_cond, &ns->lock, &deadline) == ETIMEDOUT)
+			break;
+}
+
 int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
 {
 	struct inode *i;
@@ -756,6 +782,8 @@ int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
 
 	pthread_mutex_lock(&ns->lock);
 	i = get_inode(ns, ino);
+	if (i)
+		wait_sealed(ns, i);
 	if (!i || (i->flags & F_DETACHED))
 		ret = -ENOENT;
 	else if (i->kind == KIND_DIR)
@@ -870,6 +898,17 @@ static int grow(struct ns_handle *h, uint64_t need_pages)
 	return 0;
 }
 
+/* The writer writes again after closing an fd (through a dup): not about to be sealed. */
+static void clear_flushed(struct ns_handle *h)
+{
+	if (!h->flushed)
+		return;
+	h->flushed = false;
+	pthread_mutex_lock(&h->ns->lock);
+	h->ino->file.closing = false;
+	pthread_mutex_unlock(&h->ns->lock);
+}
+
 /* Writes that do not extend the running checksum in order drop it: seal hashes instead. */
 static void checksum_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len)
 {
@@ -905,6 +944,7 @@ ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len)
 		ret = -ENOSPC;
 		goto out;
 	}
+	clear_flushed(h);
 	if (len == 0)
 		goto out;
 	if (pool_pages_for(end) > i->file.npages) {
@@ -953,6 +993,8 @@ static int seal_locked(struct ns_handle *h)
 			detach(ns, i);
 			i->flags |= F_EVICTED;
 		}
+		i->file.closing = false;
+		pthread_cond_broadcast(&ns->seal_cond);
 		pthread_mutex_unlock(&ns->lock);
 		return -ENOSPC;
 	}
@@ -984,6 +1026,8 @@ static int seal_locked(struct ns_handle *h)
 		};
 	}
 	i->file.sealed = true;
+	i->file.closing = false;
+	pthread_cond_broadcast(&ns->seal_cond);
 	atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
 	i->ctime_ns = now;
 	ns->writing--;
@@ -1001,6 +1045,25 @@ int ns_seal(struct ns_handle *h)
 		return 0;
 	pthread_mutex_lock(&h->lock);
 	ret = seal_locked(h);
+	pthread_mutex_unlock(&h->lock);
+	return ret;
+}
+
+int ns_flush(struct ns_handle *h)
+{
+	int ret = 0;
+
+	if (!h->writer)
+		return 0;
+	pthread_mutex_lock(&h->lock);
+	if (h->failed) {
+		ret = -ENOSPC;
+	} else if (!h->ino->file.sealed) {
+		h->flushed = true;
+		pthread_mutex_lock(&h->ns->lock);
+		h->ino->file.closing = true;
+		pthread_mutex_unlock(&h->ns->lock);
+	}
 	pthread_mutex_unlock(&h->lock);
 	return ret;
 }
@@ -1059,6 +1122,8 @@ int ns_setattr(struct ns *ns, uint64_t ino, struct ns_handle *h, unsigned valid,
 			ret = -ENOSPC;
 		else if (pool_pages_for(in->size) > i->file.npages)
 			ret = grow(h, pool_pages_for(in->size));
+		if (!ret)
+			clear_flushed(h);
 		if (!ret) {
 			uint64_t size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
 
@@ -1134,8 +1199,8 @@ int ns_opendir(struct ns *ns, uint64_t ino, struct ns_dir *dir)
 	n = NULL;
 	while ((n = htable_next(&d->dir.children, &cursor, n))) {
 		i = INODE_OF(n, name_node);
-		if (i->kind == KIND_FILE && !i->file.sealed)
-			continue; /* not visible until sealed */
+		if (i->kind == KIND_FILE && !i->file.sealed && !i->file.closing)
+			continue; /* not visible until sealed (or about to be: see wait_sealed) */
 		dir->ents[k++] =
 		    (struct ns_dirent){.name = strcpy(p, i->name), .ino = i->ino, .mode = i->mode};
 		p += strlen(i->name) + 1;
@@ -1160,6 +1225,8 @@ int ns_block_info(struct ns *ns, uint64_t ino, struct ns_block_info *info)
 
 	pthread_mutex_lock(&ns->lock);
 	i = get_inode(ns, ino);
+	if (i)
+		wait_sealed(ns, i);
 	if (!i || (i->flags & F_EVICTED)) {
 		ret = -ENOENT;
 	} else {

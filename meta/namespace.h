@@ -121,9 +121,13 @@ ssize_t ns_read(struct ns_handle *h, uint64_t off, size_t len, void *buf, const 
  * ENOSPC when the pool cannot make room (the block is then discarded at close), EPERM after
  * the block was sealed. Returns len. */
 ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len);
-/* Seal the block if h is its writer (close or fsync); a discarded block reports ENOSPC. */
+/* Seal the block now if h is its writer (fsync); a discarded block reports ENOSPC. */
 int ns_seal(struct ns_handle *h);
-/* Close the handle: seals a still-writing block, unpins, frees what nothing needs anymore. */
+/* One close() of an fd on h (FUSE flush): the writer may still write through a dup, so the
+ * block is only marked as closing (see ns_open); ENOSPC if the block is being discarded. */
+int ns_flush(struct ns_handle *h);
+/* The last close of the handle: seals a still-writing block, unpins, frees what nothing
+ * needs anymore. */
 void ns_release(struct ns_handle *h);
 
 /* Is h the writer's handle (reads through it copy, see ns_read)? */

@@ -321,7 +321,9 @@ static void test_enospc(void)
 	CHECK(ns_lookup(ns, NS_ROOT_INO, "huge", &a) == -ENOENT); /* discarded */
 	CHECK(verify(keep, 4096, 9));				  /* nothing else harmed */
 	ns_status(ns, &st);
-	CHECK(st.enospc == 2 && st.used == 4096 && st.writing == 0);
+	CHECK(st.enospc == 1);
+	CHECK(st.used == 4096);
+	CHECK(st.writing == 0);
 	/* pool full of pinned blocks: nothing may be evicted */
 	for (int i = 0; i < 3; i++) {
 		snprintf(name, sizeof(name), "p%d", i);

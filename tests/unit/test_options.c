@@ -7,7 +7,8 @@
 
 static int parse(struct kvc_options *o, const char *line)
 {
-	char buf[512], *argv[32];
+	static char buf[512];
+	char *argv[32];
 	int argc = 0;
 
 	snprintf(buf, sizeof(buf), "kvcachefs %s", line);
