@@ -15,8 +15,17 @@ echo "== tests: regular build =="
 ctest --test-dir build --output-on-failure -j"$jobs" || status=1
 
 echo "== tests: AddressSanitizer + UndefinedBehaviorSanitizer build =="
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Daemons run detached with stderr on /dev/null: sanitizer reports go to files, and any
+# report fails the run.
+logs=$(mktemp -d /tmp/kvcachefs-sanitizers.XXXXXX)
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:log_path=$logs/asan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan"
 ctest --test-dir build-asan --output-on-failure -j"$jobs" || status=1
+if compgen -G "$logs/*" >/dev/null; then
+	echo "== sanitizer reports =="
+	cat "$logs"/*
+	status=1
+fi
+rm -rf "$logs"
 
 exit $status
