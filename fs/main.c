@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,24 @@ static void daemonize_done(int ready_fd)
 	use_syslog = true;
 }
 
+/* fuse_session_new prints its own complaint about a bad -o option; ours is the one line. */
+static struct fuse_session *session_new_quiet(struct fuse_args *args, struct kvc_fs *fs)
+{
+	struct fuse_session *se;
+	int saved = dup(2), null = open("/dev/null", O_WRONLY);
+
+	if (saved >= 0 && null >= 0)
+		dup2(null, 2);
+	se = fuse_session_new(args, &kvc_fs_ops, sizeof(kvc_fs_ops), fs);
+	if (saved >= 0) {
+		dup2(saved, 2);
+		close(saved);
+	}
+	if (null >= 0)
+		close(null);
+	return se;
+}
+
 int main(int argc, char **argv)
 {
 	struct kvc_options o;
@@ -221,7 +240,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	fs.ns = ns;
-	se = fuse_session_new(&args, &kvc_fs_ops, sizeof(kvc_fs_ops), &fs);
+	se = session_new_quiet(&args, &fs);
 	if (!se) {
 		log_msg(LOG_ERR, "invalid mount options '%s'", o.fuse_opts);
 		goto out;
@@ -249,7 +268,9 @@ int main(int argc, char **argv)
 	log_msg(LOG_INFO, "mounted on %s: pool %s (%s), max block %llu bytes", mnt, pool_path, a,
 		(unsigned long long)o.max_block_size);
 
-	status = kvc_fuse_loop(se) == 0 ? 0 : 1;
+	/* The loop returns the signal number when SIGINT/SIGTERM/SIGHUP ended it: a clean stop. */
+	ret = kvc_fuse_loop(se);
+	status = ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
 	log_msg(LOG_INFO, "unmounting %s", mnt);
 
 out_unmount:
