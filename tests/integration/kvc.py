@@ -1,0 +1,508 @@
+"""Shared helpers for the kvcachefs integration tests (Python 3 standard library only).
+
+Every test mounts a real kvcachefs on a temporary directory through the kernel:
+
+    with Mount("--pool-size", "16M") as m:
+        write_block(m.path("a"), b"...")
+
+or, for a whole test class:
+
+    @classmethod
+    def setUpClass(cls):
+        cls.m = Mount.for_class(cls, "--pool-size", "64M")
+
+The programs are taken from $KVC_BIN_DIR (set by ctest), else from build/bin of this
+checkout. A Mount always cleans up (unmount, wait for the daemon, remove the directory),
+also when a test fails, and reports a daemon that died during the test, that does not exit
+after the unmount, or that left a sanitizer report behind.
+"""
+
+import atexit
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN_DIR = os.environ.get("KVC_BIN_DIR") or os.path.normpath(
+    os.path.join(HERE, "..", "..", "build", "bin"))
+KVCACHEFS = os.path.join(BIN_DIR, "kvcachefs")
+KVCACHECTL = os.path.join(BIN_DIR, "kvcachectl")
+
+KiB = 1024
+MiB = 1024 * 1024
+
+# Default pool for tests that do not ask for one: small, so that several test files can run in
+# parallel (ctest -j) without eating the machine's shared memory.
+DEFAULT_TEST_POOL = "64M"
+
+XATTR_PREFIX = "user.kvcachefs."
+XATTR_NAMES = ("user.kvcachefs.tier", "user.kvcachefs.state", "user.kvcachefs.refs",
+               "user.kvcachefs.last_access")
+
+
+# --------------------------------------------------------------------------------------------
+# Environment checks
+
+def require_environment():
+    """Raise unittest.SkipTest (with the reason) where FUSE cannot work at all; raise an
+    error when the programs under test are missing (a build problem, not a skip)."""
+    if not os.path.exists("/dev/fuse"):
+        raise unittest.SkipTest("/dev/fuse is missing: FUSE tests need it")
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("the integration tests mount FUSE filesystems: run them as root")
+    for p in (KVCACHEFS, KVCACHECTL):
+        if not os.access(p, os.X_OK):
+            raise RuntimeError("%s not found or not executable (set KVC_BIN_DIR)" % p)
+
+
+def errname(e):
+    return errno.errorcode.get(e, str(e)) if isinstance(e, int) else str(e)
+
+
+# --------------------------------------------------------------------------------------------
+# Sanitizer reports: every daemon/CLI we start writes its ASan/UBSan report (if any) into a
+# private directory, so that a report from a daemonized process (stderr is /dev/null then) is
+# not lost. Harmless for non-sanitized builds.
+
+def sanitizer_env(logdir, base=None):
+    env = dict(os.environ if base is None else base)
+    prefix = os.path.join(logdir, "san")
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        cur = env.get(var, "")
+        parts = [p for p in cur.split(":") if p and not p.startswith("log_path=")]
+        parts.append("log_path=" + prefix)
+        env[var] = ":".join(parts)
+    return env
+
+
+def sanitizer_reports(logdir):
+    out = []
+    try:
+        names = sorted(os.listdir(logdir))
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if n.startswith("san"):
+            try:
+                with open(os.path.join(logdir, n), errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if text.strip():
+                out.append("%s:\n%s" % (n, text[-8000:]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers
+
+def _unescape_mount_field(s):
+    # /proc/mounts escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_entries():
+    """[(source, mountpoint, fstype, options)] from /proc/mounts."""
+    out = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 4:
+                out.append((fields[0], _unescape_mount_field(fields[1]), fields[2], fields[3]))
+    return out
+
+
+def mount_entry(path):
+    path = os.path.realpath(path)
+    for e in mount_entries():
+        if e[1] == path:
+            return e
+    return None
+
+
+def is_mounted(path):
+    return mount_entry(path) is not None
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # the state follows the ")" that closes the command name
+    state = stat[stat.rfind(")") + 2:][:1]
+    return state not in ("Z", "X", "")
+
+
+def find_daemon(mnt):
+    """The pid of the kvcachefs process serving mountpoint mnt, or None."""
+    mnt = os.path.realpath(mnt)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv if a]
+        if not argv or os.path.basename(argv[0]) != "kvcachefs":
+            continue
+        if mnt in argv[1:] and pid_alive(int(d)):
+            return int(d)
+    return None
+
+
+def wait_until(pred, timeout=5.0, interval=0.05):
+    """Poll pred() until it returns a true value or timeout seconds pass; return its last
+    value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Mount
+
+_live_mounts = set()
+
+
+class Mount:
+    """A kvcachefs mounted on a fresh temporary directory (context manager).
+
+    args: extra daemon arguments; --pool-size DEFAULT_TEST_POOL is added unless args hold a
+    --pool-size or pool_size=None is given.
+    """
+
+    def __init__(self, *args, pool_size=DEFAULT_TEST_POOL):
+        self.args = list(args)
+        if pool_size is not None and not any(
+                a == "--pool-size" or a.startswith("--pool-size=") for a in self.args):
+            self.args = ["--pool-size", pool_size] + self.args
+        self.mnt = None
+        self.pid = None
+        self.logdir = None
+        self.started = False
+
+    # ---- life cycle
+    def start(self):
+        self.logdir = tempfile.mkdtemp(prefix="kvc-itest-log-")
+        self.mnt = os.path.realpath(tempfile.mkdtemp(prefix="kvc-itest-mnt-"))
+        cmd = [KVCACHEFS] + self.args + [self.mnt]
+        try:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=60, env=sanitizer_env(self.logdir))
+        except subprocess.TimeoutExpired:
+            self._emergency_cleanup()
+            raise RuntimeError("%s did not return within 60 s" % " ".join(cmd))
+        if r.returncode != 0:
+            err = r.stderr.decode(errors="replace")
+            self._emergency_cleanup()
+            raise RuntimeError("%s failed (exit %d): %s" % (" ".join(cmd), r.returncode, err))
+        _live_mounts.add(self)
+        self.started = True
+        # The daemon returns only once the mount is ready: no waiting here.
+        if not is_mounted(self.mnt):
+            raise RuntimeError("kvcachefs exited 0 but %s is not in /proc/mounts yet "
+                               "(it must return only when the mount is ready)" % self.mnt)
+        self.pid = wait_until(lambda: find_daemon(self.mnt), timeout=5)
+        if not self.pid:
+            raise RuntimeError("no kvcachefs daemon process found for %s" % self.mnt)
+        return self
+
+    def _emergency_cleanup(self):
+        if self.mnt:
+            if is_mounted(self.mnt):
+                unmount(self.mnt)
+            try:
+                os.rmdir(self.mnt)
+            except OSError:
+                pass
+        if self.logdir:
+            shutil.rmtree(self.logdir, ignore_errors=True)
+
+    def stop(self):
+        """Unmount, wait for the daemon to exit, remove the directory. Raises AssertionError
+        (after cleaning up) when the daemon had died, would not exit, or left a sanitizer
+        report."""
+        if not self.started:
+            return
+        self.started = False
+        _live_mounts.discard(self)
+        problems = []
+        if self.pid and not pid_alive(self.pid):
+            problems.append("the daemon (pid %d) died during the test" % self.pid)
+        if is_mounted(self.mnt):
+            if not unmount(self.mnt):
+                problems.append("could not unmount %s" % self.mnt)
+        if self.pid:
+            if not wait_until(lambda: not pid_alive(self.pid), timeout=20, interval=0.05):
+                problems.append("the daemon (pid %d) did not exit after the unmount" % self.pid)
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                wait_until(lambda: not pid_alive(self.pid), timeout=5)
+                if is_mounted(self.mnt):
+                    unmount(self.mnt)
+        try:
+            os.rmdir(self.mnt)
+        except OSError as e:
+            problems.append("cannot remove mountpoint %s: %s" % (self.mnt, e))
+        reports = sanitizer_reports(self.logdir)
+        if reports:
+            problems.append("sanitizer report(s) from the daemon:\n" + "\n".join(reports))
+        shutil.rmtree(self.logdir, ignore_errors=True)
+        if problems:
+            raise AssertionError("kvcachefs at %s: %s" % (self.mnt, "; ".join(problems)))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.stop()
+        except AssertionError:
+            if exc_type is None:
+                raise
+            # the test failed already: do not hide its exception, but say what happened
+            sys.stderr.write("cleanup problem: %s\n" % sys.exc_info()[1])
+        return False
+
+    @classmethod
+    def for_class(cls, testclass, *args, **kw):
+        """Start a mount for a unittest.TestCase class; stopped by a class cleanup."""
+        m = cls(*args, **kw)
+        try:
+            m.start()
+        finally:
+            if m.started:
+                testclass.addClassCleanup(m.stop)
+        return m
+
+    @classmethod
+    def for_test(cls, testcase, *args, **kw):
+        """Start a mount for one test; stopped by a test cleanup."""
+        m = cls(*args, **kw)
+        try:
+            m.start()
+        finally:
+            if m.started:
+                testcase.addCleanup(m.stop)
+        return m
+
+    # ---- conveniences
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def status(self):
+        return ctl_status_json(self.mnt)
+
+
+def unmount(mnt, tries=10):
+    """fusermount3 -u (retried), then umount -l. True when mnt is no longer mounted."""
+    for _ in range(tries):
+        if not is_mounted(mnt):
+            return True
+        subprocess.run(["fusermount3", "-u", mnt], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not is_mounted(mnt):
+            return True
+        time.sleep(0.2)
+    subprocess.run(["umount", "-l", mnt], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return wait_until(lambda: not is_mounted(mnt), timeout=5)
+
+
+@atexit.register
+def _cleanup_leftovers():
+    for m in list(_live_mounts):
+        try:
+            m.stop()
+        except Exception as e:  # noqa: BLE001 - last resort at interpreter exit
+            sys.stderr.write("cleanup at exit: %s\n" % e)
+
+
+# --------------------------------------------------------------------------------------------
+# Programs
+
+def run_daemon(args, timeout=60, env=None):
+    """Run kvcachefs with args; return (CompletedProcess, sanitizer reports)."""
+    logdir = tempfile.mkdtemp(prefix="kvc-itest-log-")
+    try:
+        r = subprocess.run([KVCACHEFS] + list(args), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout,
+                           env=sanitizer_env(logdir, env))
+        return r, sanitizer_reports(logdir)
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def run_ctl(*args, timeout=30):
+    """Run kvcachectl; return the CompletedProcess (text mode)."""
+    return subprocess.run([KVCACHECTL] + list(args), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ctl_status_json(mnt):
+    r = run_ctl("status", "--json", mnt)
+    if r.returncode != 0:
+        raise AssertionError("kvcachectl status --json %s: exit %d: %s"
+                             % (mnt, r.returncode, r.stderr))
+    try:
+        return json.loads(r.stdout)
+    except ValueError as e:
+        raise AssertionError("kvcachectl status --json printed no JSON (%s): %r"
+                             % (e, r.stdout))
+
+
+# --------------------------------------------------------------------------------------------
+# File helpers
+
+def write_all(fd, data, offset=None):
+    """Write all of data (at offset with pwrite when given). Returns the byte count."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        if offset is None:
+            n = os.write(fd, view[done:])
+        else:
+            n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, "write returned %d" % n)
+        done += n
+    return done
+
+
+def read_all(fd, chunk=1 << 20):
+    parts = []
+    while True:
+        b = os.read(fd, chunk)
+        if not b:
+            return b"".join(parts)
+        parts.append(b)
+
+
+def write_block(path, data, chunk=1 << 20, flags=0):
+    """Create path, write data in chunks, close (which seals it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+    try:
+        for off in range(0, len(data), chunk):
+            write_all(fd, data[off:off + chunk])
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+
+
+def read_block(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def gone(path):
+    return not exists(path)
+
+
+def xattrs(path):
+    """{name: bytes} of the user.kvcachefs.* attributes of path."""
+    return {n: os.getxattr(path, n) for n in os.listxattr(path) if n.startswith(XATTR_PREFIX)}
+
+
+def xattr(path, name):
+    if "." not in name:
+        name = XATTR_PREFIX + name
+    return os.getxattr(path, name)
+
+
+# renameat2 through libc
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def renameat2(old, new, flags=0):
+    """renameat2(AT_FDCWD, old, AT_FDCWD, new, flags); raises OSError on failure."""
+    fn = _libc.renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    r = fn(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags)
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), old, None, new)
+
+
+# --------------------------------------------------------------------------------------------
+# Assertions
+
+class TestCase(unittest.TestCase):
+    """unittest.TestCase with errno assertions."""
+
+    def assertErrno(self, expected, fn, *args, **kw):
+        """fn(*args) must raise OSError with errno expected (an int or a tuple of ints).
+        Returns the exception."""
+        exp = expected if isinstance(expected, tuple) else (expected,)
+        try:
+            r = fn(*args, **kw)
+        except OSError as e:
+            if e.errno not in exp:
+                self.fail("%s%r raised %s (%s), expected %s" % (
+                    getattr(fn, "__name__", fn), args, errname(e.errno), e,
+                    " or ".join(errname(x) for x in exp)))
+            return e
+        # an fd opened by mistake must not stay open (it would keep the mount busy)
+        if isinstance(r, int) and getattr(fn, "__name__", "") == "open":
+            try:
+                os.close(r)
+            except OSError:
+                pass
+        self.fail("%s%r succeeded (returned %r), expected %s" % (
+            getattr(fn, "__name__", fn), args, r, " or ".join(errname(x) for x in exp)))
+
+    def assertGone(self, path, timeout=2.0):
+        """stat(path) must give ENOENT, within timeout (kernel entry caches)."""
+        if not wait_until(lambda: gone(path), timeout=timeout):
+            self.fail("%s still exists after %.1f s" % (path, timeout))
+        self.assertErrno(errno.ENOENT, os.stat, path)
+
+
+def main():
+    """unittest.main with a verbose runner; exits non-zero on failure."""
+    unittest.main(verbosity=2)
