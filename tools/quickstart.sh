@@ -25,9 +25,11 @@ echo "quickstart: saving a 2 MiB block as $block"
 head -c 2M /dev/urandom >/tmp/kvcache-quickstart.bin
 cp /tmp/kvcache-quickstart.bin "$block"
 echo "quickstart: loading it back"
-if cmp "$block" /tmp/kvcache-quickstart.bin; then
-	echo "quickstart: the block reads back byte for byte"
+if ! cmp "$block" /tmp/kvcache-quickstart.bin; then
+	echo "quickstart: the block read back differs from what was saved" >&2
+	exit 1
 fi
+echo "quickstart: the block reads back byte for byte"
 rm -f /tmp/kvcache-quickstart.bin
 ls -l "$dir"
 getfattr -d -m user.kvcachefs "$block" 2>/dev/null || true
