@@ -159,6 +159,7 @@ int main(int argc, char **argv)
 	struct inval *iv = NULL;
 	struct ns *ns = NULL;
 	struct kvc_fs fs;
+	bool fs_ready = false;
 	struct stat st;
 	int ready_fd = -1, ret, status = 1;
 	uint64_t mem;
@@ -239,7 +240,11 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
-	fs.ns = ns;
+	if (kvc_fs_init(&fs, ns) < 0) {
+		log_msg(LOG_ERR, "out of memory");
+		goto out;
+	}
+	fs_ready = true;
 	se = session_new_quiet(&args, &fs);
 	if (!se) {
 		log_msg(LOG_ERR, "invalid mount options '%s'", o.fuse_opts);
@@ -282,6 +287,8 @@ out_signals:
 out:
 	if (se)
 		fuse_session_destroy(se);
+	if (fs_ready)
+		kvc_fs_fini(&fs);
 	fuse_opt_free_args(&args);
 	inval_destroy(iv);
 	ns_destroy(ns);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,11 +260,27 @@ static void kvc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		ns_release(h);
 }
 
+/*
+ * The reply to a read of a sealed block is staged through a per-thread buffer. Measured on
+ * Linux 6.18 (2 cores), the kernel copies a reply into the reader's pages about 30% slower
+ * when its source is the shared-memory pool mapping than when it is private anonymous memory
+ * (2 MiB reads: 3.3 GB/s direct from the pool, 4.2-4.7 GB/s through a bounce buffer, the
+ * user-space copy itself running at ~20 GB/s). Zero-copy readers use the mmap side channel.
+ */
+static void *read_bounce(struct kvc_fs *fs)
+{
+	void *b = pthread_getspecific(fs->bounce_key);
+
+	if (!b && posix_memalign(&b, 4096, KVC_FUSE_MAX_IO) == 0)
+		pthread_setspecific(fs->bounce_key, b);
+	return b;
+}
+
 static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
-	void *buf = NULL;
+	void *buf = NULL, *bounce;
 	const void *ptr;
 	ssize_t n;
 
@@ -274,10 +291,16 @@ static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	n = ns_read(h, (uint64_t)off, size, buf, &ptr);
-	if (n < 0)
+	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
-	else
+	} else {
+		if (!buf && n > 0 && (size_t)n <= KVC_FUSE_MAX_IO &&
+		    (bounce = read_bounce(fuse_req_userdata(req)))) {
+			memcpy(bounce, ptr, (size_t)n);
+			ptr = bounce;
+		}
 		fuse_reply_buf(req, ptr, (size_t)n);
+	}
 	free(buf);
 }
 
@@ -525,6 +548,18 @@ static void kvc_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *ar
 	default:
 		fuse_reply_err(req, ENOTTY);
 	}
+}
+
+int kvc_fs_init(struct kvc_fs *fs, struct ns *ns)
+{
+	fs->ns = ns;
+	return -pthread_key_create(&fs->bounce_key, free);
+}
+
+void kvc_fs_fini(struct kvc_fs *fs)
+{
+	free(pthread_getspecific(fs->bounce_key));
+	pthread_key_delete(fs->bounce_key);
 }
 
 const struct fuse_lowlevel_ops kvc_fs_ops = {

@@ -7,12 +7,19 @@
 
 #include "fs/fuse_conf.h"
 
+#include <pthread.h>
+
 struct ns;
 
 /* The daemon's context, handed to fuse_session_new as userdata. */
 struct kvc_fs {
 	struct ns *ns;
+	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
 };
+
+/* Set up / tear down the context (after the worker threads are gone). 0 or -errno. */
+int kvc_fs_init(struct kvc_fs *fs, struct ns *ns);
+void kvc_fs_fini(struct kvc_fs *fs);
 
 extern const struct fuse_lowlevel_ops kvc_fs_ops;
 
