@@ -8,6 +8,7 @@
  * `kvcachefs /mnt/x && ls /mnt/x` never races.
  */
 #include "engine/pool.h"
+#include "fs/daemonize.h"
 #include "fs/inval.h"
 #include "fs/ops.h"
 #include "fs/options.h"
@@ -80,54 +81,6 @@ static void default_pool_path(const char *mnt, char *out, size_t cap)
 			 (unsigned long long)XXH3_64bits(mnt, strlen(mnt)));
 	else
 		snprintf(out, cap, "/dev/shm/kvcachefs%s", strcmp(mnt, "/") ? name : ".root");
-}
-
-/* Fork; the parent waits for the child's verdict on the pipe and exits with it. */
-static int daemonize_start(int *ready_fd)
-{
-	int fds[2];
-	pid_t pid;
-	char c = 1;
-
-	if (pipe(fds) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid > 0) {
-		close(fds[1]);
-		if (read(fds[0], &c, 1) != 1)
-			c = 1; /* the child died before reporting */
-		_exit(c == 0 ? 0 : 1);
-	}
-	close(fds[0]);
-	setsid();
-	*ready_fd = fds[1];
-	return 0;
-}
-
-/* The mount is ready: release the waiting parent and detach from the terminal. */
-static void daemonize_done(int ready_fd)
-{
-	char c = 0;
-	int null = open("/dev/null", O_RDWR);
-
-	if (write(ready_fd, &c, 1) != 1) {
-		/* the parent is gone: nothing to tell */
-	}
-	close(ready_fd);
-	if (chdir("/") < 0) {
-		/* stay where we are: the mountpoint path is absolute */
-	}
-	if (null >= 0) {
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
-		if (null > 2)
-			close(null);
-	}
-	openlog("kvcachefs", LOG_PID, LOG_DAEMON);
-	use_syslog = true;
 }
 
 /* fuse_session_new prints its own complaint about a bad -o option; ours is the one line. */
@@ -267,8 +220,10 @@ int main(int argc, char **argv)
 	}
 	human(pool_capacity(pool), a, sizeof(a));
 	if (ready_fd >= 0) {
-		daemonize_done(ready_fd);
+		daemonize_ready(ready_fd);
 		ready_fd = -1;
+		openlog("kvcachefs", LOG_PID, LOG_DAEMON);
+		use_syslog = true;
 	}
 	log_msg(LOG_INFO, "mounted on %s: pool %s (%s), max block %llu bytes", mnt, pool_path, a,
 		(unsigned long long)o.max_block_size);
@@ -293,12 +248,7 @@ out:
 	inval_destroy(iv);
 	ns_destroy(ns);
 	pool_destroy(pool, true);
-	if (ready_fd >= 0) {
-		char c = 1;
-
-		if (write(ready_fd, &c, 1) != 1) {
-			/* the parent exits 1 on EOF anyway */
-		}
-	}
+	if (ready_fd >= 0)
+		daemonize_fail(ready_fd);
 	return status;
 }

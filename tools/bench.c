@@ -107,9 +107,54 @@ static uint64_t round_up(uint64_t v, uint64_t to)
 	return (v + to - 1) / to * to;
 }
 
+/* Option values. Each parser prints the one error line and returns -EINVAL for a bad value;
+ * the caller then exits 2. */
+static int arg_positive(const char *opt, const char *arg, uint64_t *out)
+{
+	*out = strtoull(arg, NULL, 10);
+	if (!*out) {
+		fprintf(stderr, "kvcache-bench: %s: a positive number\n", opt);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int arg_int(const char *opt, const char *arg, int lo, int hi, int *out)
+{
+	*out = atoi(arg);
+	if (*out < lo || *out > hi) {
+		fprintf(stderr, "kvcache-bench: %s: %d to %d\n", opt, lo, hi);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The options every command takes (--pool-size, --json, --help) and unknown ones, for the
+ * default case of its getopt switch. Returns -1 to go on parsing, else the exit status. */
+static int arg_common(int c, uint64_t *pool, bool *json, void (*usage)(FILE *out))
+{
+	switch (c) {
+	case 'p':
+		if (opt_parse_size(optarg, pool) < 0 || !*pool) {
+			fprintf(stderr, "kvcache-bench: --pool-size: bad size '%s'\n", optarg);
+			return 2;
+		}
+		return -1;
+	case 'j':
+		*json = true;
+		return -1;
+	case 'h':
+		usage(stdout);
+		return 0;
+	default:
+		usage(stderr);
+		return 2;
+	}
+}
+
 /* ---- processes and mounts -------------------------------------------------------------- */
 
-/* Directory of our own binary, or $KVC_BIN_DIR. */
+/* Directory of our own binary, or $KVC_BIN_DIR. Prints the error. */
 static int bin_dir(char *out, size_t cap)
 {
 	const char *env = getenv("KVC_BIN_DIR");
@@ -121,8 +166,11 @@ static int bin_dir(char *out, size_t cap)
 		return 0;
 	}
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n < 0)
-		return -errno;
+	if (n < 0) {
+		n = -errno;
+		fprintf(stderr, "kvcache-bench: cannot find my own directory\n");
+		return (int)n;
+	}
 	self[n] = '\0';
 	snprintf(out, cap, "%s", dirname(self));
 	return 0;
@@ -368,6 +416,14 @@ static void cleanup_all(void)
 			target_cleanup(live[k]);
 }
 
+/* The end of every command, however it ends: say so if a signal stopped it, unmount all. */
+static void finish(int ret)
+{
+	if (ret == -EINTR && stop)
+		fprintf(stderr, "\nkvcache-bench: interrupted, cleaning up\n");
+	cleanup_all();
+}
+
 /* ---- block I/O ------------------------------------------------------------------------- */
 
 static int write_full(int fd, const char *buf, size_t len)
@@ -602,6 +658,10 @@ static void fs_usage(FILE *out)
 		FS_MIN_COUNT, FS_MAX_COUNT, FS_DEFAULT_SIZES, FS_DEFAULT_REPS);
 }
 
+/* The baselines kvcachefs is compared with, in the order their ratios are printed. */
+#define FS_NBASELINES 2
+static const enum target_kind fs_baselines[FS_NBASELINES] = {TARGET_MEMFS, TARGET_TMPFS};
+
 static double ratio(double a, double b)
 {
 	return b > 0 ? a / b : 0;
@@ -638,16 +698,17 @@ static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, 
 			const struct fs_result *r = res[s];
 
 			printf("%s\n  {\"size\": %" PRIu64, s ? "," : "", sizes[s]);
-			if (use[M])
-				printf(", \"read_kvcachefs_memfs\": %.3f, "
-				       "\"write_kvcachefs_memfs\": %.3f",
-				       ratio(r[K].read_mbps, r[M].read_mbps),
-				       ratio(r[K].write_mbps, r[M].write_mbps));
-			if (use[T])
-				printf(", \"read_kvcachefs_tmpfs\": %.3f, "
-				       "\"write_kvcachefs_tmpfs\": %.3f",
-				       ratio(r[K].read_mbps, r[T].read_mbps),
-				       ratio(r[K].write_mbps, r[T].write_mbps));
+			for (int b = 0; b < FS_NBASELINES; b++) {
+				const int k = fs_baselines[b];
+
+				if (use[k])
+					printf(", \"read_kvcachefs_%s\": %.3f, "
+					       "\"write_kvcachefs_%s\": %.3f",
+					       target_names[k],
+					       ratio(r[K].read_mbps, r[k].read_mbps),
+					       target_names[k],
+					       ratio(r[K].write_mbps, r[k].write_mbps));
+			}
 			printf("}");
 		}
 		printf("]}\n");
@@ -677,16 +738,15 @@ static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, 
 
 		fmt_size(sizes[s], sz, sizeof(sz));
 		printf("%-6s", sz);
-		if (use[M])
-			printf(" %12.2f %12.2f", ratio(r[K].read_mbps, r[M].read_mbps),
-			       ratio(r[K].write_mbps, r[M].write_mbps));
-		else
-			printf(" %12s %12s", "-", "-");
-		if (use[T])
-			printf(" %12.2f %12.2f", ratio(r[K].read_mbps, r[T].read_mbps),
-			       ratio(r[K].write_mbps, r[T].write_mbps));
-		else
-			printf(" %12s %12s", "-", "-");
+		for (int b = 0; b < FS_NBASELINES; b++) {
+			const int k = fs_baselines[b];
+
+			if (use[k])
+				printf(" %12.2f %12.2f", ratio(r[K].read_mbps, r[k].read_mbps),
+				       ratio(r[K].write_mbps, r[k].write_mbps));
+			else
+				printf(" %12s %12s", "-", "-");
+		}
 		printf("\n");
 	}
 }
@@ -745,17 +805,14 @@ static int cmd_fs(int argc, char **argv)
 	bool use[TARGET_NKINDS] = {true, true, true}, json = false;
 	struct fs_run run = {0};
 	char bindir[PATH_MAX], sz[32];
-	int nsizes = 0, reps = FS_DEFAULT_REPS, c, ret = 0;
+	int nsizes = 0, reps = FS_DEFAULT_REPS, c, st, ret = 0;
 
 	parse_sizes(FS_DEFAULT_SIZES, sizes, &nsizes);
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			count = strtoull(optarg, NULL, 10);
-			if (!count) {
-				fprintf(stderr, "kvcache-bench: --count: a positive number\n");
+			if (arg_positive("--count", optarg, &count) < 0)
 				return 2;
-			}
 			break;
 		case 's':
 			if (parse_sizes(optarg, sizes, &nsizes) < 0) {
@@ -764,18 +821,8 @@ static int cmd_fs(int argc, char **argv)
 			}
 			break;
 		case 'r':
-			reps = atoi(optarg);
-			if (reps < 1 || reps > 100) {
-				fprintf(stderr, "kvcache-bench: --reps: 1 to 100\n");
+			if (arg_int("--reps", optarg, 1, 100, &reps) < 0)
 				return 2;
-			}
-			break;
-		case 'p':
-			if (opt_parse_size(optarg, &pool) < 0 || !pool) {
-				fprintf(stderr, "kvcache-bench: --pool-size: bad size '%s'\n",
-					optarg);
-				return 2;
-			}
 			break;
 		case 't':
 			if (parse_targets(optarg, use) < 0) {
@@ -784,15 +831,10 @@ static int cmd_fs(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			fs_usage(stdout);
-			return 0;
 		default:
-			fs_usage(stderr);
-			return 2;
+			st = arg_common(c, &pool, &json, fs_usage);
+			if (st >= 0)
+				return st;
 		}
 	}
 	if (optind != argc) {
@@ -819,10 +861,8 @@ static int cmd_fs(int argc, char **argv)
 	}
 	memset(res, 0, sizeof(res));
 
-	if (bin_dir(bindir, sizeof(bindir)) < 0) {
-		fprintf(stderr, "kvcache-bench: cannot find my own directory\n");
+	if (bin_dir(bindir, sizeof(bindir)) < 0)
 		return 1;
-	}
 	run.path_cap = PATH_MAX;
 	run.path = malloc(run.path_cap);
 	run.wbuf = malloc(maxsz);
@@ -871,9 +911,7 @@ static int cmd_fs(int argc, char **argv)
 	}
 	fs_print(sizes, counts, nsizes, use, res, reps, pool, json);
 out:
-	if (ret == -EINTR && stop)
-		fprintf(stderr, "\nkvcache-bench: interrupted, cleaning up\n");
-	cleanup_all();
+	finish(ret);
 	free(run.path);
 	free(run.wbuf);
 	free(run.rbuf);
@@ -922,6 +960,13 @@ static void mem_name(uint64_t i, int len, char *out)
 	out[len] = '\0';
 }
 
+/* Report a failed read of pid's RssAnon (err: -errno); returns err. */
+static int rss_anon_fail(pid_t pid, int64_t err)
+{
+	fprintf(stderr, "kvcache-bench: RssAnon of pid %d: %s\n", (int)pid, strerror((int)-err));
+	return (int)err;
+}
+
 static int cmd_memory(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -933,7 +978,7 @@ static int cmd_memory(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	uint64_t blocks = MEM_DEFAULT_BLOCKS, pool = 0, i, next_report, t0;
-	int name_len = MEM_DEFAULT_NAME_LEN, c, ret = 0, fd;
+	int name_len = MEM_DEFAULT_NAME_LEN, c, st, ret = 0, fd;
 	struct target t = {.kind = TARGET_KVCACHEFS};
 	int64_t before, after, shm;
 	char bindir[PATH_MAX], path[PATH_MAX + 600], name[520], sz[32];
@@ -943,35 +988,17 @@ static int cmd_memory(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			blocks = strtoull(optarg, NULL, 10);
-			if (!blocks) {
-				fprintf(stderr, "kvcache-bench: --blocks: a positive number\n");
+			if (arg_positive("--blocks", optarg, &blocks) < 0)
 				return 2;
-			}
 			break;
 		case 'l':
-			name_len = atoi(optarg);
-			if (name_len < 2 || name_len > 255) {
-				fprintf(stderr, "kvcache-bench: --name-len: 2 to 255\n");
+			if (arg_int("--name-len", optarg, 2, 255, &name_len) < 0)
 				return 2;
-			}
 			break;
-		case 'p':
-			if (opt_parse_size(optarg, &pool) < 0 || !pool) {
-				fprintf(stderr, "kvcache-bench: --pool-size: bad size '%s'\n",
-					optarg);
-				return 2;
-			}
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			mem_usage(stdout);
-			return 0;
 		default:
-			mem_usage(stderr);
-			return 2;
+			st = arg_common(c, &pool, &json, mem_usage);
+			if (st >= 0)
+				return st;
 		}
 	}
 	if (optind != argc) {
@@ -980,10 +1007,8 @@ static int cmd_memory(int argc, char **argv)
 	}
 	if (!pool)
 		pool = round_up(blocks * 4096 + blocks * 4096 / 10 + 64 * MIB, 64 * MIB);
-	if (bin_dir(bindir, sizeof(bindir)) < 0) {
-		fprintf(stderr, "kvcache-bench: cannot find my own directory\n");
+	if (bin_dir(bindir, sizeof(bindir)) < 0)
 		return 1;
-	}
 	if (target_bin(&t, bindir) < 0)
 		return 1;
 	install_signals();
@@ -1009,9 +1034,7 @@ static int cmd_memory(int argc, char **argv)
 	}
 	before = proc_status_bytes(t.pid, "RssAnon");
 	if (before < 0) {
-		ret = (int)before;
-		fprintf(stderr, "kvcache-bench: RssAnon of pid %d: %s\n", (int)t.pid,
-			strerror(-ret));
+		ret = rss_anon_fail(t.pid, before);
 		goto out;
 	}
 
@@ -1058,9 +1081,7 @@ static int cmd_memory(int argc, char **argv)
 		goto out;
 	shm = proc_status_bytes(t.pid, "RssShmem");
 	if (after < 0) {
-		ret = (int)after;
-		fprintf(stderr, "kvcache-bench: RssAnon of pid %d: %s\n", (int)t.pid,
-			strerror(-ret));
+		ret = rss_anon_fail(t.pid, after);
 		goto out;
 	}
 	per_block = (double)(after - before) / (double)blocks;
@@ -1087,9 +1108,7 @@ static int cmd_memory(int argc, char **argv)
 	}
 	ret = met ? 0 : 3;
 out:
-	if (ret == -EINTR && stop)
-		fprintf(stderr, "\nkvcache-bench: interrupted, cleaning up\n");
-	cleanup_all();
+	finish(ret);
 	return ret < 0 ? 1 : ret;
 }
 

@@ -24,6 +24,7 @@
  * before mounting and the parent exits 0 only once the child reports that the mount is
  * ready (non-zero if it failed). SIGINT/SIGTERM unmount.
  */
+#include "fs/daemonize.h"
 #include "fs/fuse_conf.h"
 
 #include <errno.h>
@@ -571,24 +572,24 @@ static int remove_name(fuse_ino_t parent, const char *name, bool dir)
 	return 0;
 }
 
-static void memfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void remove_reply(fuse_req_t req, fuse_ino_t parent, const char *name, bool dir)
 {
 	int ret;
 
 	pthread_rwlock_wrlock(&memfs.lock);
-	ret = remove_name(parent, name, false);
+	ret = remove_name(parent, name, dir);
 	pthread_rwlock_unlock(&memfs.lock);
 	fuse_reply_err(req, -ret);
 }
 
+static void memfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_reply(req, parent, name, false);
+}
+
 static void memfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int ret;
-
-	pthread_rwlock_wrlock(&memfs.lock);
-	ret = remove_name(parent, name, true);
-	pthread_rwlock_unlock(&memfs.lock);
-	fuse_reply_err(req, -ret);
+	remove_reply(req, parent, name, true);
 }
 
 /* Offsets: 1 after ".", 2 after "..", 2 + k after the k-th child in list order. */
@@ -719,54 +720,6 @@ static void memfs_teardown(void)
 	pthread_rwlock_destroy(&memfs.lock);
 }
 
-/* Fork; the parent waits for the child's verdict on the pipe and exits with it. */
-static int daemonize_start(int *ready_fd)
-{
-	int fds[2];
-	pid_t pid;
-	char c = 1;
-
-	if (pipe(fds) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid > 0) {
-		close(fds[1]);
-		if (read(fds[0], &c, 1) != 1)
-			c = 1; /* the child died before reporting */
-		_exit(c == 0 ? 0 : 1);
-	}
-	close(fds[0]);
-	setsid();
-	*ready_fd = fds[1];
-	return 0;
-}
-
-/* Tell the waiting parent (0: mounted, 1: failed) and, when mounted, detach. */
-static void daemonize_report(int ready_fd, char verdict)
-{
-	int null;
-
-	if (write(ready_fd, &verdict, 1) != 1) {
-		/* the parent is gone: nothing to tell */
-	}
-	close(ready_fd);
-	if (verdict)
-		return;
-	if (chdir("/") < 0) {
-		/* stay where we are: the mountpoint path is absolute */
-	}
-	null = open("/dev/null", O_RDWR);
-	if (null >= 0) {
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(null, 2);
-		if (null > 2)
-			close(null);
-	}
-}
-
 static void usage(const char *prog, FILE *out)
 {
 	fprintf(out,
@@ -854,7 +807,7 @@ int main(int argc, char **argv)
 		goto out_signals;
 	}
 	if (ready_fd >= 0) {
-		daemonize_report(ready_fd, 0);
+		daemonize_ready(ready_fd);
 		ready_fd = -1;
 	}
 	status = kvc_fuse_loop(se) == 0 ? 0 : 1;
@@ -868,6 +821,6 @@ out_fs:
 	memfs_teardown();
 out:
 	if (ready_fd >= 0)
-		daemonize_report(ready_fd, 1);
+		daemonize_fail(ready_fd);
 	return status;
 }

@@ -11,6 +11,9 @@ or, for a whole test class:
     def setUpClass(cls):
         cls.m = Mount.for_class(cls, "--pool-size", "64M")
 
+or, for a class whose tests each work in their own directory of one shared mount, a
+subclass of DirTestCase.
+
 The programs are taken from $KVC_BIN_DIR (set by ctest), else from build/bin of this
 checkout. A Mount always cleans up (unmount, wait for the daemon, remove the directory),
 also when a test fails, and reports a daemon that died during the test, that does not exit
@@ -292,26 +295,25 @@ class Mount:
         return False
 
     @classmethod
-    def for_class(cls, testclass, *args, **kw):
-        """Start a mount for a unittest.TestCase class; stopped by a class cleanup."""
+    def _start_cleaned_by(cls, add_cleanup, args, kw):
+        """Start a mount and register its stop with add_cleanup once it has started."""
         m = cls(*args, **kw)
         try:
             m.start()
         finally:
             if m.started:
-                testclass.addClassCleanup(m.stop)
+                add_cleanup(m.stop)
         return m
+
+    @classmethod
+    def for_class(cls, testclass, *args, **kw):
+        """Start a mount for a unittest.TestCase class; stopped by a class cleanup."""
+        return cls._start_cleaned_by(testclass.addClassCleanup, args, kw)
 
     @classmethod
     def for_test(cls, testcase, *args, **kw):
         """Start a mount for one test; stopped by a test cleanup."""
-        m = cls(*args, **kw)
-        try:
-            m.start()
-        finally:
-            if m.started:
-                testcase.addCleanup(m.stop)
-        return m
+        return cls._start_cleaned_by(testcase.addCleanup, args, kw)
 
     # ---- conveniences
     def path(self, *parts):
@@ -440,6 +442,15 @@ def gone(path):
     return not exists(path)
 
 
+def start_join(threads, timeout=None):
+    """Start every thread, then join each (waiting at most timeout seconds for each when
+    given; a thread still running then is left running)."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+
+
 def xattrs(path):
     """{name: bytes} of the user.kvcachefs.* attributes of path."""
     return {n: os.getxattr(path, n) for n in os.listxattr(path) if n.startswith(XATTR_PREFIX)}
@@ -496,11 +507,39 @@ class TestCase(unittest.TestCase):
         self.fail("%s%r succeeded (returned %r), expected %s" % (
             getattr(fn, "__name__", fn), args, r, " or ".join(errname(x) for x in exp)))
 
+    def assertThreadsFinish(self, threads, timeout):
+        """Start every thread, then join each: each must finish within timeout seconds of
+        its join ("a worker thread hangs" otherwise)."""
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=timeout)
+            self.assertFalse(t.is_alive(), "a worker thread hangs")
+
     def assertGone(self, path, timeout=2.0):
         """stat(path) must give ENOENT, within timeout (kernel entry caches)."""
         if not wait_until(lambda: gone(path), timeout=timeout):
             self.fail("%s still exists after %.1f s" % (path, timeout))
         self.assertErrno(errno.ENOENT, os.stat, path)
+
+
+class DirTestCase(TestCase):
+    """A TestCase whose tests share one mount, started once for the class with the daemon
+    arguments MOUNT_ARGS, and each work in a fresh directory of it named after the test:
+    self.d, with self.p(*parts) for paths under it."""
+
+    MOUNT_ARGS = ("--pool-size", "64M")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.m = Mount.for_class(cls, *cls.MOUNT_ARGS)
+
+    def setUp(self):
+        self.d = self.m.path(self.id().rsplit(".", 1)[-1])
+        os.mkdir(self.d)
+
+    def p(self, *parts):
+        return os.path.join(self.d, *parts)
 
 
 def main():

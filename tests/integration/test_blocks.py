@@ -12,17 +12,8 @@ def setUpModule():
     kvc.require_environment()
 
 
-class Writing(kvc.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.m = Mount.for_class(cls, "--pool-size", "64M", "--max-block-size", "1M")
-
-    def setUp(self):
-        self.d = self.m.path(self.id().rsplit(".", 1)[-1])
-        os.mkdir(self.d)
-
-    def p(self, name):
-        return os.path.join(self.d, name)
+class Writing(kvc.DirTestCase):
+    MOUNT_ARGS = ("--pool-size", "64M", "--max-block-size", "1M")
 
     def test_sequential_write_read(self):
         data = os.urandom(300 * KiB + 7)
@@ -152,18 +143,7 @@ class Writing(kvc.TestCase):
             self.assertEqual(f.read(), data)
 
 
-class Sealing(kvc.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.m = Mount.for_class(cls, "--pool-size", "64M")
-
-    def setUp(self):
-        self.d = self.m.path(self.id().rsplit(".", 1)[-1])
-        os.mkdir(self.d)
-
-    def p(self, name):
-        return os.path.join(self.d, name)
-
+class Sealing(kvc.DirTestCase):
     def test_block_being_written(self):
         path = self.p("w")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -212,10 +192,7 @@ class Sealing(kvc.TestCase):
                 errors.append("%s: %s right after the writer's close" % (
                     e.filename, kvc.errname(e.errno)))
         ts = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        kvc.start_join(ts)
         self.assertEqual(errors, [], "\n".join(errors[:10]))
 
     def test_fsync_seals(self):

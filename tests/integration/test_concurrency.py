@@ -128,11 +128,7 @@ class Publish(kvc.TestCase):
         threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
         threads += [threading.Thread(target=reader, args=(r,)) for r in range(4)]
         threads.append(threading.Thread(target=unlinker))
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=DURATION + 120)
-            self.assertFalse(t.is_alive(), "a worker thread hangs")
+        self.assertThreadsFinish(threads, DURATION + 120)
         self.assertEqual(errors, [], "\n".join(errors[:20]))
         self.assertGreater(stats["published"], 10, stats)
         self.assertGreater(stats["reads"], 10, stats)
@@ -211,10 +207,7 @@ print(json.dumps(out))
             except Exception as e:  # noqa: BLE001
                 errors.append(repr(e))
         ts = [threading.Thread(target=reader) for _ in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        kvc.start_join(ts)
         self.assertEqual(errors, [])
         self.assertTrue(wait_until(lambda: kvc.xattr(self.m.path("hot"), "refs") == b"0",
                                    timeout=3))
@@ -232,10 +225,7 @@ print(json.dumps(out))
             except Exception as e:  # noqa: BLE001
                 errors.append(repr(e))
         ts = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        kvc.start_join(ts)
         self.assertEqual(errors, [])
         names = os.listdir(d)
         self.assertEqual(len(names), 240)
@@ -272,10 +262,7 @@ class RacingCreators(kvc.TestCase):
                 finally:
                     os.close(fd)
             ts = [threading.Thread(target=creator, args=(i,)) for i in range(2)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join(timeout=30)
+            kvc.start_join(ts, timeout=30)
             winners = [i for i in range(2) if results[i] == "ok"]
             self.assertEqual(len(winners), 1, "round %d: results %s" % (rnd, [
                 kvc.errname(r) if isinstance(r, int) else r for r in results]))
@@ -345,11 +332,7 @@ class EvictionUnderLoad(kvc.TestCase):
 
         ts = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
         ts += [threading.Thread(target=reader, args=(r,)) for r in range(3)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(timeout=DURATION + 120)
-            self.assertFalse(t.is_alive(), "a worker thread hangs")
+        self.assertThreadsFinish(ts, DURATION + 120)
         self.assertEqual(errors, [], "\n".join(errors[:10]))
         self.assertGreater(m.status()["evictions"], 0, "the test did not fill the pool")
         for name in os.listdir(m.mnt):

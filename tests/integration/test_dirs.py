@@ -5,26 +5,13 @@ import errno
 import os
 
 import kvc
-from kvc import Mount
 
 
 def setUpModule():
     kvc.require_environment()
 
 
-class Dirs(kvc.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.m = Mount.for_class(cls, "--pool-size", "64M")
-
-    def setUp(self):
-        # each test works in its own directory of the shared mount
-        self.d = self.m.path(self.id().rsplit(".", 1)[-1])
-        os.mkdir(self.d)
-
-    def p(self, *parts):
-        return os.path.join(self.d, *parts)
-
+class Dirs(kvc.DirTestCase):
     def test_mkdir_p_deep(self):
         parts = ["l%02d" % i for i in range(12)]
         deep = self.p(*parts)
@@ -242,10 +229,7 @@ class Dirs(kvc.TestCase):
             except Exception as e:  # noqa: BLE001
                 errs.append(e)
         ts = [threading.Thread(target=work) for _ in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        kvc.start_join(ts)
         self.assertEqual(errs, [])
         self.assertTrue(os.path.isdir(path))
         self.assertEqual(os.listdir(self.p("m")), ["n"])

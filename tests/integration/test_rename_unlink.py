@@ -5,25 +5,14 @@ import errno
 import os
 
 import kvc
-from kvc import KiB, MiB, Mount, wait_until
+from kvc import KiB, MiB, wait_until
 
 
 def setUpModule():
     kvc.require_environment()
 
 
-class Rename(kvc.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.m = Mount.for_class(cls, "--pool-size", "64M")
-
-    def setUp(self):
-        self.d = self.m.path(self.id().rsplit(".", 1)[-1])
-        os.mkdir(self.d)
-
-    def p(self, *parts):
-        return os.path.join(self.d, *parts)
-
+class Rename(kvc.DirTestCase):
     def test_publish_by_rename(self):
         data = os.urandom(200 * KiB)
         kvc.write_block(self.p("final.tmp"), data)
@@ -134,18 +123,7 @@ class Rename(kvc.TestCase):
         self.assertEqual(after.st_mtime_ns, before.st_mtime_ns)
 
 
-class Unlink(kvc.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.m = Mount.for_class(cls, "--pool-size", "64M")
-
-    def setUp(self):
-        self.d = self.m.path(self.id().rsplit(".", 1)[-1])
-        os.mkdir(self.d)
-
-    def p(self, *parts):
-        return os.path.join(self.d, *parts)
-
+class Unlink(kvc.DirTestCase):
     def test_unlink_removes_name(self):
         kvc.write_block(self.p("u"), b"bye")
         os.unlink(self.p("u"))
