@@ -11,6 +11,7 @@
 #include "fs/daemonize.h"
 #include "fs/inval.h"
 #include "fs/ops.h"
+#include "fs/side.h"
 #include "fs/options.h"
 #include "meta/namespace.h"
 
@@ -111,6 +112,7 @@ int main(int argc, char **argv)
 	struct pool *pool = NULL;
 	struct inval *iv = NULL;
 	struct ns *ns = NULL;
+	struct side *side = NULL;
 	struct kvc_fs fs;
 	bool fs_ready = false;
 	struct stat st;
@@ -154,7 +156,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	ret = pool_create(&pool, pool_path, o.pool_size, 0600);
+	ret = pool_create(&pool, pool_path, o.pool_size, o.pool_mode);
 	if (ret) {
 		human(o.pool_size, a, sizeof(a));
 		if (ret == -EBUSY)
@@ -166,6 +168,11 @@ int main(int argc, char **argv)
 		else
 			log_msg(LOG_ERR, "cannot create the %s pool at %s: %s", a, pool_path,
 				strerror(-ret));
+		goto out;
+	}
+	if (o.pool_gid >= 0 && fchown(pool->fd, (uid_t)-1, (gid_t)o.pool_gid) < 0) {
+		log_msg(LOG_ERR, "cannot give the pool %s to group %ld: %s", pool_path, o.pool_gid,
+			strerror(errno));
 		goto out;
 	}
 	if (inval_create(&iv) < 0) {
@@ -193,7 +200,12 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
-	if (kvc_fs_init(&fs, ns) < 0) {
+	ret = side_create(&side, &(struct side_config){
+				     .ns = ns,
+				     .pool = pool,
+				     .max_block_size = o.max_block_size,
+				 });
+	if (ret || kvc_fs_init(&fs, ns, side) < 0) {
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
@@ -214,6 +226,7 @@ int main(int argc, char **argv)
 			mnt);
 		goto out_signals;
 	}
+	side_set_session(side, se);
 	if (inval_start(iv, se) < 0) {
 		log_msg(LOG_ERR, "cannot start the invalidation thread");
 		goto out_unmount;
@@ -246,6 +259,7 @@ out:
 		kvc_fs_fini(&fs);
 	fuse_opt_free_args(&args);
 	inval_destroy(iv);
+	side_destroy(side);
 	ns_destroy(ns);
 	pool_destroy(pool, true);
 	if (ready_fd >= 0)

@@ -8,6 +8,7 @@
  * (timeout 0): they change with every write and at the seal.
  */
 #include "fs/ops.h"
+#include "fs/side.h"
 #include "fs/uapi/kvcachefs.h"
 #include "meta/namespace.h"
 
@@ -23,6 +24,12 @@
 #include <time.h>
 
 #define XATTR_PREFIX "user.kvcachefs."
+
+/* An open directory: the readdir snapshot and the side-channel slots made through it. */
+struct dirh {
+	struct ns_dir dir;
+	struct side_owner owner;
+};
 
 static struct ns *req_ns(fuse_req_t req)
 {
@@ -339,14 +346,14 @@ static void kvc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ns_dir *d = calloc(1, sizeof(*d));
+	struct dirh *d = calloc(1, sizeof(*d));
 	int ret;
 
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = ns_opendir(req_ns(req), ino, d);
+	ret = ns_opendir(req_ns(req), ino, &d->dir);
 	if (ret) {
 		free(d);
 		fuse_reply_err(req, -ret);
@@ -354,7 +361,7 @@ static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	}
 	fi->fh = (uintptr_t)d;
 	if (fuse_reply_open(req, fi) == -ENOENT) {
-		ns_dir_free(d);
+		ns_dir_free(&d->dir);
 		free(d);
 	}
 }
@@ -362,7 +369,7 @@ static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			struct fuse_file_info *fi)
 {
-	struct ns_dir *d = (struct ns_dir *)(uintptr_t)fi->fh;
+	struct ns_dir *d = &((struct dirh *)(uintptr_t)fi->fh)->dir;
 	char *buf, *p;
 	size_t left = size;
 	int ret;
@@ -399,10 +406,11 @@ static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void kvc_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ns_dir *d = (struct ns_dir *)(uintptr_t)fi->fh;
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	ns_dir_free(d);
+	side_owner_release(((struct kvc_fs *)fuse_req_userdata(req))->side, &d->owner);
+	ns_dir_free(&d->dir);
 	free(d);
 	fuse_reply_err(req, 0);
 }
@@ -522,37 +530,23 @@ static void kvc_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *ar
 		      struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		      size_t in_bufsz, size_t out_bufsz)
 {
-	struct kvcachefs_status st;
+	struct side_owner *owner = NULL;
 
-	(void)ino, (void)arg, (void)fi;
+	(void)arg;
 	if (flags & FUSE_IOCTL_COMPAT) {
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	switch (cmd) {
-	case KVCACHEFS_IOC_STATUS:
-		if (in_bufsz != sizeof(st) || out_bufsz != sizeof(st)) {
-			fuse_reply_err(req, EINVAL);
-			return;
-		}
-		memcpy(&st, in_buf, sizeof(st));
-		if (st.version != KVCACHEFS_ABI_VERSION) {
-			fuse_reply_err(req, EPROTO);
-			return;
-		}
-		memset(&st, 0, sizeof(st));
-		st.version = KVCACHEFS_ABI_VERSION;
-		ns_status(req_ns(req), &st);
-		fuse_reply_ioctl(req, 0, &st, sizeof(st));
-		return;
-	default:
-		fuse_reply_err(req, ENOTTY);
-	}
+	if (flags & FUSE_IOCTL_DIR)
+		owner = &((struct dirh *)(uintptr_t)fi->fh)->owner;
+	side_ioctl(((struct kvc_fs *)fuse_req_userdata(req))->side, req, ino, cmd, owner, in_buf,
+		   in_bufsz, out_bufsz);
 }
 
-int kvc_fs_init(struct kvc_fs *fs, struct ns *ns)
+int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side)
 {
 	fs->ns = ns;
+	fs->side = side;
 	return -pthread_key_create(&fs->bounce_key, free);
 }
 

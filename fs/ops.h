@@ -10,15 +10,17 @@
 #include <pthread.h>
 
 struct ns;
+struct side;
 
 /* The daemon's context, handed to fuse_session_new as userdata. */
 struct kvc_fs {
 	struct ns *ns;
+	struct side *side;	  /* the ioctl side channel */
 	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
 };
 
 /* Set up / tear down the context (after the worker threads are gone). 0 or -errno. */
-int kvc_fs_init(struct kvc_fs *fs, struct ns *ns);
+int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side);
 void kvc_fs_fini(struct kvc_fs *fs);
 
 extern const struct fuse_lowlevel_ops kvc_fs_ops;

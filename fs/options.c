@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -100,7 +101,51 @@ static int add_fuse_opt(struct kvc_options *o, const char *opt)
 	return 0;
 }
 
-enum { OPT_POOL_SIZE = 256, OPT_MAX_BLOCK, OPT_HIGH, OPT_LOW, OPT_POOL_PATH };
+static int parse_mode(struct kvc_options *o, const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (errno || end == s || *end || v > 0777 || (v & 0111))
+		return fail(o,
+			    "--pool-mode: expected octal permission bits without execute "
+			    "(e.g. 0600, 0640), got '%s'",
+			    s);
+	if (!(v & 0400))
+		return fail(o, "--pool-mode: the owner (the daemon) must keep read access");
+	o->pool_mode = (unsigned)v;
+	return 0;
+}
+
+static int parse_group(struct kvc_options *o, const char *s)
+{
+	struct group *g = getgrnam(s);
+	char *end;
+	unsigned long v;
+
+	if (g) {
+		o->pool_gid = (long)g->gr_gid;
+		return 0;
+	}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v >= (1ul << 31))
+		return fail(o, "--pool-group: no such group '%s'", s);
+	o->pool_gid = (long)v;
+	return 0;
+}
+
+enum {
+	OPT_POOL_SIZE = 256,
+	OPT_MAX_BLOCK,
+	OPT_HIGH,
+	OPT_LOW,
+	OPT_POOL_PATH,
+	OPT_POOL_MODE,
+	OPT_POOL_GROUP
+};
 
 int opt_parse(int argc, char **argv, struct kvc_options *o)
 {
@@ -114,6 +159,8 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"evict-high", required_argument, NULL, OPT_HIGH},
 	    {"evict-low", required_argument, NULL, OPT_LOW},
 	    {"pool-path", required_argument, NULL, OPT_POOL_PATH},
+	    {"pool-mode", required_argument, NULL, OPT_POOL_MODE},
+	    {"pool-group", required_argument, NULL, OPT_POOL_GROUP},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, ret;
@@ -123,6 +170,8 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    .max_block_size = KVC_DEFAULT_MAX_BLOCK_SIZE,
 	    .evict_high = KVC_DEFAULT_EVICT_HIGH,
 	    .evict_low = KVC_DEFAULT_EVICT_LOW,
+	    .pool_mode = KVC_DEFAULT_POOL_MODE,
+	    .pool_gid = -1,
 	};
 	optind = 1;
 	opterr = 0;
@@ -158,6 +207,12 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 			break;
 		case OPT_POOL_PATH:
 			o->pool_path = optarg;
+			break;
+		case OPT_POOL_MODE:
+			ret = parse_mode(o, optarg);
+			break;
+		case OPT_POOL_GROUP:
+			ret = parse_group(o, optarg);
 			break;
 		case ':':
 			return fail(o, "option '%s' needs a value", argv[optind - 1]);
@@ -205,6 +260,12 @@ void opt_usage(const char *prog, FILE *out)
 	    "      --evict-low PCT       usage eviction brings the pool back to (default %u)\n"
 	    "      --pool-path PATH      shared-memory file backing the pool (default\n"
 	    "                            /dev/shm/kvcachefs.<mountpoint with / as .>)\n"
+	    "      --pool-mode MODE      permission bits of the pool file (default 0600): read\n"
+	    "                            lets a user map every block (libkvcache zero-copy\n"
+	    "                            reads); write makes a trusted writer that can change\n"
+	    "                            any block in place\n"
+	    "      --pool-group GROUP    group of the pool file (name or number; default the\n"
+	    "                            daemon's)\n"
 	    "  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
 	    "  -h, --help                show this help and exit\n"
 	    "  -V, --version             show the version and exit\n"

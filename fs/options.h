@@ -16,6 +16,7 @@
 #define KVC_MIN_POOL_SIZE	   (1ull << 20)
 #define KVC_DEFAULT_EVICT_HIGH	   90
 #define KVC_DEFAULT_EVICT_LOW	   80
+#define KVC_DEFAULT_POOL_MODE	   0600
 
 struct kvc_options {
 	const char *mountpoint;
@@ -28,6 +29,8 @@ struct kvc_options {
 	unsigned evict_high;	 /* percent of capacity */
 	unsigned evict_low;	 /* percent of capacity */
 	const char *pool_path;	 /* NULL: derived from the mountpoint under /dev/shm */
+	unsigned pool_mode;	 /* permission bits of the pool object */
+	long pool_gid;		 /* its group, -1: the daemon's */
 	char fuse_opts[1024];	 /* comma-separated -o options, passed to FUSE */
 	char err[256];		 /* message when opt_parse fails */
 };

@@ -84,6 +84,10 @@ struct ns_handle {
 	uint64_t hashed;   /* bytes already folded into xxh */
 	bool failed;	   /* a write got ENOSPC: the block is discarded at close */
 	bool flushed;	   /* the writer closed an fd (flush) and wrote nothing since */
+	bool aborted;	   /* a reservation given up: discard at release, not an ENOSPC */
+	bool has_sum;	   /* sum is the payload's checksum, computed by whoever filled it */
+	uint64_t sum;
+	uint64_t target; /* a reservation: the directory its commit publishes into */
 };
 
 struct ns {
@@ -985,7 +989,7 @@ static int seal_locked(struct ns_handle *h)
 
 	if (i->file.sealed)
 		return 0;
-	if (h->failed) {
+	if (h->failed || h->aborted) {
 		pthread_mutex_lock(&ns->lock);
 		if (!(i->flags & F_DETACHED)) {
 			if (ns->cfg.vanish)
@@ -996,9 +1000,11 @@ static int seal_locked(struct ns_handle *h)
 		i->file.closing = false;
 		pthread_cond_broadcast(&ns->seal_cond);
 		pthread_mutex_unlock(&ns->lock);
-		return -ENOSPC;
+		return h->failed ? -ENOSPC : 0;
 	}
-	if (size)
+	if (h->has_sum)
+		sum = h->sum;
+	else if (size)
 		sum = (h->xxh && h->hashed == size)
 			  ? XXH3_64bits_digest(h->xxh)
 			  : XXH3_64bits(pool_page_addr(ns->pool, i->file.page), size);
@@ -1269,4 +1275,219 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st)
 	st->evict_low_pct = ns->cfg.evict_low;
 	st->pool_size = ns->pool->size;
 	st->start_time_ns = (uint64_t)ns->start_ns;
+}
+
+/* ---- the side channel ---------------------------------------------------------------------- */
+
+int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_handle **hp)
+{
+	struct inode *d, *i;
+	struct ns_handle *h;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (!i) {
+		atomic_fetch_add_explicit(&ns->misses, 1, memory_order_relaxed);
+		ret = -ENOENT;
+		goto out;
+	}
+	if (i->kind == KIND_DIR) {
+		ret = -EISDIR;
+		goto out;
+	}
+	i->nlookup++; /* keeps i alive across wait_sealed, which drops the lock */
+	wait_sealed(ns, i);
+	i->nlookup--;
+	if (i->flags & F_DETACHED) {
+		maybe_free(ns, i);
+		ret = -ENOENT;
+		goto out;
+	}
+	if (!i->file.sealed) {
+		ret = -EBUSY;
+		goto out;
+	}
+	h = handle_new(ns, i, false);
+	if (!h) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (lru_linked(&i->file.lru))
+		lru_remove(&ns->lru, &i->file.lru);
+	i->file.open++;
+	atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
+	*hp = h;
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+void ns_handle_loc(const struct ns_handle *h, struct ns_loc *loc)
+{
+	const struct inode *i = h->ino;
+	const struct pool *pool = h->ns->pool;
+
+	*loc = (struct ns_loc){
+	    .offset =
+		i->file.npages
+		    ? (uint64_t)((const uint8_t *)pool_page_addr(pool, i->file.page) - pool->base)
+		    : 0,
+	    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
+	    .generation = i->file.generation,
+	};
+	if (i->file.npages && i->file.sealed)
+		loc->checksum = pool_hdr(pool, i->file.page)->checksum;
+	else if (!i->file.npages)
+		loc->checksum = XXH3_64bits(NULL, 0);
+}
+
+int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name_at, void *arg)
+{
+	char buf[NS_NAME_MAX + 1];
+	struct inode *d, *i;
+	size_t k;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	for (k = 0; !ret && k < n; k++) {
+		const char *name = name_at(arg, k, buf);
+
+		if (!name) {
+			ret = -EINVAL;
+			break;
+		}
+		i = find_child(d, name);
+		if (!i || i->kind != KIND_FILE || !i->file.sealed)
+			break;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret ? ret : (int)k;
+}
+
+int ns_reserve(struct ns *ns, uint64_t parent, const char *name, uint64_t len, uint32_t mode,
+	       uint32_t uid, uint32_t gid, struct ns_handle **hp)
+{
+	struct inode *d, *i;
+	struct ns_handle *h;
+	int64_t page = 0;
+	int ret = check_name(name);
+
+	if (ret)
+		return ret;
+	if (len > ns->cfg.max_block_size)
+		return -EFBIG;
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	if (len) {
+		page = alloc_evicting(ns, pool_pages_for(len));
+		if (page < 0) {
+			atomic_fetch_add_explicit(&ns->enospc, 1, memory_order_relaxed);
+			ret = (int)page;
+			goto out;
+		}
+	}
+	i = inode_new(ns, KIND_FILE, name, mode, uid, gid);
+	h = i ? handle_new(ns, i, true) : NULL;
+	if (!h) {
+		if (i)
+			inode_free(ns, i);
+		if (len)
+			pool_free(ns->pool, (uint64_t)page, pool_pages_for(len));
+		ret = -ENOMEM;
+		goto out;
+	}
+	i->flags |= F_DETACHED; /* invisible until committed */
+	if (len) {
+		i->file.page = (uint64_t)page;
+		i->file.npages = pool_pages_for(len);
+		*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
+		    .magic = POOL_HDR_MAGIC,
+		    .generation = i->file.generation,
+		    .npages = (uint32_t)i->file.npages,
+		};
+	}
+	atomic_store_explicit(&i->file.size, len, memory_order_relaxed);
+	i->file.open = 1;
+	h->target = parent;
+	ns->writing++;
+	*hp = h;
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+void *ns_handle_data(struct ns_handle *h)
+{
+	return h->ino->file.npages ? pool_page_addr(h->ns->pool, h->ino->file.page) : NULL;
+}
+
+int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *replaced,
+	      struct ns_loc *loc)
+{
+	struct ns *ns = h->ns;
+	struct inode *i = h->ino, *d, *dst;
+	int ret;
+
+	if (!h->writer || !h->target)
+		return -EINVAL;
+	pthread_mutex_lock(&h->lock);
+	if (sum && !i->file.sealed) {
+		h->has_sum = true;
+		h->sum = *sum;
+	}
+	ret = seal_locked(h); /* idempotent: a commit that failed below may be retried */
+	pthread_mutex_unlock(&h->lock);
+	if (ret)
+		return ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, h->target, &d);
+	if (ret)
+		goto out;
+	dst = find_child(d, i->name);
+	if (dst && (flags & RENAME_NOREPLACE))
+		ret = -EEXIST;
+	else if (dst && dst->kind == KIND_DIR)
+		ret = -EISDIR;
+	if (ret)
+		goto out;
+	*replaced = dst != NULL;
+	if (dst) {
+		detach(ns, dst);
+		maybe_free(ns, dst);
+	}
+	ret = attach(ns, d, i);
+	if (ret)
+		goto out;
+	i->nlookup = 0;
+	h->target = 0;
+	ns_handle_loc(h, loc);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	if (!ret)
+		ns_release(h); /* the reservation is over; an unopened block joins the LRU */
+	return ret;
+}
+
+void ns_abort(struct ns_handle *h)
+{
+	if (h->writer) {
+		pthread_mutex_lock(&h->lock);
+		if (!h->ino->file.sealed)
+			h->aborted = true;
+		pthread_mutex_unlock(&h->lock);
+	}
+	ns_release(h);
+}
+
+const char *ns_handle_name(const struct ns_handle *h)
+{
+	return h->ino->name;
 }

@@ -142,4 +142,43 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st);
  * Returns the number evicted. (The evictor thread calls it; tests may too.) */
 uint64_t ns_evict(struct ns *ns, unsigned target_pct);
 
+/* ---- the side channel (fs/side.c) ---- */
+
+/* Where a block's bytes are: offset from the start of the pool object. */
+struct ns_loc {
+	uint64_t offset, length, generation, checksum;
+};
+
+/* Open the sealed block `name` of directory parent for reading, without a kernel reference
+ * (a side-channel pin: it keeps the bytes until ns_release). ENOENT, EBUSY (being written),
+ * EISDIR. */
+int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_handle **h);
+/* Where the bytes of h's block are (h is a reader's handle, or a reservation). */
+void ns_handle_loc(const struct ns_handle *h, struct ns_loc *loc);
+
+/* The k-th name of a batch, decoded into buf (NS_NAME_MAX + 1 bytes), or NULL if malformed. */
+typedef const char *(*ns_name_at_fn)(void *arg, size_t k, char *buf);
+/* How many leading names of the batch are sealed blocks of parent: 0..n, or -ENOENT/-ENOTDIR
+ * for the directory, -EINVAL for a malformed name. One lock hold for the batch. */
+int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name_at, void *arg);
+
+/* Reserve len bytes for a block that a commit will publish as `name` in parent; until then it
+ * is invisible (counted as being written). EFBIG past the maximum block size, ENOSPC when
+ * evicting everything evictable is not enough. h is a writer handle. */
+int ns_reserve(struct ns *ns, uint64_t parent, const char *name, uint64_t len, uint32_t mode,
+	       uint32_t uid, uint32_t gid, struct ns_handle **h);
+/* The reservation's bytes (NULL for an empty block): the caller fills them before commit. */
+void *ns_handle_data(struct ns_handle *h);
+/* Seal the reservation (with *sum as its checksum when given, else computed) and publish it
+ * under its name, replacing an existing block (*replaced says so: the kernel must then forget
+ * its cached entry for the name) or EEXIST with RENAME_NOREPLACE. On success
+ * h is released and loc says where the block is; on failure (ENOENT: directory gone, EEXIST,
+ * EISDIR) the reservation stays, sealed, and may be committed again or aborted. */
+int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *replaced,
+	      struct ns_loc *loc);
+/* The name a reservation will be published under. */
+const char *ns_handle_name(const struct ns_handle *h);
+/* Give a reservation up (its space is freed) and release h. */
+void ns_abort(struct ns_handle *h);
+
 #endif

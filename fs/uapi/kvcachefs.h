@@ -41,15 +41,194 @@ struct kvcachefs_status {
 	__u32 evict_low_pct;  /* --evict-low */
 	__u64 pool_size;      /* bytes of the pool object, headers included */
 	__u64 start_time_ns;  /* CLOCK_REALTIME of the daemon's start */
-	__u64 reserved[8];
+	__u64 pinned;	      /* live side-channel pins */
+	__u64 reservations;   /* live side-channel reservations */
+	__u64 reserved[6];
 };
 
 #define KVCACHEFS_IOC_STATUS _IOWR(KVCACHEFS_IOC_MAGIC, 1, struct kvcachefs_status)
 
+/*
+ * ---- The side channel --------------------------------------------------------------------
+ *
+ * Pool info (any file or directory of the mount) says how to map the node's DRAM pool: open
+ * `path` (read-only, or read-write for a trusted writer, see the README's trust model), check
+ * that fstat() gives pool_dev/pool_ino, and mmap pool_size bytes MAP_SHARED. Every offset the
+ * other commands return is a byte offset into that mapping.
+ *
+ * The other commands are issued on a directory fd and act on names in that directory. Pins,
+ * reservations and GPU buffers belong to the open file description they were made through:
+ * closing it (or the process dying) releases every pin, aborts every reservation and drops
+ * every GPU buffer it holds. Their ids are 64-bit, never reused by a daemon; an id that is not
+ * live (never issued, or already released, committed or aborted) gets EINVAL, a live id made
+ * through another descriptor gets EPERM.
+ *
+ * Name lists (lookup, pin, GPU load) come in one of two encodings, chosen by flags:
+ *   packed (default): for each name, one byte of length (1..255) then the name's bytes;
+ *   KVCACHEFS_NAMES_HEX: 16 bytes per name, the binary form of 32 lowercase hex digits, to
+ *   which `suffix` (NUL-terminated, may be empty) is appended: "<32 hex digits><suffix>".
+ * A name containing '/' or NUL, a length of 0 or a list running past the names area: EINVAL;
+ * count above the command's maximum: E2BIG.
+ */
+#define KVCACHEFS_NAMES_HEX  0x1u
+#define KVCACHEFS_SUFFIX_MAX 16 /* bytes of suffix, the NUL included */
+#define KVCACHEFS_PATH_MAX   256
+
+struct kvcachefs_pool_info {
+	__u32 version;	      /* in: KVCACHEFS_ABI_VERSION; out: the daemon's */
+	__u32 page_size;      /* allocation unit; every block starts on a page boundary */
+	__u64 pool_size;      /* bytes to map */
+	__u64 data_offset;    /* offset of the first data page */
+	__u64 capacity;	      /* bytes of data pages */
+	__u64 pool_dev;	      /* st_dev of the pool object */
+	__u64 pool_ino;	      /* st_ino of the pool object */
+	__u64 max_block_size; /* --max-block-size */
+	__u32 pool_mode;      /* permission bits of the pool object */
+	__u32 pool_gid;	      /* its group */
+	__u32 daemon_pid;     /* in the daemon's pid namespace */
+	__u32 flags;	      /* 0 for now */
+	__u64 reserved[4];
+	char path[KVCACHEFS_PATH_MAX]; /* absolute path of the pool object, NUL-terminated */
+};
+
+/* Longest-prefix lookup: how many leading names are sealed blocks of the directory. */
+#define KVCACHEFS_LOOKUP_MAX   1000
+#define KVCACHEFS_LOOKUP_BYTES 16000
+struct kvcachefs_lookup {
+	__u32 version;
+	__u32 flags;			   /* KVCACHEFS_NAMES_HEX or 0 */
+	__u32 count;			   /* in: names in the list, 0..KVCACHEFS_LOOKUP_MAX */
+	__u32 found;			   /* out: length of the present prefix, 0..count */
+	char suffix[KVCACHEFS_SUFFIX_MAX]; /* KVCACHEFS_NAMES_HEX only */
+	__u8 names[KVCACHEFS_LOOKUP_BYTES];
+};
+
+/* Pin a batch of sealed blocks: each one stays in the pool, unchanged, until unpinned, even if
+ * it is unlinked, replaced or the pool is under pressure. Every name gets its own result:
+ * error 0 and a pin, or ENOENT (no such block), EBUSY (still being written), EISDIR. The
+ * ioctl itself fails only for a malformed request. */
+#define KVCACHEFS_PIN_MAX   128
+#define KVCACHEFS_PIN_BYTES 8192
+struct kvcachefs_pinned {
+	__u64 pin;	  /* pin id, for unpin and GPU loads */
+	__u64 offset;	  /* of the payload in the pool mapping */
+	__u64 length;	  /* payload bytes */
+	__u64 generation; /* unique to this version of the block */
+	__u64 checksum;	  /* XXH3-64 of the payload */
+	__s32 error;	  /* 0 or a positive errno; the other fields are then 0 */
+	__u32 pad;
+};
+struct kvcachefs_pin {
+	__u32 version;
+	__u32 flags;			   /* KVCACHEFS_NAMES_HEX or 0 */
+	__u32 count;			   /* in: 1..KVCACHEFS_PIN_MAX */
+	__u32 pinned;			   /* out: entries with error 0 */
+	char suffix[KVCACHEFS_SUFFIX_MAX]; /* KVCACHEFS_NAMES_HEX only */
+	__u8 names[KVCACHEFS_PIN_BYTES];
+	struct kvcachefs_pinned out[KVCACHEFS_PIN_MAX];
+};
+
+/* Unpin: all ids are checked first; one bad id fails the call (EINVAL/EPERM) with nothing
+ * unpinned. */
+#define KVCACHEFS_UNPIN_MAX 256
+struct kvcachefs_unpin {
+	__u32 version;
+	__u32 count; /* 1..KVCACHEFS_UNPIN_MAX */
+	__u64 pins[KVCACHEFS_UNPIN_MAX];
+};
+
+/* Reserve length bytes of pool for a new block to be called `name` in the directory. The
+ * block is invisible until committed. EFBIG above --max-block-size, ENOSPC when nothing more
+ * can be evicted, EINVAL for a bad name. */
+struct kvcachefs_reserve {
+	__u32 version;
+	__u32 mode;   /* permission bits of the block (0644 when 0) */
+	__u64 length; /* in: payload bytes */
+	__u64 id;     /* out: reservation id */
+	__u64 offset; /* out: of the reserved bytes in the pool mapping (trusted writers) */
+	char name[KVCACHEFS_PATH_MAX];
+};
+
+/* Commit a reservation: seal it and publish it under its name at once, replacing an existing
+ * block as rename() would (or EEXIST with KVCACHEFS_COMMIT_NOREPLACE). The payload is either
+ * copied by the daemon from the caller's memory [src_addr, src_addr + length) (one copy, read
+ * from the calling process; EFAULT when that memory is not readable), or, with
+ * KVCACHEFS_COMMIT_INPLACE, already written in place by a trusted writer. A failed commit
+ * leaves the reservation open (commit again or abort). ENOENT: the directory was removed. */
+#define KVCACHEFS_COMMIT_NOREPLACE 0x1u
+#define KVCACHEFS_COMMIT_INPLACE   0x2u
+struct kvcachefs_commit {
+	__u32 version;
+	__u32 flags;
+	__u64 id;
+	__u64 src_addr;	  /* ignored with KVCACHEFS_COMMIT_INPLACE */
+	__u64 generation; /* out */
+	__u64 checksum;	  /* out: XXH3-64 of the payload */
+};
+
+/* Abort a reservation: its space is freed, nothing is published. */
+struct kvcachefs_abort {
+	__u32 version;
+	__u32 pad;
+	__u64 id;
+};
+
+/* GPU: register a buffer of the calling process by its CUDA IPC memory handle (opened by the
+ * daemon through the CUDA runtime, loaded with dlopen), then copy pinned blocks into it.
+ * ENODEV when the daemon has no CUDA runtime or no GPU. */
+#define KVCACHEFS_CUDA_IPC_HANDLE_SIZE 64
+struct kvcachefs_gpu_register {
+	__u32 version;
+	__u32 device; /* CUDA device ordinal the handle belongs to */
+	__u64 size;   /* bytes of the buffer */
+	__u8 handle[KVCACHEFS_CUDA_IPC_HANDLE_SIZE];
+	__u64 id; /* out */
+};
+
+#define KVCACHEFS_GPU_LOAD_MAX 256
+struct kvcachefs_gpu_load {
+	__u32 version;
+	__u32 count; /* 1..KVCACHEFS_GPU_LOAD_MAX */
+	__u64 id;    /* GPU buffer */
+	struct {
+		__u64 pin;    /* a pin of this descriptor */
+		__u64 offset; /* where the block lands in the GPU buffer */
+	} ent[KVCACHEFS_GPU_LOAD_MAX];
+};
+
+struct kvcachefs_gpu_unregister {
+	__u32 version;
+	__u32 pad;
+	__u64 id;
+};
+
+#define KVCACHEFS_IOC_POOL_INFO	     _IOWR(KVCACHEFS_IOC_MAGIC, 2, struct kvcachefs_pool_info)
+#define KVCACHEFS_IOC_LOOKUP	     _IOWR(KVCACHEFS_IOC_MAGIC, 3, struct kvcachefs_lookup)
+#define KVCACHEFS_IOC_PIN	     _IOWR(KVCACHEFS_IOC_MAGIC, 4, struct kvcachefs_pin)
+#define KVCACHEFS_IOC_UNPIN	     _IOW(KVCACHEFS_IOC_MAGIC, 5, struct kvcachefs_unpin)
+#define KVCACHEFS_IOC_RESERVE	     _IOWR(KVCACHEFS_IOC_MAGIC, 6, struct kvcachefs_reserve)
+#define KVCACHEFS_IOC_COMMIT	     _IOWR(KVCACHEFS_IOC_MAGIC, 7, struct kvcachefs_commit)
+#define KVCACHEFS_IOC_ABORT	     _IOW(KVCACHEFS_IOC_MAGIC, 8, struct kvcachefs_abort)
+#define KVCACHEFS_IOC_GPU_REGISTER   _IOWR(KVCACHEFS_IOC_MAGIC, 9, struct kvcachefs_gpu_register)
+#define KVCACHEFS_IOC_GPU_LOAD	     _IOW(KVCACHEFS_IOC_MAGIC, 10, struct kvcachefs_gpu_load)
+#define KVCACHEFS_IOC_GPU_UNREGISTER _IOW(KVCACHEFS_IOC_MAGIC, 11, struct kvcachefs_gpu_unregister)
+
 #ifdef __cplusplus
-static_assert(sizeof(struct kvcachefs_status) == 216, "kvcachefs_status is ABI");
+#define KVCACHEFS_ABI_CHECK(t, n) static_assert(sizeof(struct t) == (n), #t " is ABI")
 #else
-_Static_assert(sizeof(struct kvcachefs_status) == 216, "kvcachefs_status is ABI");
+#define KVCACHEFS_ABI_CHECK(t, n) _Static_assert(sizeof(struct t) == (n), #t " is ABI")
 #endif
+KVCACHEFS_ABI_CHECK(kvcachefs_status, 216);
+KVCACHEFS_ABI_CHECK(kvcachefs_pool_info, 360);
+KVCACHEFS_ABI_CHECK(kvcachefs_lookup, 16032);
+KVCACHEFS_ABI_CHECK(kvcachefs_pinned, 48);
+KVCACHEFS_ABI_CHECK(kvcachefs_pin, 14368);
+KVCACHEFS_ABI_CHECK(kvcachefs_unpin, 2056);
+KVCACHEFS_ABI_CHECK(kvcachefs_reserve, 288);
+KVCACHEFS_ABI_CHECK(kvcachefs_commit, 40);
+KVCACHEFS_ABI_CHECK(kvcachefs_abort, 16);
+KVCACHEFS_ABI_CHECK(kvcachefs_gpu_register, 88);
+KVCACHEFS_ABI_CHECK(kvcachefs_gpu_load, 4112);
+KVCACHEFS_ABI_CHECK(kvcachefs_gpu_unregister, 16);
 
 #endif

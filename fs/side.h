@@ -1,0 +1,47 @@
+/*
+ * side: the side channel of a kvcachefs mount — the ioctls of fs/uapi/kvcachefs.h that give
+ * engines zero-copy access to the pool (pool info, batch lookup, pins, reservations, GPU).
+ *
+ * Pins, reservations and GPU buffers are "slots": each has a 64-bit id from a counter that is
+ * never reused, sits in one table keyed by id (so a stale or foreign id is recognised) and on
+ * the list of the open directory it was made through (struct side_owner), which releases
+ * them all when the kernel releases that directory (last close, or the process dying).
+ */
+#ifndef KVC_FS_SIDE_H
+#define KVC_FS_SIDE_H
+
+#include "fs/fuse_conf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ns;
+struct pool;
+struct side;
+struct side_slot;
+
+/* The slots of one open directory; embedded in ops.c's directory handle. */
+struct side_owner {
+	struct side_slot *slots; /* under side->lock */
+};
+
+struct side_config {
+	struct ns *ns;
+	struct pool *pool;
+	uint64_t max_block_size;
+};
+
+int side_create(struct side **out, const struct side_config *cfg);
+/* Free every slot still open (after the session's threads are gone) and the table. */
+void side_destroy(struct side *s);
+/* The kernel connection, for invalidating replaced names (set once mounted). */
+void side_set_session(struct side *s, struct fuse_session *se);
+
+/* Release every slot of an owner (releasedir). */
+void side_owner_release(struct side *s, struct side_owner *o);
+
+/* Serve one ioctl (owner is NULL for a regular file's descriptor). Replies to req. */
+void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
+		struct side_owner *owner, const void *in, size_t in_size, size_t out_size);
+
+#endif
