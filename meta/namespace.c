@@ -177,7 +177,7 @@ static int check_name(const char *name)
 {
 	size_t len = strlen(name);
 
-	if (len == 0)
+	if (len == 0 || strchr(name, '/'))
 		return -EINVAL;
 	if (len > NS_NAME_MAX)
 		return -ENAMETOOLONG;

@@ -2,16 +2,27 @@
  * kvcachectl: inspect a kvcachefs mount from the command line.
  *
  *   kvcachectl status [--json] MOUNTPOINT
+ *   kvcachectl hash --block-tokens N [--seed S] [TOKENS...]
+ *   kvcachectl lookup DIR NAME...
  *
- * It talks to the daemon only through the mount's ioctl ABI (fs/uapi/kvcachefs.h), as any
- * application may: no private socket, no root needed beyond read access to the mountpoint.
+ * It talks to the daemon only through the mount's ioctl ABI (fs/uapi/kvcachefs.h) and
+ * libkvcache (fs/uapi/kvcache.h), as any application may: no private socket, no root needed
+ * beyond read access to the mountpoint. `hash` needs no mount at all: it prints the block
+ * names kvc_prefix_hash gives a token sequence, so scripts and other languages can check their
+ * own naming against the library's; `lookup` then says how many of those blocks are cached.
+ *
+ * Exit status: 0 on success, 1 when the operation failed, 2 for a usage error (bad option or
+ * value), with one line on stderr naming what was wrong.
  */
 #include "fs/uapi/kvcachefs.h"
+#include "fs/uapi/kvcache.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/vfs.h>
@@ -27,6 +38,14 @@ static void usage(FILE *out)
 		"Commands:\n"
 		"  status [--json] MOUNTPOINT   pool capacity and usage, block and directory\n"
 		"                               counts, reads, writes, hits, misses, evictions\n"
+		"  hash --block-tokens N [--seed S] [TOKENS...]\n"
+		"                               the name of each full block of N tokens, one\n"
+		"                               per line (kvc_prefix_hash); TOKENS are decimal\n"
+		"                               u32, read from stdin (separated by blanks or\n"
+		"                               commas) when none are given; the seed S is a\n"
+		"                               decimal or 0x-hex u64 (default 0)\n"
+		"  lookup DIR NAME...           how many of the NAMEs, from the first on, are\n"
+		"                               sealed blocks in DIR (the cached prefix)\n"
 		"  help                         show this help\n"
 		"  version                      show the version\n"
 		"\n"
@@ -158,6 +177,247 @@ static int cmd_status(int argc, char **argv)
 	return 0;
 }
 
+/* Digits only (no sign, no blanks), base 10 or 16, at most max. 0, or -1 when s is not one. */
+static int parse_u64(const char *s, int base, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		unsigned d;
+
+		if (*s >= '0' && *s <= '9')
+			d = (unsigned)(*s - '0');
+		else if (base == 16 && *s >= 'a' && *s <= 'f')
+			d = (unsigned)(*s - 'a' + 10);
+		else if (base == 16 && *s >= 'A' && *s <= 'F')
+			d = (unsigned)(*s - 'A' + 10);
+		else
+			return -1;
+		if (v > (max - d) / (unsigned)base)
+			return -1;
+		v = v * (unsigned)base + d;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_seed(const char *s, uint64_t *out)
+{
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		return parse_u64(s + 2, 16, UINT64_MAX, out);
+	return parse_u64(s, 10, UINT64_MAX, out);
+}
+
+/* A growing array of tokens. */
+struct tokens {
+	uint32_t *v;
+	size_t n, cap;
+};
+
+/* Append the token spelled s. 0; 2 (message printed) for a bad token; 1 when out of memory. */
+static int tokens_add(struct tokens *t, const char *s)
+{
+	uint64_t v;
+
+	if (parse_u64(s, 10, UINT32_MAX, &v) < 0) {
+		fprintf(stderr, "kvcachectl: hash: bad token '%s' (not a decimal u32)\n", s);
+		return 2;
+	}
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 1024;
+		uint32_t *nv = realloc(t->v, cap * sizeof(*nv));
+
+		if (!nv) {
+			fprintf(stderr, "kvcachectl: hash: out of memory\n");
+			return 1;
+		}
+		t->v = nv;
+		t->cap = cap;
+	}
+	t->v[t->n++] = (uint32_t)v;
+	return 0;
+}
+
+/* Read tokens separated by whitespace and commas from f. 0, or the exit status (message
+ * printed). */
+static int tokens_read(struct tokens *t, FILE *f)
+{
+	char *word = NULL;
+	size_t len = 0, cap = 0;
+	int c, ret = 0;
+
+	do {
+		c = getc(f);
+		if (c == EOF || isspace(c) || c == ',') {
+			if (!len)
+				continue;
+			word[len] = '\0';
+			len = 0;
+			ret = tokens_add(t, word);
+		} else {
+			if (len + 1 >= cap) {
+				size_t ncap = cap ? 2 * cap : 32;
+				char *nw = realloc(word, ncap);
+
+				if (!nw) {
+					fprintf(stderr, "kvcachectl: hash: out of memory\n");
+					ret = 1;
+					break;
+				}
+				word = nw;
+				cap = ncap;
+			}
+			word[len++] = (char)c;
+		}
+	} while (c != EOF && !ret);
+	if (!ret && ferror(f)) {
+		fprintf(stderr, "kvcachectl: hash: reading stdin: %s\n", strerror(errno));
+		ret = 1;
+	}
+	free(word);
+	return ret;
+}
+
+static int cmd_hash(int argc, char **argv)
+{
+	struct tokens t = {0};
+	char(*names)[KVC_HASH_NAME_SIZE] = NULL;
+	const char *bt_arg = NULL, *seed_arg = NULL;
+	uint64_t bt = 0, seed = 0;
+	int ntok_args = 0, opts = 1, ret = 2, n;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		int r;
+
+		/* "-1" is not an option but a bad token, and is reported as such */
+		if (!opts || a[0] != '-' || isdigit((unsigned char)a[1])) {
+			r = tokens_add(&t, a);
+			if (r) {
+				ret = r;
+				goto out;
+			}
+			ntok_args++;
+		} else if (!strcmp(a, "--")) {
+			opts = 0;
+		} else if (!strcmp(a, "--block-tokens") || !strcmp(a, "--seed")) {
+			if (i + 1 == argc) {
+				fprintf(stderr, "kvcachectl: hash: %s needs a value\n", a);
+				goto out;
+			}
+			if (!strcmp(a, "--seed"))
+				seed_arg = argv[++i];
+			else
+				bt_arg = argv[++i];
+		} else if (!strncmp(a, "--block-tokens=", 15)) {
+			bt_arg = a + 15;
+		} else if (!strncmp(a, "--seed=", 7)) {
+			seed_arg = a + 7;
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			ret = 0;
+			goto out;
+		} else {
+			fprintf(stderr, "kvcachectl: hash: unknown option '%s'\n", a);
+			goto out;
+		}
+	}
+	if (!bt_arg) {
+		fprintf(stderr, "kvcachectl: hash: missing --block-tokens\n");
+		goto out;
+	}
+	if (parse_u64(bt_arg, 10, UINT32_MAX, &bt) < 0 || bt == 0) {
+		fprintf(stderr,
+			"kvcachectl: hash: bad --block-tokens '%s' (want a decimal u32 > 0)\n",
+			bt_arg);
+		goto out;
+	}
+	if (seed_arg && parse_seed(seed_arg, &seed) < 0) {
+		fprintf(stderr,
+			"kvcachectl: hash: bad --seed '%s' (want a decimal or 0x-hex u64)\n",
+			seed_arg);
+		goto out;
+	}
+	if (!ntok_args) {
+		ret = tokens_read(&t, stdin);
+		if (ret)
+			goto out;
+	}
+
+	ret = 1;
+	if (t.n / bt) {
+		names = calloc(t.n / bt, sizeof(*names));
+		if (!names) {
+			fprintf(stderr, "kvcachectl: hash: out of memory\n");
+			goto out;
+		}
+	}
+	n = kvc_prefix_hash(seed, (uint32_t)bt, t.v, t.n, names, t.n / bt);
+	if (n < 0) {
+		fprintf(stderr, "kvcachectl: hash: %s\n", strerror(-n));
+		goto out;
+	}
+	for (int i = 0; i < n; i++)
+		puts(names[i]);
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		fprintf(stderr, "kvcachectl: hash: writing stdout: %s\n", strerror(errno));
+		goto out;
+	}
+	ret = 0;
+out:
+	free(names);
+	free(t.v);
+	return ret;
+}
+
+static int cmd_lookup(int argc, char **argv)
+{
+	const char *dir = NULL;
+	const char **names;
+	size_t n = 0;
+	int opts = 1, r;
+
+	names = calloc((size_t)argc, sizeof(*names));
+	if (!names) {
+		fprintf(stderr, "kvcachectl: lookup: out of memory\n");
+		return 1;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (opts && !strcmp(a, "--")) {
+			opts = 0;
+		} else if (opts && (!strcmp(a, "-h") || !strcmp(a, "--help"))) {
+			usage(stdout);
+			free(names);
+			return 0;
+		} else if (opts && a[0] == '-' && a[1]) {
+			fprintf(stderr, "kvcachectl: lookup: unknown option '%s'\n", a);
+			free(names);
+			return 2;
+		} else if (!dir) {
+			dir = a;
+		} else {
+			names[n++] = a;
+		}
+	}
+	if (!dir || !n) {
+		fprintf(stderr, "kvcachectl: lookup: missing %s\n", dir ? "NAME" : "DIR");
+		free(names);
+		return 2;
+	}
+	r = kvc_lookup_path(dir, names, n);
+	free(names);
+	if (r < 0) {
+		fprintf(stderr, "kvcachectl: lookup: %s: %s\n", dir, strerror(-r));
+		return 1;
+	}
+	printf("%d\n", r);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -166,6 +426,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "status"))
 		return cmd_status(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "hash"))
+		return cmd_hash(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "lookup"))
+		return cmd_lookup(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
 		usage(stdout);
 		return 0;

@@ -32,7 +32,7 @@ packages=(
 	libxxhash-dev liburing-dev libcurl4-openssl-dev libcjson-dev
 	libibverbs-dev librdmacm-dev
 	etcd-server
-	attr python3
+	attr python3 xxhash
 	clang libclang-rt-14-dev
 )
 

@@ -390,6 +390,140 @@ static void test_truncate_through_writer(void)
 	teardown();
 }
 
+static const char *names_of(void *arg, size_t k, char *buf)
+{
+	const char *const *names = arg;
+
+	strcpy(buf, names[k]);
+	return names[k][0] == '!' ? NULL : buf;
+}
+
+static void test_lookup_prefix(void)
+{
+	const char *names[] = {"a", "b", "c", "missing", "e"};
+	const char *bad[] = {"a", "!"};
+	struct ns_handle *w;
+	struct ns_attr a;
+
+	REQUIRE(setup(8 << 20, 1 << 20, 100, 99) == 0);
+	CHECK(put(NS_ROOT_INO, "a", 10, 1) && put(NS_ROOT_INO, "b", 10, 2));
+	CHECK(put(NS_ROOT_INO, "c", 0, 3) && put(NS_ROOT_INO, "e", 10, 4));
+	CHECK(ns_lookup_prefix(ns, NS_ROOT_INO, 5, names_of, names) == 3);
+	CHECK(ns_lookup_prefix(ns, NS_ROOT_INO, 2, names_of, names) == 2);
+	CHECK(ns_lookup_prefix(ns, NS_ROOT_INO, 0, names_of, names) == 0);
+	CHECK(ns_lookup_prefix(ns, NS_ROOT_INO, 2, names_of, bad) == -EINVAL);
+	CHECK(ns_lookup_prefix(ns, 12345, 2, names_of, names) == -ENOENT);
+	/* A block being written is not part of the prefix. */
+	REQUIRE(ns_create_block(ns, NS_ROOT_INO, "missing", 0644, 0, 0, &a, &w) == 0);
+	CHECK(ns_lookup_prefix(ns, NS_ROOT_INO, 5, names_of, names) == 3);
+	ns_release(w);
+	CHECK(ns_lookup_prefix(ns, NS_ROOT_INO, 5, names_of, names) == 5);
+	teardown();
+}
+
+static void test_reserve_commit_abort(void)
+{
+	struct ns_handle *r, *r2, *pin;
+	struct kvcachefs_status st;
+	struct ns_loc loc, ploc;
+	struct ns_attr a;
+	bool replaced = true;
+	uint8_t buf[10000];
+	uint64_t used0;
+
+	REQUIRE(setup(8 << 20, 1 << 20, 100, 99) == 0);
+	ns_status(ns, &st);
+	used0 = st.used;
+	CHECK(ns_reserve(ns, NS_ROOT_INO, "x", (1 << 20) + 1, 0644, 0, 0, &r) == -EFBIG);
+	CHECK(ns_reserve(ns, NS_ROOT_INO, "a/b", 10, 0644, 0, 0, &r) == -EINVAL);
+	CHECK(ns_reserve(ns, NS_ROOT_INO, "", 10, 0644, 0, 0, &r) == -EINVAL);
+	REQUIRE(ns_reserve(ns, NS_ROOT_INO, "x", sizeof(buf), 0644, 0, 0, &r) == 0);
+	/* Invisible until committed, counted as being written. */
+	CHECK(ns_lookup(ns, NS_ROOT_INO, "x", &a) == -ENOENT);
+	ns_status(ns, &st);
+	CHECK(st.writing == 1 && st.used > used0);
+	fill(buf, sizeof(buf), 7);
+	memcpy(ns_handle_data(r), buf, sizeof(buf));
+	CHECK(strcmp(ns_handle_name(r), "x") == 0);
+	REQUIRE(ns_commit(r, 0, NULL, &replaced, &loc) == 0);
+	CHECK(!replaced && loc.length == sizeof(buf));
+	CHECK(loc.checksum == XXH3_64bits(buf, sizeof(buf)));
+	CHECK(memcmp((uint8_t *)pool->base + loc.offset, buf, sizeof(buf)) == 0);
+	REQUIRE(ns_lookup(ns, NS_ROOT_INO, "x", &a) == 0);
+	CHECK(a.size == sizeof(buf));
+	ns_forget(ns, a.ino, 1);
+
+	/* Pin the block, then replace it by a commit: the pin keeps the old bytes. */
+	REQUIRE(ns_open_name(ns, NS_ROOT_INO, "x", &pin) == 0);
+	ns_handle_loc(pin, &ploc);
+	REQUIRE(ns_reserve(ns, NS_ROOT_INO, "x", 5, 0644, 0, 0, &r) == 0);
+	memcpy(ns_handle_data(r), "hello", 5);
+	CHECK(ns_commit(r, RENAME_NOREPLACE, NULL, &replaced, &loc) == -EEXIST);
+	/* A failed commit leaves the reservation: commit it again, replacing. */
+	REQUIRE(ns_commit(r, 0, NULL, &replaced, &loc) == 0);
+	CHECK(replaced && loc.length == 5);
+	CHECK(memcmp((uint8_t *)pool->base + ploc.offset, buf, sizeof(buf)) == 0);
+	ns_release(pin);
+
+	/* Abort frees the space and publishes nothing. */
+	ns_status(ns, &st);
+	used0 = st.used;
+	REQUIRE(ns_reserve(ns, NS_ROOT_INO, "y", 100000, 0644, 0, 0, &r) == 0);
+	REQUIRE(ns_reserve(ns, NS_ROOT_INO, "z", 0, 0644, 0, 0, &r2) == 0);
+	ns_abort(r);
+	ns_status(ns, &st);
+	CHECK(st.used == used0 && st.writing == 1);
+	CHECK(ns_lookup(ns, NS_ROOT_INO, "y", &a) == -ENOENT);
+	/* An empty block commits too. */
+	REQUIRE(ns_commit(r2, 0, NULL, &replaced, &loc) == 0);
+	CHECK(loc.length == 0);
+	ns_status(ns, &st);
+	CHECK(st.writing == 0 && st.blocks == 2);
+	teardown();
+}
+
+static void test_commit_into_removed_dir(void)
+{
+	struct ns_handle *r;
+	struct ns_attr a;
+	struct ns_loc loc;
+	bool replaced;
+	uint64_t sum = 42;
+
+	REQUIRE(setup(8 << 20, 1 << 20, 100, 99) == 0);
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "d", 0755, 0, 0, &a) == 0);
+	REQUIRE(ns_reserve(ns, a.ino, "x", 100, 0644, 0, 0, &r) == 0);
+	/* The reservation is invisible: the directory is empty and may go. */
+	CHECK(ns_rmdir(ns, NS_ROOT_INO, "d") == 0);
+	CHECK(ns_commit(r, 0, &sum, &replaced, &loc) == -ENOENT);
+	ns_abort(r);
+	ns_forget(ns, a.ino, 1);
+	teardown();
+}
+
+static void test_pins_survive(void)
+{
+	struct ns_handle *pin, *w;
+	struct ns_loc loc;
+	struct ns_attr a;
+	uint8_t buf[8192];
+
+	REQUIRE(setup(1 << 20, 1 << 20, 100, 99) == 0);
+	REQUIRE(put(NS_ROOT_INO, "p", sizeof(buf), 9));
+	REQUIRE(ns_open_name(ns, NS_ROOT_INO, "p", &pin) == 0);
+	CHECK(ns_open_name(ns, NS_ROOT_INO, "nope", &w) == -ENOENT);
+	REQUIRE(ns_create_block(ns, NS_ROOT_INO, "w", 0644, 0, 0, &a, &w) == 0);
+	CHECK(ns_open_name(ns, NS_ROOT_INO, "w", &w) == -EBUSY);
+	ns_handle_loc(pin, &loc);
+	/* Evicting everything, then unlinking, leaves the pinned bytes alone. */
+	ns_evict(ns, 0);
+	CHECK(ns_unlink(ns, NS_ROOT_INO, "p") == 0);
+	fill(buf, sizeof(buf), 9);
+	CHECK(memcmp((uint8_t *)pool->base + loc.offset, buf, sizeof(buf)) == 0);
+	ns_release(pin);
+	teardown();
+}
+
 int main(void)
 {
 	RUN(test_dirs);
@@ -400,5 +534,9 @@ int main(void)
 	RUN(test_enospc);
 	RUN(test_inode_numbers_never_reused);
 	RUN(test_truncate_through_writer);
+	RUN(test_lookup_prefix);
+	RUN(test_reserve_commit_abort);
+	RUN(test_commit_into_removed_dir);
+	RUN(test_pins_survive);
 	return check_summary();
 }
