@@ -409,30 +409,50 @@ static int do_unpin(struct side *s, struct side_owner *o, const struct kvcachefs
 	return 0;
 }
 
-/* May the caller create entries in directory ino (write and search permission)? */
-static int may_write_dir(struct side *s, fuse_req_t req, fuse_ino_t ino)
+/* Does the caller have the permission bits `want` (a combination of R_OK, W_OK, X_OK) on an
+ * object of this owner, group and mode, as the kernel would decide? Root always has. */
+static bool caller_may(fuse_req_t req, uint32_t uid, uint32_t gid, uint32_t mode, unsigned want)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct ns_attr a;
 	gid_t groups[64];
-	int ret = ns_getattr(s->cfg.ns, ino, &a), n;
-	unsigned need;
+	unsigned shift;
+	int n;
 
-	if (ret)
-		return ret;
 	if (ctx->uid == 0)
-		return 0;
-	if (ctx->uid == a.uid) {
-		need = S_IWUSR | S_IXUSR;
+		return true;
+	if (ctx->uid == uid) {
+		shift = 6;
 	} else {
-		bool member = ctx->gid == a.gid;
+		bool member = ctx->gid == gid;
 
 		n = fuse_req_getgroups(req, 64, groups);
 		for (int k = 0; !member && k < n && k < 64; k++)
-			member = groups[k] == a.gid;
-		need = member ? S_IWGRP | S_IXGRP : S_IWOTH | S_IXOTH;
+			member = groups[k] == gid;
+		shift = member ? 3 : 0;
 	}
-	return (a.mode & need) == need ? 0 : -EACCES;
+	return ((mode >> shift) & want) == want;
+}
+
+/* May the caller create entries in directory ino (write and search permission)? */
+static int may_write_dir(struct side *s, fuse_req_t req, fuse_ino_t ino)
+{
+	struct ns_attr a;
+	int ret = ns_getattr(s->cfg.ns, ino, &a);
+
+	if (ret)
+		return ret;
+	return caller_may(req, a.uid, a.gid, a.mode, W_OK | X_OK) ? 0 : -EACCES;
+}
+
+/* A commit in place publishes whatever the pool holds there: only a trusted writer, one that
+ * may write the pool object and so could have filled it, may ask for it. */
+static int may_write_pool(struct side *s, fuse_req_t req)
+{
+	struct stat st;
+
+	if (fstat(s->cfg.pool->fd, &st) < 0)
+		return -errno;
+	return caller_may(req, st.st_uid, st.st_gid, st.st_mode, W_OK) ? 0 : -EPERM;
 }
 
 static int do_reserve(struct side *s, fuse_req_t req, fuse_ino_t ino, struct side_owner *o,
@@ -503,9 +523,13 @@ static int do_commit(struct side *s, fuse_req_t req, fuse_ino_t ino, struct side
 	char name[256];
 	int ret;
 
-	(void)ino;
 	if (cm->flags & ~(KVCACHEFS_COMMIT_NOREPLACE | KVCACHEFS_COMMIT_INPLACE))
 		return -EINVAL;
+	if (cm->flags & KVCACHEFS_COMMIT_INPLACE) {
+		ret = may_write_pool(s, req);
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&s->lock);
 	ret = slot_get(s, o, cm->id, SLOT_RESV, &sl);
 	if (!ret && sl->busy)

@@ -115,10 +115,12 @@ static void print_json(const char *mnt, const struct kvcachefs_status *s)
 	       ", \"reads\": %llu, \"writes\": %llu, \"bytes_read\": %llu"
 	       ", \"bytes_written\": %llu, \"hits\": %llu, \"misses\": %llu"
 	       ", \"evictions\": %llu, \"enospc\": %llu, \"max_block_size\": %llu"
-	       ", \"evict_high_pct\": %u, \"evict_low_pct\": %u, \"pool_size\": %llu}\n",
+	       ", \"evict_high_pct\": %u, \"evict_low_pct\": %u, \"pool_size\": %llu"
+	       ", \"pinned\": %llu, \"reservations\": %llu}\n",
 	       s->capacity, s->used, s->free, s->blocks, s->writing, s->directories, s->reads,
 	       s->writes, s->bytes_read, s->bytes_written, s->hits, s->misses, s->evictions,
-	       s->enospc, s->max_block_size, s->evict_high_pct, s->evict_low_pct, s->pool_size);
+	       s->enospc, s->max_block_size, s->evict_high_pct, s->evict_low_pct, s->pool_size,
+	       s->pinned, s->reservations);
 }
 
 static void print_text(const char *mnt, const struct kvcachefs_status *s)
@@ -140,6 +142,7 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 	printf("  misses:      %llu\n", s->misses);
 	printf("  evictions:   %llu\n", s->evictions);
 	printf("  ENOSPC:      %llu\n", s->enospc);
+	printf("  side channel: %llu pinned, %llu reservations open\n", s->pinned, s->reservations);
 }
 
 static int cmd_status(int argc, char **argv)

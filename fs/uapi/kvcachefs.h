@@ -153,8 +153,10 @@ struct kvcachefs_reserve {
  * block as rename() would (or EEXIST with KVCACHEFS_COMMIT_NOREPLACE). The payload is either
  * copied by the daemon from the caller's memory [src_addr, src_addr + length) (one copy, read
  * from the calling process; EFAULT when that memory is not readable), or, with
- * KVCACHEFS_COMMIT_INPLACE, already written in place by a trusted writer. A failed commit
- * leaves the reservation open (commit again or abort). ENOENT: the directory was removed. */
+ * KVCACHEFS_COMMIT_INPLACE, already written in place by a trusted writer (a caller without
+ * write permission on the pool object gets EPERM: it could not have filled it). A failed
+ * commit leaves the reservation open (commit again or abort). ENOENT: the directory was
+ * removed. */
 #define KVCACHEFS_COMMIT_NOREPLACE 0x1u
 #define KVCACHEFS_COMMIT_INPLACE   0x2u
 struct kvcachefs_commit {
