@@ -96,11 +96,29 @@ static void test_rejected(void)
 	}
 }
 
+static void test_pool_permissions(void)
+{
+	struct kvc_options o;
+
+	CHECK(parse(&o, "/mnt") == 0 && o.pool_mode == 0600 && o.pool_gid == -1);
+	CHECK(parse(&o, "--pool-mode 0640 --pool-group 0 /mnt") == 0 && o.pool_mode == 0640 &&
+	      o.pool_gid == 0);
+	CHECK(parse(&o, "--pool-mode 660 --pool-group root /mnt") == 0 && o.pool_mode == 0660 &&
+	      o.pool_gid == 0);
+	CHECK(parse(&o, "--pool-mode 0755 /mnt") == -EINVAL && strstr(o.err, "--pool-mode"));
+	CHECK(parse(&o, "--pool-mode rw /mnt") == -EINVAL && strstr(o.err, "'rw'"));
+	CHECK(parse(&o, "--pool-mode 01600 /mnt") == -EINVAL);
+	CHECK(parse(&o, "--pool-mode 0060 /mnt") == -EINVAL && strstr(o.err, "owner"));
+	CHECK(parse(&o, "--pool-group no-such-group-xyz /mnt") == -EINVAL &&
+	      strstr(o.err, "no-such-group-xyz"));
+}
+
 int main(void)
 {
 	RUN(test_sizes);
 	RUN(test_defaults);
 	RUN(test_all_options);
 	RUN(test_rejected);
+	RUN(test_pool_permissions);
 	return check_summary();
 }
