@@ -12,6 +12,7 @@
 #include "fs/cudart.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,10 +34,19 @@ struct kvc {
 	struct cudart cuda;
 };
 
+/* A directory stays allocated while blocks or reservations made through it exist, so that
+ * releasing or aborting them after kvc_dir_close is harmless (the daemon already did it). */
 struct kvc_dir {
-	struct kvc *k; /* NULL for kvc_lookup_path's private directory */
-	int fd;
+	struct kvc *k;	   /* NULL for kvc_lookup_path's private directory */
+	int fd;		   /* -1 once closed */
+	_Atomic long refs; /* 1 for the open directory + 1 per live block or reservation */
 };
+
+static void dir_unref(struct kvc_dir *d, long n)
+{
+	if (n && atomic_fetch_sub(&d->refs, n) == n)
+		free(d);
+}
 
 /* One ioctl; -errno on failure. The argument's first field is always the ABI version. */
 static int kvc_ioctl(int fd, unsigned long cmd, void *arg)
@@ -134,6 +144,7 @@ KVC_API int kvc_dir_open(struct kvc *k, const char *path, struct kvc_dir **out)
 	if (!d)
 		return -ENOMEM;
 	d->k = k;
+	atomic_init(&d->refs, 1);
 	d->fd = openat(k->root_fd, path && *path ? path : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (d->fd < 0) {
 		int ret = -errno;
@@ -150,7 +161,8 @@ KVC_API void kvc_dir_close(struct kvc_dir *d)
 	if (!d)
 		return;
 	close(d->fd); /* the daemon releases the pins and reservations made through it */
-	free(d);
+	d->fd = -1;
+	dir_unref(d, 1);
 }
 
 KVC_API int kvc_dir_fd(const struct kvc_dir *d)
@@ -291,7 +303,7 @@ KVC_API int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n,
 	size_t done = 0;
 	int pinned = 0, ret;
 
-	if (!d->k)
+	if (!d->k || d->fd < 0)
 		return -EINVAL;
 	memset(b, 0, n * sizeof(*b));
 	while (done < n) {
@@ -321,9 +333,11 @@ KVC_API int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n,
 				errs[done + k] = r->error;
 			if (r->error)
 				continue;
-			/* Never hand out a pointer outside the mapping, whatever the reply. */
-			if (r->offset < d->k->info.data_offset || r->offset > d->k->map_size ||
-			    r->length > d->k->map_size - r->offset) {
+			/* Never hand out a pointer outside the mapping, whatever the reply. An
+			 * empty block has no pages: its pointer is the start of the data area. */
+			if (r->length != 0 &&
+			    (r->offset < d->k->info.data_offset || r->offset > d->k->map_size ||
+			     r->length > d->k->map_size - r->offset)) {
 				uint64_t pin = r->pin;
 
 				(void)unpin_ids(d->fd, &pin, 1);
@@ -332,7 +346,7 @@ KVC_API int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n,
 				continue;
 			}
 			*blk = (struct kvc_block){
-			    .data = d->k->map + r->offset,
+			    .data = d->k->map + (r->length ? r->offset : d->k->info.data_offset),
 			    .len = (size_t)r->length,
 			    .generation = r->generation,
 			    .checksum = r->checksum,
@@ -340,6 +354,7 @@ KVC_API int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n,
 			    .dir = d,
 			};
 			pinned++;
+			atomic_fetch_add(&d->refs, 1);
 		}
 		done += pn.count;
 	}
@@ -362,12 +377,16 @@ KVC_API int kvc_release(struct kvc_block *b)
 {
 	int ret;
 
-	if (!b->pin || !b->dir)
+	struct kvc_dir *d = b->dir;
+
+	if (!b->pin || !d)
 		return -EINVAL;
-	ret = unpin_ids(b->dir->fd, &b->pin, 1);
+	/* After kvc_dir_close the daemon has already unpinned it. */
+	ret = d->fd < 0 ? 0 : unpin_ids(d->fd, &b->pin, 1);
 	if (ret)
 		return ret;
 	*b = (struct kvc_block){0};
+	dir_unref(d, 1);
 	return 0;
 }
 
@@ -384,12 +403,14 @@ KVC_API int kvc_release_batch(struct kvc_block *b, size_t n)
 		    k == n || cnt == KVCACHEFS_UNPIN_MAX || (b[k].pin && dir && b[k].dir != dir);
 
 		if (flush && cnt) {
-			r = unpin_ids(dir->fd, ids, cnt);
+			r = dir->fd < 0 ? 0 : unpin_ids(dir->fd, ids, cnt);
 			if (r && !ret)
 				ret = r;
 			for (size_t j = first; j < k; j++)
-				if (!r && b[j].pin)
+				if (!r && b[j].pin && b[j].dir == dir)
 					b[j] = (struct kvc_block){0};
+			if (!r)
+				dir_unref(dir, (long)cnt);
 			cnt = 0;
 			first = k;
 		}
@@ -414,7 +435,7 @@ KVC_API int kvc_reserve(struct kvc_dir *d, const char *name, size_t len, struct 
 	size_t nlen;
 	int ret;
 
-	if (!d->k || !name_ok(name, &nlen))
+	if (!d->k || d->fd < 0 || !name_ok(name, &nlen))
 		return -EINVAL;
 	memset(&rv, 0, sizeof(rv));
 	rv.length = len;
@@ -422,6 +443,7 @@ KVC_API int kvc_reserve(struct kvc_dir *d, const char *name, size_t len, struct 
 	ret = kvc_ioctl(d->fd, KVCACHEFS_IOC_RESERVE, &rv);
 	if (ret)
 		return ret;
+	atomic_fetch_add(&d->refs, 1);
 	*p = (struct kvc_put){.len = len, .id = rv.id, .dir = d, .inplace = d->k->trusted};
 	if (len == 0)
 		return 0;
@@ -448,9 +470,12 @@ fail:
 
 static void put_done(struct kvc_put *p)
 {
+	struct kvc_dir *d = p->dir;
+
 	if (!p->inplace && p->data)
 		munmap(p->data, p->len);
 	*p = (struct kvc_put){0};
+	dir_unref(d, 1);
 }
 
 static int commit(struct kvc_put *p, unsigned flags, const void *src, bool inplace)
@@ -469,7 +494,13 @@ static int commit(struct kvc_put *p, unsigned flags, const void *src, bool inpla
 
 KVC_API int kvc_commit(struct kvc_put *p, unsigned flags)
 {
-	int ret = commit(p, flags, p->data, p->inplace);
+	int ret;
+
+	if (p->id && p->dir && p->dir->fd < 0) { /* kvc_dir_close aborted it */
+		put_done(p);
+		return -EBADF;
+	}
+	ret = commit(p, flags, p->data, p->inplace);
 
 	if (!ret)
 		put_done(p);
@@ -485,7 +516,7 @@ KVC_API int kvc_abort(struct kvc_put *p)
 		return -EINVAL;
 	memset(&ab, 0, sizeof(ab));
 	ab.id = p->id;
-	ret = kvc_ioctl(p->dir->fd, KVCACHEFS_IOC_ABORT, &ab);
+	ret = p->dir->fd < 0 ? 0 : kvc_ioctl(p->dir->fd, KVCACHEFS_IOC_ABORT, &ab);
 	if (!ret)
 		put_done(p);
 	return ret;
@@ -499,7 +530,7 @@ KVC_API int kvc_put(struct kvc_dir *d, const char *name, const void *buf, size_t
 	size_t nlen;
 	int ret;
 
-	if (!d->k || !name_ok(name, &nlen) || (flags & ~KVC_NOREPLACE))
+	if (!d->k || d->fd < 0 || !name_ok(name, &nlen) || (flags & ~KVC_NOREPLACE))
 		return -EINVAL;
 	memset(&rv, 0, sizeof(rv));
 	rv.length = len;
@@ -507,11 +538,14 @@ KVC_API int kvc_put(struct kvc_dir *d, const char *name, const void *buf, size_t
 	ret = kvc_ioctl(d->fd, KVCACHEFS_IOC_RESERVE, &rv);
 	if (ret)
 		return ret;
+	atomic_fetch_add(&d->refs, 1);
 	p = (struct kvc_put){.len = len, .id = rv.id, .dir = d};
 	/* The daemon copies from buf: the one copy, with no staging buffer. */
 	ret = commit(&p, flags, buf, false);
 	if (ret)
 		(void)kvc_abort(&p);
+	else
+		put_done(&p);
 	return ret;
 }
 

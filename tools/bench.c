@@ -5,7 +5,10 @@
  *   kvcache-bench fs      write, stat and read blocks through kvcachefs, tmpfs and
  *                         kvcache-memfs (a trivial in-memory libfuse filesystem with the same
  *                         FUSE settings) and print the ratios;
- *   kvcache-bench memory  the daemon's anonymous memory per stored block, beyond the pool.
+ *   kvcache-bench memory  the daemon's anonymous memory per stored block, beyond the pool;
+ *   kvcache-bench zerocopy  libkvcache (pin + memcpy, batch lookup, kvc_put, in-place
+ *                         commit) against read(), stat() and write() on the same mount and
+ *                         against memcpy from private memory.
  *
  * Every filesystem is mounted on a fresh directory made with mkdtemp under /tmp and is
  * unmounted and removed before exit, on errors and on SIGINT/SIGTERM too: the signal handler
@@ -18,6 +21,7 @@
  * filling up and evicting blocks under the benchmark.
  */
 #include "fs/options.h"
+#include "fs/uapi/kvcache.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,12 +36,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define MIB (1ull << 20)
 
@@ -1112,6 +1119,988 @@ out:
 	return ret < 0 ? 1 : ret;
 }
 
+/* ---- kvcache-bench zerocopy ------------------------------------------------------------ */
+
+/*
+ * libkvcache against the file interface of the same mount and against plain memory, on one
+ * mount: loading blocks into a user buffer (pin + memcpy from the pool mapping + unpin, vs
+ * read(), vs memcpy from a private buffer as large as the data set), finding the cached
+ * prefix of a list of names (one kvc_lookup vs a stat() per name), and storing blocks
+ * (kvc_put, and reserve + fill in place + commit for a trusted writer, vs
+ * open(O_CREAT) + write() + close). The load data set is written once, up front; the other
+ * phases write fresh directories every repetition and delete them afterwards.
+ */
+
+#define ZC_DEFAULT_SIZES  "2M,256K"
+#define ZC_BYTES_PER_SIZE (256 * MIB)
+#define ZC_MIN_COUNT	  16
+#define ZC_MAX_COUNT	  512
+#define ZC_DEFAULT_LOOKUP 1000
+#define ZC_LOOKUP_BLOCK	  64	       /* payload bytes of each block of the lookup phase */
+#define ZC_LOOKUP_MIN_NS  200000000ull /* kvc_lookup is repeated for at least this long */
+#define ZC_NAME_SIZE	  64	       /* 32 hex digits + a suffix of up to 15 bytes + NUL */
+#define ZC_SUFFIX_MAX	  (KVCACHEFS_SUFFIX_MAX - 1)
+#define ZC_TARGET_LOAD	  0.9  /* libkvcache load / memcpy */
+#define ZC_TARGET_LOOKUP  10.0 /* kvc_lookup names/s / stat names/s */
+#define ZC_TARGET_PUT	  1.5  /* kvc_put / write() */
+
+/* Name sets: every phase, size and repetition gets names of its own. */
+enum zc_set { ZC_SET_LOAD = 1, ZC_SET_LOOKUP, ZC_SET_PUT, ZC_SET_INPLACE, ZC_SET_WRITE };
+
+/* MB/s, best over the repetitions; 0 = not measured. */
+struct zc_load_result {
+	double kvc_get, kvc_batch, read, memcpy;
+};
+
+struct zc_put_result {
+	double kvc_put, write, inplace;
+};
+
+struct zc_lookup_result {
+	double kvc_names, stat_names, stat_cached_names; /* names per second */
+};
+
+struct zc_run {
+	struct target t;
+	struct kvc *k;	/* read-only mapping */
+	struct kvc *kw; /* trusted writer (read-write mapping), NULL when refused */
+	int kw_err;	/* why kw is NULL */
+	uint64_t size;	/* of the blocks of the current phase */
+	uint64_t count; /* how many */
+	char (*names)[ZC_NAME_SIZE];
+	const char **nameptrs;
+	struct kvc_block *blocks; /* KVC_BATCH of them */
+	int *errs;
+	char *wbuf; /* the block being stored / the expected content, maxsz bytes */
+	char *dst;  /* the user buffer loads land in, maxsz bytes */
+	char *src;  /* the memcpy baseline's data set, count x size bytes */
+	char suffix[KVCACHEFS_SUFFIX_MAX];
+	char path[PATH_MAX + 2 * ZC_NAME_SIZE];
+};
+
+#define ZC_BATCH KVCACHEFS_PIN_MAX
+
+/* Keep the compiler from dropping copies into a buffer nobody reads. */
+static void zc_clobber(void *p)
+{
+	__asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static int zc_fail(const char *what, const char *name, int err)
+{
+	if (err == -EINTR && stop)
+		return err;
+	fprintf(stderr, "kvcache-bench: zerocopy: %s %s: %s\n", what, name, strerror(-err));
+	return err;
+}
+
+static uint64_t zc_id(enum zc_set set, uint64_t size, int rep, uint64_t i)
+{
+	return ((uint64_t)set << 56) ^ (size << 16) ^ ((uint64_t)rep << 48) ^ i;
+}
+
+/* Names of blocks 0..n of a set: 32 hex digits, then the suffix for the lookup phase. */
+static void zc_names(struct zc_run *r, enum zc_set set, int rep, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		mem_name(zc_id(set, r->size, rep, i), 32, r->names[i]);
+		if (set == ZC_SET_LOOKUP)
+			strcat(r->names[i], r->suffix);
+		r->nameptrs[i] = r->names[i];
+	}
+}
+
+static void zc_dirname(char *out, size_t cap, const char *phase, uint64_t size, int rep)
+{
+	char sz[32];
+
+	fmt_size(size, sz, sizeof(sz));
+	snprintf(out, cap, "%s-%s-r%d", phase, sz, rep);
+}
+
+static const char *zc_path(struct zc_run *r, const char *dir, const char *name)
+{
+	if (name)
+		snprintf(r->path, sizeof(r->path), "%s/%s/%s", r->t.dir, dir, name);
+	else
+		snprintf(r->path, sizeof(r->path), "%s/%s", r->t.dir, dir);
+	return r->path;
+}
+
+/* mkdir dir on the mount and open it through k (when k). */
+static int zc_mkdir(struct zc_run *r, struct kvc *k, const char *dir, struct kvc_dir **d)
+{
+	int ret;
+
+	if (mkdir(zc_path(r, dir, NULL), 0755) < 0)
+		return zc_fail("mkdir", r->path, -errno);
+	if (!k)
+		return 0;
+	ret = kvc_dir_open(k, dir, d);
+	if (ret < 0)
+		return zc_fail("kvc_dir_open", dir, ret);
+	return 0;
+}
+
+/* Close d, unlink blocks 0..n of dir through the mount, remove dir (never timed). Returns
+ * ret, or the first error of the cleanup when ret is 0 (after a failure, cleanup errors such
+ * as ENOENT for a block that was never stored are ignored). */
+static int zc_rmdir(struct zc_run *r, struct kvc_dir *d, const char *dir, uint64_t n, int ret)
+{
+	if (d)
+		kvc_dir_close(d);
+	for (uint64_t i = 0; i < n; i++)
+		if (unlink(zc_path(r, dir, r->names[i])) < 0 && !ret && !stop)
+			ret = zc_fail("unlink", r->path, -errno);
+	if (rmdir(zc_path(r, dir, NULL)) < 0 && !ret && !stop)
+		ret = zc_fail("rmdir", r->path, -errno);
+	return stop ? -EINTR : ret;
+}
+
+static bool zc_sample(const struct zc_run *r, uint64_t i)
+{
+	uint64_t every = r->count / FS_VERIFY_SAMPLES ? r->count / FS_VERIFY_SAMPLES : 1;
+
+	return i % every == 0 || i == r->count - 1;
+}
+
+/* Does buf hold block id of the current size? wbuf is the pattern, restamped here. */
+static int zc_check(struct zc_run *r, const void *buf, size_t len, uint64_t id, const char *how,
+		    const char *name)
+{
+	if (len != r->size) {
+		fprintf(stderr, "kvcache-bench: zerocopy: %s %s: %zu bytes, expected %" PRIu64 "\n",
+			how, name, len, r->size);
+		return -EIO;
+	}
+	stamp(r->wbuf, r->size, id);
+	if (memcmp(buf, r->wbuf, r->size)) {
+		fprintf(stderr, "kvcache-bench: zerocopy: %s %s: content differs\n", how, name);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* A pinned block: the length and content the load phase wrote, and the daemon's checksum. */
+static int zc_check_block(struct zc_run *r, const struct kvc_block *b, uint64_t i, const char *how)
+{
+	int ret = zc_check(r, b->data, b->len, zc_id(ZC_SET_LOAD, r->size, 0, i), how, r->names[i]);
+
+	if (!ret && XXH3_64bits(b->data, b->len) != b->checksum) {
+		fprintf(stderr,
+			"kvcache-bench: zerocopy: %s %s: checksum %016" PRIx64
+			" but the payload hashes to %016" PRIx64 "\n",
+			how, r->names[i], b->checksum, (uint64_t)XXH3_64bits(b->data, b->len));
+		ret = -EIO;
+	}
+	return ret;
+}
+
+/* Read block name of dir through the mount and compare it with block id (not timed). */
+static int zc_check_file(struct zc_run *r, const char *dir, uint64_t i, uint64_t id)
+{
+	ssize_t n;
+	int fd = open(zc_path(r, dir, r->names[i]), O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return zc_fail("open", r->path, -errno);
+	n = read_full(fd, r->dst, r->size);
+	close(fd);
+	if (n < 0)
+		return zc_fail("read", r->path, (int)n);
+	return zc_check(r, r->dst, (size_t)n, id, "read back", r->path);
+}
+
+/* ---- load ---- */
+
+/* Store the load data set of the current size in dir (kvc_put, not timed) and its copy in
+ * src for the memcpy baseline. */
+static int zc_load_setup(struct zc_run *r, struct kvc_dir *d)
+{
+	for (uint64_t i = 0; i < r->count && !stop; i++) {
+		uint64_t id = zc_id(ZC_SET_LOAD, r->size, 0, i);
+		int ret;
+
+		stamp(r->wbuf, r->size, id);
+		memcpy(r->src + i * r->size, r->wbuf, r->size);
+		ret = kvc_put(d, r->names[i], r->wbuf, r->size, 0);
+		if (ret < 0)
+			return zc_fail("kvc_put", r->names[i], ret);
+	}
+	return stop ? -EINTR : 0;
+}
+
+static double zc_mbps(const struct zc_run *r, uint64_t ns)
+{
+	return ns ? (double)r->size * (double)r->count / 1e6 / ((double)ns / 1e9) : 0;
+}
+
+/* kvc_get + memcpy + kvc_release, one block at a time. */
+static int zc_load_get(struct zc_run *r, struct kvc_dir *d, double *best)
+{
+	uint64_t elapsed = 0, t0;
+	struct kvc_block b;
+	int ret;
+
+	for (uint64_t i = 0; i < r->count && !stop; i++) {
+		t0 = now_ns();
+		ret = kvc_get(d, r->names[i], &b);
+		if (ret < 0)
+			return zc_fail("kvc_get", r->names[i], ret);
+		memcpy(r->dst, b.data, b.len < r->size ? b.len : r->size);
+		zc_clobber(r->dst);
+		elapsed += now_ns() - t0;
+		if (zc_sample(r, i) && (ret = zc_check_block(r, &b, i, "kvc_get")) < 0) {
+			kvc_release(&b);
+			return ret;
+		}
+		t0 = now_ns();
+		ret = kvc_release(&b);
+		elapsed += now_ns() - t0;
+		if (ret < 0)
+			return zc_fail("kvc_release", r->names[i], ret);
+	}
+	if (stop)
+		return -EINTR;
+	keep_best(best, zc_mbps(r, elapsed));
+	return 0;
+}
+
+/* kvc_get_batch of up to ZC_BATCH blocks + memcpy of each + kvc_release_batch. */
+static int zc_load_batch(struct zc_run *r, struct kvc_dir *d, double *best)
+{
+	uint64_t elapsed = 0, t0;
+	int ret = 0;
+
+	for (uint64_t i = 0; i < r->count && !stop; i += ZC_BATCH) {
+		size_t n = r->count - i < ZC_BATCH ? (size_t)(r->count - i) : ZC_BATCH, j;
+
+		t0 = now_ns();
+		ret = kvc_get_batch(d, r->nameptrs + i, n, r->blocks, r->errs);
+		if (ret < 0)
+			return zc_fail("kvc_get_batch", r->names[i], ret);
+		for (j = 0; j < n; j++) {
+			const struct kvc_block *b = &r->blocks[j];
+
+			if (!b->data) {
+				elapsed += now_ns() - t0;
+				ret = zc_fail("kvc_get_batch", r->names[i + j],
+					      r->errs[j] ? -r->errs[j] : -EIO);
+				break;
+			}
+			memcpy(r->dst, b->data, b->len < r->size ? b->len : r->size);
+			zc_clobber(r->dst);
+			if (zc_sample(r, i + j)) {
+				elapsed += now_ns() - t0;
+				ret = zc_check_block(r, b, i + j, "kvc_get_batch");
+				if (ret < 0)
+					break;
+				t0 = now_ns();
+			}
+		}
+		if (j < n) {
+			kvc_release_batch(r->blocks, n);
+			return ret;
+		}
+		ret = kvc_release_batch(r->blocks, n);
+		elapsed += now_ns() - t0;
+		if (ret < 0)
+			return zc_fail("kvc_release_batch", r->names[i], ret);
+	}
+	if (stop)
+		return -EINTR;
+	keep_best(best, zc_mbps(r, elapsed));
+	return 0;
+}
+
+/* open + read() + close through the mount, as kvcache-bench fs reads. */
+static int zc_load_read(struct zc_run *r, const char *dir, double *best)
+{
+	uint64_t elapsed = 0, t0;
+	ssize_t n;
+	int fd, ret;
+
+	for (uint64_t i = 0; i < r->count && !stop; i++) {
+		zc_path(r, dir, r->names[i]);
+		t0 = now_ns();
+		fd = open(r->path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return zc_fail("open", r->path, -errno);
+		n = read_full(fd, r->dst, r->size);
+		close(fd);
+		elapsed += now_ns() - t0;
+		if (n < 0)
+			return zc_fail("read", r->path, (int)n);
+		if (zc_sample(r, i) || (uint64_t)n != r->size) {
+			ret = zc_check(r, r->dst, (size_t)n, zc_id(ZC_SET_LOAD, r->size, 0, i),
+				       "read", r->path);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	if (stop)
+		return -EINTR;
+	keep_best(best, zc_mbps(r, elapsed));
+	return 0;
+}
+
+/* The baseline: memcpy from private memory as large as the data set. */
+static int zc_load_memcpy(struct zc_run *r, double *best)
+{
+	uint64_t elapsed = 0, t0;
+	int ret;
+
+	for (uint64_t i = 0; i < r->count && !stop; i++) {
+		t0 = now_ns();
+		memcpy(r->dst, r->src + i * r->size, r->size);
+		zc_clobber(r->dst);
+		elapsed += now_ns() - t0;
+		if (zc_sample(r, i)) {
+			ret = zc_check(r, r->dst, r->size, zc_id(ZC_SET_LOAD, r->size, 0, i),
+				       "memcpy", r->names[i]);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	if (stop)
+		return -EINTR;
+	keep_best(best, zc_mbps(r, elapsed));
+	return 0;
+}
+
+/* ---- lookup ---- */
+
+/* One repetition: n fresh blocks stored with kvc_put (so the kernel has no dentry for them,
+ * as for blocks another process stored), then a stat() of each name as an application would
+ * (one FUSE LOOKUP each), the same again within the attribute timeout (answered by the
+ * kernel's caches), and kvc_lookup of the whole list, repeated for ZC_LOOKUP_MIN_NS. */
+static int zc_lookup_rep(struct zc_run *r, uint64_t n, int rep, struct zc_lookup_result *res)
+{
+	struct kvc_dir *d = NULL;
+	char dir[64];
+	uint64_t t0, elapsed, calls = 0;
+	struct stat st;
+	int ret, found;
+
+	r->size = ZC_LOOKUP_BLOCK;
+	zc_names(r, ZC_SET_LOOKUP, rep, n);
+	zc_dirname(dir, sizeof(dir), "lookup", n, rep);
+	ret = zc_mkdir(r, r->k, dir, &d);
+	if (ret < 0)
+		return ret;
+	for (uint64_t i = 0; i < n && !stop && !ret; i++)
+		if ((ret = kvc_put(d, r->names[i], r->wbuf, ZC_LOOKUP_BLOCK, 0)) < 0)
+			zc_fail("kvc_put", r->names[i], ret);
+	if (ret || stop)
+		goto out;
+
+	t0 = now_ns();
+	do {
+		found = kvc_lookup(d, r->nameptrs, n);
+		calls++;
+		elapsed = now_ns() - t0;
+	} while (found == (int)n && elapsed < ZC_LOOKUP_MIN_NS && !stop);
+	if (found != (int)n) {
+		if (found < 0)
+			ret = zc_fail("kvc_lookup", dir, found);
+		else {
+			fprintf(stderr,
+				"kvcache-bench: zerocopy: kvc_lookup %s: %d of %" PRIu64
+				" names found, all exist\n",
+				dir, found, n);
+			ret = -EIO;
+		}
+		goto out;
+	}
+	keep_best(&res->kvc_names, (double)(calls * n) / ((double)elapsed / 1e9));
+
+	for (int pass = 0; pass < 2 && !stop; pass++) {
+		t0 = now_ns();
+		for (uint64_t i = 0; i < n && !stop; i++) {
+			if (stat(zc_path(r, dir, r->names[i]), &st) < 0) {
+				ret = zc_fail("stat", r->path, -errno);
+				goto out;
+			}
+			if (st.st_size != ZC_LOOKUP_BLOCK) {
+				ret = zc_fail("stat", r->path, -EIO);
+				goto out;
+			}
+		}
+		elapsed = now_ns() - t0;
+		keep_best(pass ? &res->stat_cached_names : &res->stat_names,
+			  (double)n / ((double)elapsed / 1e9));
+	}
+out:
+	return zc_rmdir(r, d, dir, n, ret);
+}
+
+/* ---- put ---- */
+
+enum zc_put_how { ZC_PUT_KVC, ZC_PUT_WRITE, ZC_PUT_INPLACE, ZC_PUT_NHOW };
+
+static const char *const zc_put_names[ZC_PUT_NHOW] = {"kvc", "write", "inplace"};
+static const enum zc_set zc_put_sets[ZC_PUT_NHOW] = {ZC_SET_PUT, ZC_SET_WRITE, ZC_SET_INPLACE};
+
+static int zc_put_one(struct zc_run *r, struct kvc_dir *d, enum zc_put_how how, const char *dir,
+		      uint64_t i)
+{
+	struct kvc_put p;
+	int fd, ret;
+
+	switch (how) {
+	case ZC_PUT_KVC:
+		ret = kvc_put(d, r->names[i], r->wbuf, r->size, 0);
+		return ret < 0 ? zc_fail("kvc_put", r->names[i], ret) : 0;
+	case ZC_PUT_INPLACE:
+		ret = kvc_reserve(d, r->names[i], r->size, &p);
+		if (ret < 0)
+			return zc_fail("kvc_reserve", r->names[i], ret);
+		if (!p.inplace) {
+			kvc_abort(&p);
+			fprintf(stderr,
+				"kvcache-bench: zerocopy: kvc_reserve %s: not in place on a "
+				"KVC_TRUSTED_WRITER handle\n",
+				r->names[i]);
+			return -EIO;
+		}
+		memcpy(p.data, r->wbuf, r->size);
+		ret = kvc_commit(&p, 0);
+		if (ret < 0) {
+			kvc_abort(&p);
+			return zc_fail("kvc_commit", r->names[i], ret);
+		}
+		return 0;
+	default:
+		fd = open(zc_path(r, dir, r->names[i]), O_CREAT | O_WRONLY | O_EXCL | O_CLOEXEC,
+			  0644);
+		if (fd < 0)
+			return zc_fail("create", r->path, -errno);
+		ret = write_full(fd, r->wbuf, r->size);
+		if (close(fd) < 0 && !ret)
+			ret = -errno;
+		return ret ? zc_fail("write", r->path, ret) : 0;
+	}
+}
+
+/* One repetition of one way of storing: count fresh blocks into a fresh directory, then a
+ * sample is read back through the mount and everything is deleted (not timed). */
+static int zc_put_rep(struct zc_run *r, enum zc_put_how how, int rep, double *best)
+{
+	struct kvc *k = how == ZC_PUT_WRITE ? NULL : how == ZC_PUT_INPLACE ? r->kw : r->k;
+	struct kvc_dir *d = NULL;
+	uint64_t t0, elapsed = 0, made = 0;
+	char dir[64], phase[16];
+	int ret;
+
+	snprintf(phase, sizeof(phase), "put%s", zc_put_names[how]);
+	zc_dirname(dir, sizeof(dir), phase, r->size, rep);
+	zc_names(r, zc_put_sets[how], rep, r->count);
+	ret = zc_mkdir(r, k, dir, &d);
+	if (ret < 0)
+		return ret;
+	for (uint64_t i = 0; i < r->count && !stop; i++) {
+		stamp(r->wbuf, r->size, zc_id(zc_put_sets[how], r->size, rep, i));
+		made = i + 1; /* a failed put may leave the block behind */
+		t0 = now_ns();
+		ret = zc_put_one(r, d, how, dir, i);
+		elapsed += now_ns() - t0;
+		if (ret < 0)
+			goto out;
+	}
+	if (stop)
+		goto out;
+	keep_best(best, zc_mbps(r, elapsed));
+	for (uint64_t i = 0; i < r->count && !ret && !stop; i++)
+		if (zc_sample(r, i))
+			ret = zc_check_file(r, dir, i, zc_id(zc_put_sets[how], r->size, rep, i));
+out:
+	return zc_rmdir(r, d, dir, made, ret);
+}
+
+/* ---- driver ---- */
+
+static void zc_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: kvcache-bench zerocopy [--sizes LIST] [--count N] [--reps R]\n"
+	    "                              [--lookup-blocks N] [--suffix S] [--pool-size SIZE]\n"
+	    "                              [--json]\n"
+	    "On one kvcachefs mount, compare libkvcache with the file interface and with\n"
+	    "plain memory, best of R repetitions:\n"
+	    "  load    kvc_get_batch (%d names a call) + memcpy into a user buffer +\n"
+	    "          kvc_release_batch, the same with kvc_get/kvc_release one block at a\n"
+	    "          time, open+read()+close into the same buffer, and memcpy from a\n"
+	    "          private buffer as large as the data set (target: batch >= %.1f x memcpy)\n"
+	    "  lookup  kvc_lookup of N existing names vs a stat() of each, uncached (the\n"
+	    "          blocks were stored with kvc_put: the kernel has no dentry for them) and\n"
+	    "          again within the attribute timeout (target: >= %.0f x uncached stat)\n"
+	    "  put     kvc_put vs open(O_CREAT)+write()+close, and kvc_reserve + memcpy in\n"
+	    "          place + kvc_commit when KVC_TRUSTED_WRITER is granted (target: kvc_put\n"
+	    "          >= %.1f x write)\n"
+	    "  --sizes LIST         block sizes (default %s)\n"
+	    "  --count N            blocks per size (default: 256 MiB worth, %d to %d)\n"
+	    "  --reps R             repetitions (default %d)\n"
+	    "  --lookup-blocks N    names in the prefix looked up (default and at most %d)\n"
+	    "  --suffix S           appended to the 32 hex digits of the lookup names (at\n"
+	    "                       most %d bytes; default none)\n"
+	    "  --pool-size SIZE     pool size (default: 1.5 x the data of all phases, at\n"
+	    "                       least 256M)\n"
+	    "  --json               print the results as JSON\n"
+	    "Exit status: 0 targets met, 3 a target missed, 1 error.\n",
+	    ZC_BATCH, ZC_TARGET_LOAD, ZC_TARGET_LOOKUP, ZC_TARGET_PUT, ZC_DEFAULT_SIZES,
+	    ZC_MIN_COUNT, ZC_MAX_COUNT, FS_DEFAULT_REPS, KVC_LOOKUP_MAX, ZC_SUFFIX_MAX);
+}
+
+/* A /proc/meminfo field in bytes, 0 if unknown. */
+static uint64_t meminfo_bytes(const char *field)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	size_t flen = strlen(field);
+	char line[256];
+	uint64_t v = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, flen) && line[flen] == ':') {
+			v = strtoull(line + flen + 1, NULL, 10) * 1024;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* Will the pool (in /dev/shm) and our private copy of the data set fit? Prints why not. */
+static int zc_check_memory(uint64_t pool, uint64_t private_bytes)
+{
+	uint64_t avail = meminfo_bytes("MemAvailable"), shm = 0;
+	struct statvfs sv;
+	char a[32], b[32];
+
+	if (statvfs("/dev/shm", &sv) == 0)
+		shm = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (shm && shm < pool) {
+		fmt_size(round_up(pool, MIB), a, sizeof(a));
+		fmt_size(round_up(shm, MIB) - MIB, b, sizeof(b));
+		fprintf(stderr,
+			"kvcache-bench: zerocopy: a pool of %s does not fit in /dev/shm (%s "
+			"free); lower --count\n",
+			a, b);
+		return -ENOSPC;
+	}
+	if (avail && avail < pool + private_bytes + 64 * MIB) {
+		fmt_size(round_up(pool + private_bytes, MIB), a, sizeof(a));
+		fmt_size(round_up(avail, MIB) - MIB, b, sizeof(b));
+		fprintf(stderr,
+			"kvcache-bench: zerocopy: needs %s of memory, %s available; lower "
+			"--count\n",
+			a, b);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The evictions counter of the mount (the phases must not evict), or -errno. */
+static int64_t zc_evictions(const struct zc_run *r)
+{
+	struct kvcachefs_status st = {.version = KVCACHEFS_ABI_VERSION};
+	int fd = open(r->t.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, KVCACHEFS_IOC_STATUS, &st) < 0)
+		ret = -errno;
+	close(fd);
+	return ret ? ret : (int64_t)st.evictions;
+}
+
+struct zc_results {
+	int nsizes, reps;
+	uint64_t sizes[FS_MAX_SIZES], counts[FS_MAX_SIZES], pool, lookup_n;
+	struct zc_load_result load[FS_MAX_SIZES];
+	struct zc_put_result put[FS_MAX_SIZES];
+	struct zc_lookup_result lookup;
+	const char *suffix;
+	int inplace_err; /* 0, or why the in-place line is missing */
+	int64_t evictions;
+};
+
+/* Are the targets met? Each ratio is checked where both sides were measured. */
+static bool zc_met(const struct zc_results *z)
+{
+	bool met = ratio(z->lookup.kvc_names, z->lookup.stat_names) >= ZC_TARGET_LOOKUP;
+
+	for (int s = 0; s < z->nsizes; s++) {
+		met = met && ratio(z->load[s].kvc_batch, z->load[s].memcpy) >= ZC_TARGET_LOAD;
+		met = met && ratio(z->put[s].kvc_put, z->put[s].write) >= ZC_TARGET_PUT;
+	}
+	return met;
+}
+
+static void zc_print_json(const struct zc_results *z)
+{
+	const struct zc_lookup_result *l = &z->lookup;
+	double n = (double)z->lookup_n;
+
+	printf("{\"bench\": \"zerocopy\", \"reps\": %d, \"stat\": \"best\", \"pool_size\": %" PRIu64
+	       ", \"batch\": %d,\n \"load\": [",
+	       z->reps, z->pool, ZC_BATCH);
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_load_result *r = &z->load[s];
+
+		printf("%s\n  {\"size\": %" PRIu64 ", \"count\": %" PRIu64
+		       ", \"kvc_get_MBps\": %.1f, \"kvc_batch_MBps\": %.1f, \"read_MBps\": %.1f, "
+		       "\"memcpy_MBps\": %.1f, \"kvc_batch_memcpy\": %.3f, \"kvc_batch_read\": "
+		       "%.3f, \"kvc_get_memcpy\": %.3f}",
+		       s ? "," : "", z->sizes[s], z->counts[s], r->kvc_get, r->kvc_batch, r->read,
+		       r->memcpy, ratio(r->kvc_batch, r->memcpy), ratio(r->kvc_batch, r->read),
+		       ratio(r->kvc_get, r->memcpy));
+	}
+	printf("],\n \"lookup\": {\"names\": %" PRIu64 ", \"suffix\": \"%s\", "
+	       "\"kvc_lookup_per_s\": %.1f, \"kvc_lookup_names_per_s\": %.0f, "
+	       "\"stat_prefixes_per_s\": %.1f, \"stat_names_per_s\": %.0f, "
+	       "\"stat_cached_prefixes_per_s\": %.1f, \"stat_cached_names_per_s\": %.0f, "
+	       "\"kvc_stat\": %.2f, \"kvc_stat_cached\": %.2f},\n \"put\": [",
+	       z->lookup_n, z->suffix, l->kvc_names / n, l->kvc_names, l->stat_names / n,
+	       l->stat_names, l->stat_cached_names / n, l->stat_cached_names,
+	       ratio(l->kvc_names, l->stat_names), ratio(l->kvc_names, l->stat_cached_names));
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_put_result *r = &z->put[s];
+
+		printf("%s\n  {\"size\": %" PRIu64 ", \"count\": %" PRIu64
+		       ", \"kvc_put_MBps\": %.1f, \"write_MBps\": %.1f, ",
+		       s ? "," : "", z->sizes[s], z->counts[s], r->kvc_put, r->write);
+		if (z->inplace_err)
+			printf("\"inplace_MBps\": null, ");
+		else
+			printf("\"inplace_MBps\": %.1f, ", r->inplace);
+		printf("\"kvc_put_write\": %.3f, \"inplace_write\": %.3f}",
+		       ratio(r->kvc_put, r->write), ratio(r->inplace, r->write));
+	}
+	printf("],\n \"inplace_error\": %s%s%s, \"evictions\": %" PRId64
+	       ",\n \"targets\": {\"load_kvc_batch_memcpy\": %.1f, \"lookup_kvc_stat\": %.0f, "
+	       "\"put_kvc_put_write\": %.1f}, \"target_met\": %s}\n",
+	       z->inplace_err ? "\"" : "", z->inplace_err ? strerror(z->inplace_err) : "null",
+	       z->inplace_err ? "\"" : "", z->evictions, ZC_TARGET_LOAD, ZC_TARGET_LOOKUP,
+	       ZC_TARGET_PUT, zc_met(z) ? "true" : "false");
+}
+
+/* The mark after a ratio that has a target: '*' when missed. */
+static char zc_mark(double v, double target)
+{
+	return v >= target ? ' ' : '*';
+}
+
+static void zc_print(const struct zc_results *z)
+{
+	const struct zc_lookup_result *l = &z->lookup;
+	double n = (double)z->lookup_n;
+	char sz[32];
+
+	printf("best of %d; MB/s = 10^6 bytes/s; batches of %d names\n", z->reps, ZC_BATCH);
+	printf("\nload into a user buffer (MB/s)\n");
+	printf("%-6s %6s %12s %12s %12s %12s\n", "size", "count", "kvc_batch", "kvc_get", "read()",
+	       "memcpy");
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_load_result *r = &z->load[s];
+
+		fmt_size(z->sizes[s], sz, sizeof(sz));
+		printf("%-6s %6" PRIu64 " %12.1f %12.1f %12.1f %12.1f\n", sz, z->counts[s],
+		       r->kvc_batch, r->kvc_get, r->read, r->memcpy);
+	}
+	printf("\nlookup of a %" PRIu64 "-block prefix%s%s%s\n", z->lookup_n,
+	       z->suffix[0] ? " (names <32 hex>" : "", z->suffix, z->suffix[0] ? ")" : "");
+	printf("%-22s %12s %12s\n", "", "prefixes/s", "names/s");
+	printf("%-22s %12.1f %12.0f\n", "kvc_lookup", l->kvc_names / n, l->kvc_names);
+	printf("%-22s %12.1f %12.0f\n", "stat() uncached", l->stat_names / n, l->stat_names);
+	printf("%-22s %12.1f %12.0f\n", "stat() cached", l->stat_cached_names / n,
+	       l->stat_cached_names);
+	printf("\nput from a user buffer (MB/s)\n");
+	printf("%-6s %6s %12s %12s %12s\n", "size", "count", "kvc_put", "write()", "in place");
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_put_result *r = &z->put[s];
+
+		fmt_size(z->sizes[s], sz, sizeof(sz));
+		printf("%-6s %6" PRIu64 " %12.1f %12.1f", sz, z->counts[s], r->kvc_put, r->write);
+		if (z->inplace_err)
+			printf(" %12s\n", "-");
+		else
+			printf(" %12.1f\n", r->inplace);
+	}
+	if (z->inplace_err)
+		printf("(in place: kvc_open with KVC_TRUSTED_WRITER: %s)\n",
+		       strerror(z->inplace_err));
+
+	printf("\nratios (1.00 = as fast; targets: load kvc_batch/memcpy >= %.1f, "
+	       "put kvc_put/write >= %.1f)\n",
+	       ZC_TARGET_LOAD, ZC_TARGET_PUT);
+	printf("%-6s %14s  %12s %14s %14s  %16s\n", "size", "batch/memcpy", "batch/read",
+	       "get/memcpy", "kvc_put/write", "in place/write");
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_load_result *r = &z->load[s];
+		const struct zc_put_result *p = &z->put[s];
+		double lr = ratio(r->kvc_batch, r->memcpy), pr = ratio(p->kvc_put, p->write);
+
+		fmt_size(z->sizes[s], sz, sizeof(sz));
+		printf("%-6s %14.2f%c %12.2f %14.2f %14.2f%c", sz, lr, zc_mark(lr, ZC_TARGET_LOAD),
+		       ratio(r->kvc_batch, r->read), ratio(r->kvc_get, r->memcpy), pr,
+		       zc_mark(pr, ZC_TARGET_PUT));
+		if (z->inplace_err)
+			printf(" %16s\n", "-");
+		else
+			printf(" %16.2f\n", ratio(p->inplace, p->write));
+	}
+	printf("lookup kvc_lookup/stat(): %.1f%c uncached (target >= %.0f), %.1f cached\n",
+	       ratio(l->kvc_names, l->stat_names),
+	       zc_mark(ratio(l->kvc_names, l->stat_names), ZC_TARGET_LOOKUP), ZC_TARGET_LOOKUP,
+	       ratio(l->kvc_names, l->stat_cached_names));
+	if (!zc_met(z))
+		printf("* below its target\n");
+	if (z->evictions)
+		printf("warning: the pool evicted %" PRId64 " blocks during the run\n",
+		       z->evictions);
+}
+
+/* Load phase of one size: store the data set, then every repetition runs the four ways. */
+static int zc_load_size(struct zc_run *r, struct zc_results *z, int s)
+{
+	struct kvc_dir *d = NULL;
+	char dir[64];
+	int ret;
+
+	zc_names(r, ZC_SET_LOAD, 0, r->count);
+	zc_dirname(dir, sizeof(dir), "load", r->size, 0);
+	ret = zc_mkdir(r, r->k, dir, &d);
+	if (ret < 0)
+		return ret;
+	ret = zc_load_setup(r, d);
+	for (int rep = 0; rep < z->reps && !ret && !stop; rep++) {
+		struct zc_load_result *res = &z->load[s];
+
+		ret = target_check(&r->t);
+		if (!ret)
+			ret = zc_load_batch(r, d, &res->kvc_batch);
+		if (!ret)
+			ret = zc_load_get(r, d, &res->kvc_get);
+		if (!ret)
+			ret = zc_load_read(r, dir, &res->read);
+		if (!ret)
+			ret = zc_load_memcpy(r, &res->memcpy);
+		if (!ret)
+			fprintf(stderr, " %d", rep + 1);
+	}
+	return zc_rmdir(r, d, dir, r->count, ret);
+}
+
+static int zc_put_size(struct zc_run *r, struct zc_results *z, int s)
+{
+	int ret = 0;
+
+	for (int rep = 0; rep < z->reps && !ret && !stop; rep++) {
+		struct zc_put_result *res = &z->put[s];
+
+		ret = target_check(&r->t);
+		if (!ret)
+			ret = zc_put_rep(r, ZC_PUT_KVC, rep, &res->kvc_put);
+		if (!ret)
+			ret = zc_put_rep(r, ZC_PUT_WRITE, rep, &res->write);
+		if (!ret && r->kw)
+			ret = zc_put_rep(r, ZC_PUT_INPLACE, rep, &res->inplace);
+		if (!ret)
+			fprintf(stderr, " %d", rep + 1);
+	}
+	return stop ? -EINTR : ret;
+}
+
+static int cmd_zerocopy(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"count", required_argument, NULL, 'n'},
+	    {"sizes", required_argument, NULL, 's'},
+	    {"reps", required_argument, NULL, 'r'},
+	    {"lookup-blocks", required_argument, NULL, 'l'},
+	    {"suffix", required_argument, NULL, 'x'},
+	    {"pool-size", required_argument, NULL, 'p'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct zc_results z = {
+	    .reps = FS_DEFAULT_REPS, .lookup_n = ZC_DEFAULT_LOOKUP, .suffix = ""};
+	struct zc_run r = {.t = {.kind = TARGET_KVCACHEFS}};
+	uint64_t count = 0, maxsz = ZC_LOOKUP_BLOCK, maxcount = 0, maxset = 0, need = 0;
+	char bindir[PATH_MAX], sz[32];
+	bool json = false;
+	int c, st, ret = 0, lookup_n;
+
+	parse_sizes(ZC_DEFAULT_SIZES, z.sizes, &z.nsizes);
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			if (arg_positive("--count", optarg, &count) < 0)
+				return 2;
+			break;
+		case 's':
+			if (parse_sizes(optarg, z.sizes, &z.nsizes) < 0) {
+				fprintf(stderr, "kvcache-bench: --sizes: bad list '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'r':
+			if (arg_int("--reps", optarg, 1, 100, &z.reps) < 0)
+				return 2;
+			break;
+		case 'l':
+			if (arg_int("--lookup-blocks", optarg, 1, KVC_LOOKUP_MAX, &lookup_n) < 0)
+				return 2;
+			z.lookup_n = (uint64_t)lookup_n;
+			break;
+		case 'x':
+			if (strlen(optarg) > ZC_SUFFIX_MAX || strpbrk(optarg, "/\"\\")) {
+				fprintf(stderr,
+					"kvcache-bench: --suffix: at most %d bytes, no '/', "
+					"'\"' or '\\'\n",
+					ZC_SUFFIX_MAX);
+				return 2;
+			}
+			snprintf(r.suffix, sizeof(r.suffix), "%s", optarg);
+			z.suffix = r.suffix;
+			break;
+		default:
+			st = arg_common(c, &z.pool, &json, zc_usage);
+			if (st >= 0)
+				return st;
+		}
+	}
+	if (optind != argc) {
+		zc_usage(stderr);
+		return 2;
+	}
+
+	/* The pool holds every load data set at once, plus one put set and the lookup set. */
+	for (int s = 0; s < z.nsizes; s++) {
+		uint64_t bytes;
+
+		z.counts[s] = count ? count : ZC_BYTES_PER_SIZE / z.sizes[s];
+		if (!count && z.counts[s] < ZC_MIN_COUNT)
+			z.counts[s] = ZC_MIN_COUNT;
+		if (!count && z.counts[s] > ZC_MAX_COUNT)
+			z.counts[s] = ZC_MAX_COUNT;
+		bytes = z.counts[s] * round_up(z.sizes[s], 4096);
+		need += bytes;
+		if (bytes > maxset)
+			maxset = bytes;
+		if (z.sizes[s] > maxsz)
+			maxsz = z.sizes[s];
+		if (z.counts[s] > maxcount)
+			maxcount = z.counts[s];
+	}
+	if (z.lookup_n > maxcount)
+		maxcount = z.lookup_n;
+	need += maxset + z.lookup_n * 4096;
+	if (!z.pool) {
+		z.pool = round_up(need + need / 2, 64 * MIB);
+		if (z.pool < MIN_POOL)
+			z.pool = MIN_POOL;
+	}
+	if (zc_check_memory(z.pool, maxset) < 0)
+		return 1;
+
+	if (bin_dir(bindir, sizeof(bindir)) < 0 || target_bin(&r.t, bindir) < 0)
+		return 1;
+	r.names = calloc(maxcount, sizeof(*r.names));
+	r.nameptrs = calloc(maxcount, sizeof(*r.nameptrs));
+	r.blocks = calloc(ZC_BATCH, sizeof(*r.blocks));
+	r.errs = calloc(ZC_BATCH, sizeof(*r.errs));
+	r.wbuf = malloc(maxsz);
+	r.dst = malloc(maxsz);
+	r.src = malloc(maxset);
+	if (!r.names || !r.nameptrs || !r.blocks || !r.errs || !r.wbuf || !r.dst || !r.src) {
+		fprintf(stderr, "kvcache-bench: out of memory\n");
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(r.dst, 0, maxsz); /* fault the user buffer in before any timing */
+	install_signals();
+	ret = target_mount(&r.t, z.pool);
+	if (ret < 0)
+		goto out;
+	fmt_size(z.pool, sz, sizeof(sz));
+	fprintf(stderr, "kvcache-bench: kvcachefs mounted on %s (%s)\n", r.t.dir, sz);
+	ret = kvc_open(r.t.dir, 0, &r.k);
+	if (ret < 0) {
+		zc_fail("kvc_open", r.t.dir, ret);
+		goto out;
+	}
+	ret = kvc_open(r.t.dir, KVC_TRUSTED_WRITER, &r.kw);
+	if (ret < 0) {
+		r.kw = NULL;
+		z.inplace_err = -ret;
+		fprintf(stderr,
+			"kvcache-bench: kvc_open(KVC_TRUSTED_WRITER): %s; no in-place puts\n",
+			strerror(-ret));
+	}
+	ret = 0;
+
+	for (int s = 0; s < z.nsizes && !ret; s++) {
+		r.size = z.sizes[s];
+		r.count = z.counts[s];
+		fill_pattern(r.wbuf, r.size, 0x9e3779b97f4a7c15ull ^ r.size);
+		fmt_size(r.size, sz, sizeof(sz));
+		fprintf(stderr, "kvcache-bench: load %s x %" PRIu64 ":", sz, r.count);
+		ret = zc_load_size(&r, &z, s);
+		fprintf(stderr, "\n");
+	}
+	if (!ret) {
+		fprintf(stderr, "kvcache-bench: lookup %" PRIu64 " names:", z.lookup_n);
+		fill_pattern(r.wbuf, ZC_LOOKUP_BLOCK, 1);
+		for (int rep = 0; rep < z.reps && !ret; rep++) {
+			ret = target_check(&r.t);
+			if (!ret)
+				ret = zc_lookup_rep(&r, z.lookup_n, rep, &z.lookup);
+			if (!ret)
+				fprintf(stderr, " %d", rep + 1);
+		}
+		fprintf(stderr, "\n");
+	}
+	for (int s = 0; s < z.nsizes && !ret; s++) {
+		r.size = z.sizes[s];
+		r.count = z.counts[s];
+		fill_pattern(r.wbuf, r.size, 0x9e3779b97f4a7c15ull ^ r.size);
+		fmt_size(r.size, sz, sizeof(sz));
+		fprintf(stderr, "kvcache-bench: put %s x %" PRIu64 ":", sz, r.count);
+		ret = zc_put_size(&r, &z, s);
+		fprintf(stderr, "\n");
+	}
+	if (ret)
+		goto out;
+	z.evictions = zc_evictions(&r);
+	if (z.evictions < 0) {
+		ret = zc_fail("KVCACHEFS_IOC_STATUS", r.t.dir, (int)z.evictions);
+		goto out;
+	}
+	if (json)
+		zc_print_json(&z);
+	else
+		zc_print(&z);
+	ret = zc_met(&z) ? 0 : 3;
+out:
+	if (r.kw)
+		kvc_close(r.kw);
+	if (r.k)
+		kvc_close(r.k);
+	finish(ret);
+	free(r.names);
+	free(r.nameptrs);
+	free(r.blocks);
+	free(r.errs);
+	free(r.wbuf);
+	free(r.dst);
+	free(r.src);
+	return ret < 0 ? 1 : ret;
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 static void usage(FILE *out)
@@ -1121,6 +2110,7 @@ static void usage(FILE *out)
 		     "Commands:\n"
 		     "  fs       write/stat/read throughput: kvcachefs vs tmpfs vs kvcache-memfs\n"
 		     "  memory   daemon memory per stored block, beyond the pool\n"
+		     "  zerocopy libkvcache load/lookup/put vs read()/stat()/write() and memcpy\n"
 		     "Run 'kvcache-bench COMMAND --help' for its options. Needs root (mounts).\n"
 		     "Environment: KVC_BIN_DIR, the directory of kvcachefs and kvcache-memfs\n"
 		     "(default: this binary's directory).\n");
@@ -1140,6 +2130,8 @@ int main(int argc, char **argv)
 		return cmd_fs(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "memory"))
 		return cmd_memory(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "zerocopy"))
+		return cmd_zerocopy(argc - 1, argv + 1);
 	fprintf(stderr, "kvcache-bench: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -14,7 +14,10 @@
  * Every function returns 0 (or a count) on success and a negative errno on failure; none
  * prints or exits. A struct kvc and a struct kvc_dir may be shared by threads; a kvc_block or
  * kvc_put belongs to one thread at a time. Pins and reservations belong to the kvc_dir they
- * were made through: kvc_dir_close (or the process dying) releases and aborts them all.
+ * were made through: kvc_dir_close (or the process dying) releases and aborts them all; the
+ * kvc_block and kvc_put structs left over must still be given to kvc_release / kvc_abort
+ * (which then only free what the library holds: kvc_commit gives EBADF). Close every kvc_dir
+ * before kvc_close: block pointers die with the mapping.
  *
  * Names are file names (1..255 bytes, no '/'). kvc_prefix_hash computes the names the design
  * prescribes for token prefixes; any other naming works as well.
@@ -70,7 +73,8 @@ int kvc_open(const char *mountpoint, unsigned flags, struct kvc **out);
 void kvc_close(struct kvc *k);
 /* What the daemon said about its pool. */
 const struct kvcachefs_pool_info *kvc_pool_info(const struct kvc *k);
-/* The pool mapping (e.g. to register it with an RDMA NIC or a GPU runtime). */
+/* The whole pool mapping, to register it with an RDMA NIC or a GPU runtime: read-only (unless
+ * KVC_TRUSTED_WRITER), and nothing a caller could not map itself from the pool object. */
 const void *kvc_pool_base(const struct kvc *k, size_t *size);
 
 /* Open a directory of the mount; path is relative to the mountpoint ("" or "." for the

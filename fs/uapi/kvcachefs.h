@@ -111,7 +111,7 @@ struct kvcachefs_lookup {
 #define KVCACHEFS_PIN_BYTES 8192
 struct kvcachefs_pinned {
 	__u64 pin;	  /* pin id, for unpin and GPU loads */
-	__u64 offset;	  /* of the payload in the pool mapping */
+	__u64 offset;	  /* of the payload in the pool mapping (0 for an empty block) */
 	__u64 length;	  /* payload bytes */
 	__u64 generation; /* unique to this version of the block */
 	__u64 checksum;	  /* XXH3-64 of the payload */

@@ -545,3 +545,82 @@ class DirTestCase(TestCase):
 def main():
     """unittest.main with a verbose runner; exits non-zero on failure."""
     unittest.main(verbosity=2)
+
+
+# --------------------------------------------------------------------------------------------
+# libkvcache from Python (ctypes) and the example programs.
+#
+# In the sanitizer build libkvcache.so is instrumented, and an uninstrumented python3 can only
+# load it with the sanitizer runtimes preloaded (ASan insists on coming first). Python's own
+# allocations look like leaks to LeakSanitizer, so leak detection is off for python only;
+# the daemons and C programs the tests start keep the caller's sanitizer options.
+
+SOURCE_DIR = os.environ.get("KVC_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
+LIB_DIR = os.environ.get("KVC_LIB_DIR") or os.path.normpath(
+    os.path.join(HERE, "..", "..", "build", "lib"))
+LIBKVCACHE = os.path.join(LIB_DIR, "libkvcache.so")
+KVCACHE_EXAMPLE = os.path.join(BIN_DIR, "kvcache-example")
+CONNECTOR = os.path.join(SOURCE_DIR, "examples", "connector.py")
+SANITIZE = os.environ.get("KVC_SANITIZE", "0").upper() not in ("", "0", "OFF", "FALSE", "NO")
+
+_PRELOAD_MARK = "KVC_ITEST_PRELOADED"
+_SAVED_PREFIX = "KVC_ITEST_SAVED_"
+
+
+def require_libkvcache():
+    if not os.path.exists(LIBKVCACHE):
+        raise RuntimeError("%s not found (set KVC_LIB_DIR)" % LIBKVCACHE)
+
+
+def sanitizer_runtimes():
+    """Paths of gcc's libasan.so and libubsan.so (the runtimes the sanitizer build links)."""
+    out = []
+    for lib in ("libasan.so", "libubsan.so"):
+        r = subprocess.run(["gcc", "-print-file-name=" + lib], capture_output=True, text=True)
+        p = r.stdout.strip()
+        if r.returncode != 0 or not os.path.isabs(p) or not os.path.exists(p):
+            raise RuntimeError("gcc -print-file-name=%s: no such runtime (%r)" % (lib, p))
+        out.append(os.path.realpath(p))
+    return out
+
+
+def python_lib_env(base=None):
+    """The environment for a python3 subprocess that loads libkvcache through ctypes: the
+    sanitizer runtimes preloaded and detect_leaks=0 in the sanitizer build, else base (or
+    os.environ) unchanged. KVC_LIB_DIR points at the library either way."""
+    env = dict(os.environ if base is None else base)
+    env["KVC_LIB_DIR"] = LIB_DIR
+    if SANITIZE:
+        pre = [p for p in env.get("LD_PRELOAD", "").split(":") if p]
+        env["LD_PRELOAD"] = ":".join(sanitizer_runtimes() + pre)
+        opts = [p for p in env.get("ASAN_OPTIONS", "").split(":")
+                if p and not p.startswith("detect_leaks=")]
+        env["ASAN_OPTIONS"] = ":".join(opts + ["detect_leaks=0"])
+    return env
+
+
+def reexec_for_libkvcache():
+    """Call first thing in a test script that loads libkvcache in its own process. In the
+    sanitizer build this re-executes python3 with python_lib_env() once, then puts the
+    caller's LD_PRELOAD and ASAN_OPTIONS back into os.environ, so that the daemons and
+    programs the test starts get them unchanged (the runtimes read their options at start,
+    so this process keeps its own)."""
+    if not SANITIZE:
+        return
+    if os.environ.get(_PRELOAD_MARK) == "1":
+        for var in ("LD_PRELOAD", "ASAN_OPTIONS"):
+            saved = os.environ.pop(_SAVED_PREFIX + var, None)
+            if saved is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = saved
+        del os.environ[_PRELOAD_MARK]
+        return
+    env = python_lib_env()
+    for var in ("LD_PRELOAD", "ASAN_OPTIONS"):
+        if var in os.environ:
+            env[_SAVED_PREFIX + var] = os.environ[var]
+    env[_PRELOAD_MARK] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
