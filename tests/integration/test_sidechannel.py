@@ -1486,6 +1486,38 @@ def cuda_gpu_present():
 HAVE_GPU = cuda_gpu_present()
 
 
+class DirCloseTests(SideCase):
+    """kvc_dir_close releases pins and aborts reservations in the daemon; the kvc_block and
+    kvc_put structs left over are still safe to hand to kvc_release / kvc_abort / kvc_commit."""
+
+    def test_leftovers_after_dir_close(self):
+        k = self.kvc_open()
+        self.block("b", b"pinned bytes")
+        d = ctypes.c_void_p()
+        self.assertRc(L.kvc_dir_open(k, os.fsencode(self.rel), ctypes.byref(d)), 0,
+                      "kvc_dir_open")
+        b = KvcBlock()
+        self.assertRc(L.kvc_get(d, b"b", ctypes.byref(b)), 0, "kvc_get")
+        p1, p2 = KvcPut(), KvcPut()
+        self.assertRc(L.kvc_reserve(d, b"r1", 100000, ctypes.byref(p1)), 0, "kvc_reserve")
+        self.assertRc(L.kvc_reserve(d, b"r2", 5, ctypes.byref(p2)), 0, "kvc_reserve")
+        st = kvc.ctl_status_json(self.m.mnt)
+        self.assertEqual((st["pinned"], st["reservations"]), (1, 2))
+        L.kvc_dir_close(d)
+        st = wait_until(lambda: (lambda s: s if s["pinned"] == 0 and s["reservations"] == 0
+                                 else None)(kvc.ctl_status_json(self.m.mnt)), timeout=3)
+        self.assertTrue(st, "closing the kvc_dir left pins or reservations in the daemon")
+        self.assertRc(L.kvc_release(ctypes.byref(b)), 0, "kvc_release after close")
+        self.assertEqual(b.pin, 0)
+        self.assertRc(L.kvc_release(ctypes.byref(b)), -errno.EINVAL, "second kvc_release")
+        self.assertRc(L.kvc_commit(ctypes.byref(p1), 0), -errno.EBADF, "kvc_commit after close")
+        self.assertEqual(p1.id, 0)
+        self.assertRc(L.kvc_abort(ctypes.byref(p2)), 0, "kvc_abort after close")
+        self.assertRc(L.kvc_abort(ctypes.byref(p2)), -errno.EINVAL, "second kvc_abort")
+        self.assertGone(self.p("r1"))
+        self.assertGone(self.p("r2"))
+
+
 class Gpu(SideCase):
     @unittest.skipIf(HAVE_GPU, "a CUDA GPU is present: registration does not fail")
     def test_enodev_without_gpu(self):
