@@ -22,7 +22,7 @@
  * Exit status: 0 when every block was stored or found and read back exactly; 1 otherwise,
  * with one line on stderr saying which call failed and why.
  */
-#include "fs/uapi/kvcache.h"
+#include <kvcache.h>
 
 #include <errno.h>
 #include <inttypes.h>
