@@ -13,6 +13,7 @@
  * that a request is using is marked busy, and unpin/abort/unregister of a busy slot is EBUSY.
  */
 #include "fs/side.h"
+#include "engine/checksum.h"
 #include "engine/pool.h"
 #include "fs/cudart.h"
 #include "fs/uapi/kvcachefs.h"
@@ -31,8 +32,6 @@
 #include <sys/uio.h>
 #include <syslog.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -506,7 +505,7 @@ static int copy_from_caller(pid_t pid, uint64_t src, uint8_t *dst, uint64_t len,
 			return errno == ESRCH ? -ESRCH : errno == EPERM ? -EPERM : -EFAULT;
 		if (got == 0)
 			return -EFAULT;
-		XXH3_64bits_update(&st, dst + done, (size_t)got);
+		checksum_update(&st, dst + done, (size_t)got);
 		done += (uint64_t)got;
 	}
 	*sum = XXH3_64bits_digest(&st);

@@ -18,6 +18,7 @@
  *     directories other than the root.
  */
 #include "meta/namespace.h"
+#include "engine/checksum.h"
 #include "engine/lru.h"
 #include "engine/pool.h"
 #include "meta/htable.h"
@@ -919,7 +920,7 @@ static void checksum_write(struct ns_handle *h, uint64_t off, const void *buf, s
 	if (!h->xxh)
 		return;
 	if (off == h->hashed) {
-		XXH3_64bits_update(h->xxh, buf, len);
+		checksum_update(h->xxh, buf, len);
 		h->hashed += len;
 	} else {
 		XXH3_freeState(h->xxh);
@@ -1007,7 +1008,7 @@ static int seal_locked(struct ns_handle *h)
 	else if (size)
 		sum = (h->xxh && h->hashed == size)
 			  ? XXH3_64bits_digest(h->xxh)
-			  : XXH3_64bits(pool_page_addr(ns->pool, i->file.page), size);
+			  : checksum(pool_page_addr(ns->pool, i->file.page), size);
 
 	pthread_mutex_lock(&ns->lock);
 	if (i->file.npages > keep) {
@@ -1342,7 +1343,7 @@ void ns_handle_loc(const struct ns_handle *h, struct ns_loc *loc)
 	if (i->file.npages && i->file.sealed)
 		loc->checksum = pool_hdr(pool, i->file.page)->checksum;
 	else if (!i->file.npages)
-		loc->checksum = XXH3_64bits(NULL, 0);
+		loc->checksum = checksum(NULL, 0);
 }
 
 int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name_at, void *arg)

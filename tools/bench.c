@@ -2013,9 +2013,13 @@ static int cmd_zerocopy(int argc, char **argv)
 	r.nameptrs = calloc(maxcount, sizeof(*r.nameptrs));
 	r.blocks = calloc(ZC_BATCH, sizeof(*r.blocks));
 	r.errs = calloc(ZC_BATCH, sizeof(*r.errs));
-	r.wbuf = malloc(maxsz);
-	r.dst = malloc(maxsz);
-	r.src = malloc(maxset);
+	/* Page-aligned buffers, as an engine's (pinned, page-aligned) KV buffers are. With
+	 * malloc's 16-byte offset the private baseline would copy between equally misaligned
+	 * buffers while pool blocks (page-aligned) would copy into a misaligned destination:
+	 * measured 10-15% apart for that reason alone. */
+	r.wbuf = aligned_alloc(4096, (maxsz + 4095) / 4096 * 4096);
+	r.dst = aligned_alloc(4096, (maxsz + 4095) / 4096 * 4096);
+	r.src = aligned_alloc(4096, (maxset + 4095) / 4096 * 4096);
 	if (!r.names || !r.nameptrs || !r.blocks || !r.errs || !r.wbuf || !r.dst || !r.src) {
 		fprintf(stderr, "kvcache-bench: out of memory\n");
 		ret = -ENOMEM;
