@@ -14,6 +14,7 @@
 #define KVC_ENGINE_POOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define POOL_PAGE_SIZE	 4096u
@@ -35,6 +36,10 @@ struct pool_hdr {
 	uint32_t reserved;
 };
 _Static_assert(sizeof(struct pool_hdr) == 64, "pool_hdr is an on-media format");
+/* Clients read headers through the ABI's view of them (fs/uapi/kvcachefs.h). */
+_Static_assert(offsetof(struct pool_hdr, generation) == 8 &&
+		   offsetof(struct pool_hdr, length) == 32,
+	       "pool_hdr must match struct kvcachefs_block_header");
 
 struct pool_super {
 	uint64_t magic;	    /* POOL_SUPER_MAGIC */

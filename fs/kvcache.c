@@ -364,6 +364,91 @@ fail:
 	return ret;
 }
 
+/* Is the block at this payload offset still the sealed generation gen? (acquire: every read
+ * of the payload before the call happens before the header reads) */
+static bool block_unchanged(const struct kvc *k, uint64_t offset, uint64_t gen)
+{
+	const struct kvcachefs_block_header *h =
+	    (const struct kvcachefs_block_header *)(k->map + k->info.header_offset) +
+	    (offset - k->info.data_offset) / k->info.page_size;
+
+	atomic_thread_fence(memory_order_acquire);
+	return __atomic_load_n(&h->magic, __ATOMIC_RELAXED) == KVCACHEFS_HDR_MAGIC &&
+	       (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & KVCACHEFS_HDR_SEALED) &&
+	       __atomic_load_n(&h->generation, __ATOMIC_RELAXED) == gen;
+}
+
+/* The slow path of kvc_load_batch: copy one block under a pin. */
+static int load_pinned(struct kvc_dir *d, const char *name, void *dst, size_t cap, size_t *len)
+{
+	struct kvc_block b;
+	int ret = kvc_get(d, name, &b);
+
+	if (ret)
+		return -ret;
+	*len = b.len;
+	if (b.len > cap)
+		ret = ERANGE;
+	else
+		memcpy(dst, b.data, b.len);
+	(void)kvc_release(&b);
+	return ret;
+}
+
+KVC_API int kvc_load_batch(struct kvc_dir *d, const char *const *names, size_t n, void *const *dst,
+			   const size_t *cap, size_t *len, int *errs)
+{
+	const struct kvc *k = d->k;
+	struct kvcachefs_locate lc;
+	size_t done = 0, chunk;
+	int loaded = 0, ret;
+
+	if (!k || d->fd < 0)
+		return -EINVAL;
+	while (done < n) {
+		chunk = n - done < KVCACHEFS_LOCATE_MAX ? n - done : KVCACHEFS_LOCATE_MAX;
+		memset(&lc, 0, offsetof(struct kvcachefs_locate, names));
+		if (names_hex(names + done, chunk, lc.suffix)) {
+			lc.flags = KVCACHEFS_NAMES_HEX;
+			lc.count = (uint32_t)chunk;
+			hex_encode(names + done, chunk, lc.names);
+		} else {
+			ret = pack_names(names + done, chunk, chunk, lc.names, sizeof(lc.names));
+			if (ret < 0)
+				return ret;
+			lc.count = (uint32_t)ret;
+		}
+		ret = kvc_ioctl(d->fd, KVCACHEFS_IOC_LOCATE, &lc);
+		if (ret)
+			return ret;
+		for (uint32_t j = 0; j < lc.count; j++) {
+			const struct kvcachefs_located *r = &lc.out[j];
+			size_t i = done + j;
+			int err = lc.error[j];
+
+			len[i] = err ? 0 : (size_t)r->length;
+			if (!err && r->length > cap[i])
+				err = ERANGE;
+			else if (!err && r->length &&
+				 (r->offset < k->info.data_offset || r->offset > k->map_size ||
+				  r->length > k->map_size - r->offset))
+				err = EPROTO;
+			else if (!err && r->length) {
+				memcpy(dst[i], k->map + r->offset, (size_t)r->length);
+				/* Freed or replaced meanwhile: the copy may be torn, redo it
+				 * the safe way. */
+				if (!block_unchanged(k, r->offset, r->generation))
+					err = load_pinned(d, names[i], dst[i], cap[i], &len[i]);
+			}
+			if (errs)
+				errs[i] = err;
+			loaded += !err;
+		}
+		done += lc.count;
+	}
+	return loaded;
+}
+
 KVC_API int kvc_get(struct kvc_dir *d, const char *name, struct kvc_block *b)
 {
 	int err = 0, ret = kvc_get_batch(d, &name, 1, b, &err);

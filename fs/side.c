@@ -306,6 +306,7 @@ static int do_pool_info(struct side *s, struct kvcachefs_pool_info *pi)
 	pi->pool_mode = st.st_mode & 07777;
 	pi->pool_gid = st.st_gid;
 	pi->daemon_pid = (uint32_t)getpid();
+	pi->header_offset = (uint64_t)((const uint8_t *)p->hdrs - p->base);
 	if (strlen(p->path) >= sizeof(pi->path))
 		return -ENAMETOOLONG;
 	strcpy(pi->path, p->path);
@@ -374,6 +375,49 @@ static int do_pin(struct side *s, fuse_ino_t ino, struct side_owner *o, struct k
 		    .checksum = loc.checksum,
 		};
 		pn->pinned++;
+	}
+	return 0;
+}
+
+/* PIN's answer without the pins: one pass under the namespace lock. */
+static int do_locate(struct side *s, fuse_ino_t ino, struct kvcachefs_locate *lc)
+{
+	struct ns_loc locs[KVCACHEFS_LOCATE_MAX];
+	int errs[KVCACHEFS_LOCATE_MAX];
+	char buf[256];
+	struct names nm;
+	int ret;
+
+	if (lc->count == 0)
+		return -EINVAL;
+	if (lc->count > KVCACHEFS_LOCATE_MAX)
+		return -E2BIG;
+	ret = names_init(&nm, lc->flags, lc->suffix, lc->names, sizeof(lc->names), lc->count);
+	if (!ret)
+		ret = ns_locate_batch(s->cfg.ns, ino, lc->count, names_at, &nm, locs, errs);
+	if (ret)
+		return ret;
+	for (uint32_t k = 0; k < lc->count; k++) {
+		if (errs[k] == EAGAIN) { /* about to be sealed: wait for it as an open would */
+			struct ns_handle *h;
+
+			errs[k] = -ns_open_name(s->cfg.ns, ino, names_at(&nm, k, buf), &h);
+			if (!errs[k]) {
+				ns_handle_loc(h, &locs[k]);
+				ns_release(h);
+			}
+		}
+	}
+	/* The names are consumed: the answer goes over them. */
+	lc->found = 0;
+	for (uint32_t k = 0; k < lc->count; k++) {
+		lc->out[k] = (struct kvcachefs_located){
+		    .offset = locs[k].offset,
+		    .length = locs[k].length,
+		    .generation = locs[k].generation,
+		};
+		lc->error[k] = (uint8_t)(errs[k] < 256 ? errs[k] : EIO);
+		lc->found += errs[k] == 0;
 	}
 	return 0;
 }
@@ -712,6 +756,7 @@ static _Thread_local union {
 	struct kvcachefs_pool_info pool_info;
 	struct kvcachefs_lookup lookup;
 	struct kvcachefs_pin pin;
+	struct kvcachefs_locate locate;
 	struct kvcachefs_unpin unpin;
 	struct kvcachefs_reserve reserve;
 	struct kvcachefs_commit commit;
@@ -735,6 +780,7 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		break;
 	case KVCACHEFS_IOC_LOOKUP:
 	case KVCACHEFS_IOC_PIN:
+	case KVCACHEFS_IOC_LOCATE:
 	case KVCACHEFS_IOC_UNPIN:
 	case KVCACHEFS_IOC_RESERVE:
 	case KVCACHEFS_IOC_COMMIT:
@@ -780,6 +826,9 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		break;
 	case KVCACHEFS_IOC_PIN:
 		ret = do_pin(s, ino, owner, &arg.pin);
+		break;
+	case KVCACHEFS_IOC_LOCATE:
+		ret = do_locate(s, ino, &arg.locate);
 		break;
 	case KVCACHEFS_IOC_UNPIN:
 		ret = do_unpin(s, owner, &arg.unpin);

@@ -68,7 +68,8 @@ struct inode {
 			uint64_t generation;
 			uint32_t open; /* open handles; > 0 pins the pages */
 			bool sealed;
-			bool closing; /* the writer closed an fd and wrote nothing since */
+			bool closing;	 /* the writer closed an fd and wrote nothing since */
+			bool referenced; /* read without an open since it was last put on the LRU */
 			struct lru_node lru;
 		} file;
 	};
@@ -334,6 +335,13 @@ static bool evict_one(struct ns *ns)
 	struct lru_node *n = lru_oldest(&ns->lru);
 	struct inode *i;
 
+	/* Second chance: a block read through kvc_load_batch since it was queued moves to the
+	 * recent end instead (bounded: each pass clears one bit). */
+	while (n && LRU_INODE(n)->file.referenced) {
+		LRU_INODE(n)->file.referenced = false;
+		lru_touch(&ns->lru, n);
+		n = lru_oldest(&ns->lru);
+	}
 	if (!n)
 		return false;
 	i = LRU_INODE(n);
@@ -1363,6 +1371,19 @@ int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn nam
 			break;
 		}
 		i = find_child(d, name);
+		if (i && i->kind == KIND_FILE && !i->file.sealed && i->file.closing) {
+			/* Its writer has closed it: the seal is on its way (see wait_sealed). */
+			i->nlookup++;
+			wait_sealed(ns, i);
+			i->nlookup--;
+			if (i->flags & F_DETACHED) {
+				maybe_free(ns, i);
+				i = NULL;
+			}
+			ret = get_dir(ns, parent, &d); /* the lock was dropped */
+			if (ret)
+				break;
+		}
 		if (!i || i->kind != KIND_FILE || !i->file.sealed)
 			break;
 	}
@@ -1491,4 +1512,50 @@ void ns_abort(struct ns_handle *h)
 const char *ns_handle_name(const struct ns_handle *h)
 {
 	return h->ino->name;
+}
+
+int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name_at, void *arg,
+		    struct ns_loc *locs, int *errs)
+{
+	char buf[NS_NAME_MAX + 1];
+	struct inode *d, *i;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	for (size_t k = 0; !ret && k < n; k++) {
+		const char *name = name_at(arg, k, buf);
+
+		memset(&locs[k], 0, sizeof(locs[k]));
+		if (!name) {
+			ret = -EINVAL;
+			break;
+		}
+		i = find_child(d, name);
+		if (!i) {
+			atomic_fetch_add_explicit(&ns->misses, 1, memory_order_relaxed);
+			errs[k] = ENOENT;
+		} else if (i->kind == KIND_DIR) {
+			errs[k] = EISDIR;
+		} else if (!i->file.sealed) {
+			errs[k] = i->file.closing ? EAGAIN : EBUSY;
+		} else {
+			errs[k] = 0;
+			locs[k] = (struct ns_loc){
+			    .offset =
+				i->file.npages
+				    ? (uint64_t)((uint8_t *)pool_page_addr(ns->pool, i->file.page) -
+						 ns->pool->base)
+				    : 0,
+			    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
+			    .generation = i->file.generation,
+			};
+			/* An access for the LRU, without touching the list's neighbours. */
+			i->file.referenced = true;
+			atomic_store_explicit(&i->atime_ns, now_ns(), memory_order_relaxed);
+			atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
+		}
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
 }

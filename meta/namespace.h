@@ -162,6 +162,15 @@ typedef const char *(*ns_name_at_fn)(void *arg, size_t k, char *buf);
  * for the directory, -EINVAL for a malformed name. One lock hold for the batch. */
 int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name_at, void *arg);
 
+/* Where each of a batch of sealed blocks is, without keeping them (kvc_load_batch validates
+ * against the block headers): errs[k] is 0 with locs[k] filled (checksum not read: 0), or
+ * ENOENT, EISDIR, EBUSY (being written), EAGAIN (its writer has closed it: the seal is
+ * imminent, ask again with ns_open_name, which waits). Counts as an access for the LRU.
+ * One lock hold for the batch. 0, or -ENOENT/-ENOTDIR for the directory, -EINVAL for a
+ * malformed name. */
+int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name_at, void *arg,
+		    struct ns_loc *locs, int *errs);
+
 /* Reserve len bytes for a block that a commit will publish as `name` in parent; until then it
  * is invisible (counted as being written). EFBIG past the maximum block size, ENOSPC when
  * evicting everything evictable is not enough. h is a writer handle. */

@@ -99,6 +99,14 @@ int kvc_get(struct kvc_dir *d, const char *name, struct kvc_block *b);
  * request, with nothing pinned. */
 int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n, struct kvc_block *b,
 		  int *errs);
+/* Copy whole sealed blocks into the caller's buffers, the fastest way to load: one request
+ * locates up to KVCACHEFS_LOCATE_MAX (600) blocks without pinning them, each block is copied
+ * straight from the pool and then checked against its header; a block freed or replaced during the
+ * copy is copied again under a pin (or reported ENOENT if it is gone). dst[i] holds cap[i] bytes;
+ * len[i] gets the block's size (ERANGE in errs[i] when it does not fit). Returns how many blocks
+ * were loaded, errs[i] (optional) saying why the others were not (ENOENT, EBUSY, ERANGE). */
+int kvc_load_batch(struct kvc_dir *d, const char *const *names, size_t n, void *const *dst,
+		   const size_t *cap, size_t *len, int *errs);
 /* Unpin. EINVAL when b is not pinned (released twice). */
 int kvc_release(struct kvc_block *b);
 /* Unpin n blocks of the same kvc_dir; blocks that are not pinned are skipped. */

@@ -87,8 +87,31 @@ struct kvcachefs_pool_info {
 	__u32 pool_gid;	      /* its group */
 	__u32 daemon_pid;     /* in the daemon's pid namespace */
 	__u32 flags;	      /* 0 for now */
-	__u64 reserved[4];
+	__u64 header_offset;  /* offset of the block header table (see below) */
+	__u64 reserved[3];
 	char path[KVCACHEFS_PATH_MAX]; /* absolute path of the pool object, NUL-terminated */
+};
+
+/*
+ * Block headers, readable in the pool mapping: the block whose payload starts at offset O has
+ * its header at header_offset + sizeof(struct kvcachefs_block_header) * (O - data_offset) /
+ * page_size. The daemon clears a header (magic 0) when it frees the block, before the pages
+ * can be reused, and generations are never reused: a reader that copied a block without a pin
+ * and finds magic, KVCACHEFS_HDR_SEALED and generation unchanged after the copy (read with
+ * acquire ordering) copied the block as sealed. This is how kvc_load_batch reads.
+ */
+#define KVCACHEFS_HDR_MAGIC  0x4b4c424bu /* "KBLK" */
+#define KVCACHEFS_HDR_SEALED 0x1u
+struct kvcachefs_block_header {
+	__u32 magic;	    /* KVCACHEFS_HDR_MAGIC while the slot heads a block */
+	__u32 flags;	    /* KVCACHEFS_HDR_SEALED once the payload is final */
+	__u64 generation;   /* unique per block version, never reused */
+	__u64 name_hash[2]; /* XXH3-128 of the block's file name (low, high) */
+	__u64 length;	    /* payload bytes */
+	__u64 checksum;	    /* XXH3-64 of the payload, once sealed */
+	__u64 seal_time_ns; /* CLOCK_REALTIME at the seal */
+	__u32 npages;	    /* pages allocated to the block */
+	__u32 reserved;
 };
 
 /* Longest-prefix lookup: how many leading names are sealed blocks of the directory. */
@@ -126,6 +149,30 @@ struct kvcachefs_pin {
 	char suffix[KVCACHEFS_SUFFIX_MAX]; /* KVCACHEFS_NAMES_HEX only */
 	__u8 names[KVCACHEFS_PIN_BYTES];
 	struct kvcachefs_pinned out[KVCACHEFS_PIN_MAX];
+};
+
+/* Locate a batch of sealed blocks without pinning them (up to KVCACHEFS_LOCATE_MAX, so a
+ * whole prefix usually takes one request). The names are read whole before the answer is
+ * written over them: out[k] and error[k] (0 or a positive errno: ENOENT, EBUSY, EISDIR)
+ * answer name k. The answer is only a hint: the blocks may be freed at any moment, so readers
+ * validate against the block header (see above). */
+#define KVCACHEFS_LOCATE_MAX 600
+struct kvcachefs_located {
+	__u64 offset; /* of the payload in the pool mapping (0 for an empty block) */
+	__u64 length;
+	__u64 generation;
+};
+struct kvcachefs_locate {
+	__u32 version;
+	__u32 flags;			   /* KVCACHEFS_NAMES_HEX or 0 */
+	__u32 count;			   /* in: 1..KVCACHEFS_LOCATE_MAX */
+	__u32 found;			   /* out: entries with error 0 */
+	char suffix[KVCACHEFS_SUFFIX_MAX]; /* KVCACHEFS_NAMES_HEX only */
+	union {
+		__u8 names[KVCACHEFS_LOCATE_MAX * 24];		    /* in */
+		struct kvcachefs_located out[KVCACHEFS_LOCATE_MAX]; /* out */
+	};
+	__u8 error[KVCACHEFS_LOCATE_MAX]; /* out */
 };
 
 /* Unpin: all ids are checked first; one bad id fails the call (EINVAL/EPERM) with nothing
@@ -214,6 +261,7 @@ struct kvcachefs_gpu_unregister {
 #define KVCACHEFS_IOC_GPU_REGISTER   _IOWR(KVCACHEFS_IOC_MAGIC, 9, struct kvcachefs_gpu_register)
 #define KVCACHEFS_IOC_GPU_LOAD	     _IOW(KVCACHEFS_IOC_MAGIC, 10, struct kvcachefs_gpu_load)
 #define KVCACHEFS_IOC_GPU_UNREGISTER _IOW(KVCACHEFS_IOC_MAGIC, 11, struct kvcachefs_gpu_unregister)
+#define KVCACHEFS_IOC_LOCATE	     _IOWR(KVCACHEFS_IOC_MAGIC, 12, struct kvcachefs_locate)
 
 #ifdef __cplusplus
 #define KVCACHEFS_ABI_CHECK(t, n) static_assert(sizeof(struct t) == (n), #t " is ABI")
@@ -232,5 +280,8 @@ KVCACHEFS_ABI_CHECK(kvcachefs_abort, 16);
 KVCACHEFS_ABI_CHECK(kvcachefs_gpu_register, 88);
 KVCACHEFS_ABI_CHECK(kvcachefs_gpu_load, 4112);
 KVCACHEFS_ABI_CHECK(kvcachefs_gpu_unregister, 16);
+KVCACHEFS_ABI_CHECK(kvcachefs_block_header, 64);
+KVCACHEFS_ABI_CHECK(kvcachefs_located, 24);
+KVCACHEFS_ABI_CHECK(kvcachefs_locate, 15032);
 
 #endif

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 import zlib
 
@@ -46,6 +47,7 @@ PATH_MAX = 256
 LOOKUP_MAX, LOOKUP_BYTES = 1000, 16000
 PIN_MAX, PIN_BYTES = 128, 8192
 UNPIN_MAX = 256
+LOCATE_MAX = 600
 GPU_LOAD_MAX = 256
 COMMIT_NOREPLACE, COMMIT_INPLACE = 0x1, 0x2
 CUDA_IPC_HANDLE_SIZE = 64
@@ -64,7 +66,8 @@ class PoolInfo(ctypes.Structure):
     _fields_ = [("version", u32), ("page_size", u32), ("pool_size", u64), ("data_offset", u64),
                 ("capacity", u64), ("pool_dev", u64), ("pool_ino", u64),
                 ("max_block_size", u64), ("pool_mode", u32), ("pool_gid", u32),
-                ("daemon_pid", u32), ("flags", u32), ("reserved", u64 * 4),
+                ("daemon_pid", u32), ("flags", u32), ("header_offset", u64),
+                ("reserved", u64 * 3),
                 ("path", ctypes.c_char * PATH_MAX)]
 
 
@@ -82,6 +85,27 @@ class Pin(ctypes.Structure):
     _fields_ = [("version", u32), ("flags", u32), ("count", u32), ("pinned", u32),
                 ("suffix", ctypes.c_char * SUFFIX_MAX), ("names", u8 * PIN_BYTES),
                 ("out", Pinned * PIN_MAX)]
+
+
+class Located(ctypes.Structure):
+    _fields_ = [("offset", u64), ("length", u64), ("generation", u64)]
+
+
+class LocateArea(ctypes.Union):
+    _fields_ = [("names", u8 * (LOCATE_MAX * 24)), ("out", Located * LOCATE_MAX)]
+
+
+class Locate(ctypes.Structure):
+    _anonymous_ = ("u",)
+    _fields_ = [("version", u32), ("flags", u32), ("count", u32), ("found", u32),
+                ("suffix", ctypes.c_char * SUFFIX_MAX), ("u", LocateArea),
+                ("error", u8 * LOCATE_MAX)]
+
+
+class BlockHeader(ctypes.Structure):
+    _fields_ = [("magic", u32), ("flags", u32), ("generation", u64), ("name_hash", u64 * 2),
+                ("length", u64), ("checksum", u64), ("seal_time_ns", u64), ("npages", u32),
+                ("reserved", u32)]
 
 
 class Unpin(ctypes.Structure):
@@ -124,7 +148,8 @@ MIRRORS = {"kvcachefs_status": Status, "kvcachefs_pool_info": PoolInfo,
            "kvcachefs_unpin": Unpin, "kvcachefs_reserve": Reserve,
            "kvcachefs_commit": Commit, "kvcachefs_abort": Abort,
            "kvcachefs_gpu_register": GpuRegister, "kvcachefs_gpu_load": GpuLoad,
-           "kvcachefs_gpu_unregister": GpuUnregister}
+           "kvcachefs_gpu_unregister": GpuUnregister, "kvcachefs_located": Located,
+           "kvcachefs_locate": Locate, "kvcachefs_block_header": BlockHeader}
 
 _IOC_WRITE, _IOC_READ = 1, 2
 _DIRS = {"_IOR": _IOC_READ, "_IOW": _IOC_WRITE, "_IOWR": _IOC_READ | _IOC_WRITE}
@@ -245,6 +270,8 @@ def load_lib():
         "kvc_get": ([vp, cp, P(KvcBlock)], ctypes.c_int),
         "kvc_get_batch": ([vp, P(cp), sz, P(KvcBlock), P(ctypes.c_int)], ctypes.c_int),
         "kvc_release": ([P(KvcBlock)], ctypes.c_int),
+        "kvc_load_batch": ([vp, P(cp), sz, P(vp), P(sz), P(sz), P(ctypes.c_int)],
+                           ctypes.c_int),
         "kvc_release_batch": ([P(KvcBlock), sz], ctypes.c_int),
         "kvc_reserve": ([vp, cp, sz, P(KvcPut)], ctypes.c_int),
         "kvc_commit": ([P(KvcPut), ctypes.c_uint], ctypes.c_int),
@@ -1484,6 +1511,142 @@ def cuda_gpu_present():
 
 
 HAVE_GPU = cuda_gpu_present()
+
+
+def mk_locate(names, hex_suffix=None):
+    a = Locate()
+    a.version = ABI_VERSION
+    a.count = len(names)
+    if hex_suffix is not None:
+        a.flags = NAMES_HEX
+        a.suffix = hex_suffix.encode()
+        for i, n in enumerate(names):
+            ctypes.memmove(ctypes.addressof(a.names) + 16 * i, bytes.fromhex(n[:32]), 16)
+    else:
+        buf = b"".join(bytes([len(os.fsencode(n))]) + os.fsencode(n) for n in names)
+        ctypes.memmove(ctypes.addressof(a.names), buf, len(buf))
+    return a
+
+
+class LoadTests(SideCase):
+    """kvc_load_batch: locate without pins, copy, validate against the block header."""
+
+    MOUNT_ARGS = ("--pool-size", "64M", "--max-block-size", "8M")
+
+    def load(self, d, names, caps):
+        n = len(names)
+        bufs = [ctypes.create_string_buffer(max(c, 1)) for c in caps]
+        dst = (ctypes.c_void_p * n)(*[ctypes.addressof(b) for b in bufs])
+        cap = (ctypes.c_size_t * n)(*caps)
+        ln = (ctypes.c_size_t * n)()
+        errs = (ctypes.c_int * n)()
+        rc = L.kvc_load_batch(d, names_array(names), n, dst, cap, ln, errs)
+        return rc, [bufs[i].raw[:ln[i]] for i in range(n)], list(ln), list(errs)
+
+    def test_loads_and_errors(self):
+        k, d = self.lib()
+        data = {"a": os.urandom(300 * KiB), "b": b"", "c": os.urandom(4097)}
+        for n, v in data.items():
+            self.block(n, v)
+        os.mkdir(self.p("sub"))
+        wfd = os.open(self.p("w"), os.O_WRONLY | os.O_CREAT, 0o644)
+        self.addCleanup(self._close_fd, wfd)
+        os.write(wfd, b"unsealed")
+        names = ["a", "b", "c", "missing", "sub", "w", "a"]
+        caps = [300 * KiB, 0, 4097, 10, 10, 100, 1000]
+        rc, got, ln, errs = self.load(d, names, caps)
+        self.assertEqual(rc, 3)
+        self.assertEqual(errs, [0, 0, 0, errno.ENOENT, errno.EISDIR, errno.EBUSY, errno.ERANGE])
+        self.assertEqual(got[:3], [data["a"], b"", data["c"]])
+        self.assertEqual(ln[6], 300 * KiB)  # the size that did not fit
+        # nothing stays pinned
+        self.assertEqual(self.m.status()["pinned"], 0)
+
+    def test_many_hex_names_one_request(self):
+        k, d = self.lib()
+        names = ["%032x.bin" % i for i in range(700)]
+        for i, n in enumerate(names):
+            self.block(n, b"%d" % i)
+        rc, got, ln, errs = self.load(d, names, [16] * len(names))
+        self.assertEqual(rc, 700)
+        self.assertEqual(got, [b"%d" % i for i in range(700)])
+
+    def test_raw_locate(self):
+        self.block("x", b"x" * 5000)
+        self.block("%032x.kv" % 7, b"y" * 10)
+        fd = self.dirfd()
+        a = raw(fd, "LOCATE", mk_locate(["x", "nope"]))
+        self.assertEqual((a.found, a.error[0], a.error[1]), (1, 0, errno.ENOENT))
+        self.assertEqual(a.out[0].length, 5000)
+        p = self.raw_pin(fd, ["x"])
+        self.assertEqual((a.out[0].offset, a.out[0].generation),
+                         (p.out[0].offset, p.out[0].generation))
+        self.raw_unpin(fd, [p.out[0].pin])
+        a = raw(fd, "LOCATE", mk_locate(["%032x.kv" % 7], hex_suffix=".kv"))
+        self.assertEqual((a.found, a.out[0].length), (1, 10))
+        # the header the reply points at: magic, sealed, same generation and length
+        info = PoolInfo()
+        info.version = ABI_VERSION
+        raw(fd, "POOL_INFO", info)
+        k = self.kvc_open()
+        base = L.kvc_pool_base(k, None)
+        hdr = BlockHeader.from_address(base + info.header_offset + ctypes.sizeof(BlockHeader) * (
+            (a.out[0].offset - info.data_offset) // info.page_size))
+        self.assertEqual((hdr.magic, hdr.flags & 1, hdr.generation, hdr.length),
+                         (CONSTS["KVCACHEFS_HDR_MAGIC"], 1, a.out[0].generation, 10))
+        self.assertErrno(errno.EINVAL, raw, fd, "LOCATE", mk_locate([]))
+        big = mk_locate(["x"])
+        big.count = LOCATE_MAX + 1
+        self.assertErrno(errno.E2BIG, raw, fd, "LOCATE", big)
+        bad = mk_locate(["x"])
+        bad.count = 2  # the second name runs into zeros: length 0
+        self.assertErrno(errno.EINVAL, raw, fd, "LOCATE", bad)
+        self.assertErrno(errno.EINVAL, raw, fd, "LOCATE", mk_locate(["a/b"]))
+        ffd = os.open(self.p("x"), os.O_RDONLY)
+        self.addCleanup(self._close_fd, ffd)
+        self.assertErrno(errno.ENOTDIR, raw, ffd, "LOCATE", mk_locate(["x"]))
+
+    def test_no_torn_block_under_replacement_and_eviction(self):
+        """A writer keeps replacing blocks (each version one repeated byte) and filling the
+        pool so the old versions are freed and their pages reused, while kvc_load_batch
+        loads: every block loaded is one whole version."""
+        k, d = self.lib()
+        size = 1 * MiB
+        names = ["blk%d" % i for i in range(8)]
+        for n in names:
+            self.block(n, b"\0" * size)
+
+        def writer():
+            v = 1
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                for n in names:
+                    tmp = self.p(".tmp-" + n)
+                    kvc.write_block(tmp, bytes([v % 251 + 1]) * size)
+                    os.replace(tmp, self.p(n))
+                    v += 1
+                # pressure: fill the pool so freed pages are reused at once
+                for j in range(20):
+                    kvc.write_block(self.p("fill%d-%d" % (v, j)), os.urandom(size))
+            return 0
+
+        t = threading.Thread(target=writer)
+        t.start()
+        loads = torn = 0
+        try:
+            while t.is_alive():
+                rc, got, ln, errs = self.load(d, names, [size] * len(names))
+                for g, e in zip(got, errs):
+                    if e == 0:
+                        loads += 1
+                        if len(g) != size or g.count(g[:1]) != size:
+                            torn += 1
+                    else:
+                        self.assertEqual(e, errno.ENOENT)  # evicted, as any cache
+        finally:
+            t.join()
+        self.assertGreater(loads, 0)
+        self.assertEqual(torn, 0, "%d of %d loaded blocks mixed two versions" % (torn, loads))
 
 
 class DirCloseTests(SideCase):
