@@ -524,6 +524,45 @@ static void test_pins_survive(void)
 	teardown();
 }
 
+static void test_locate_batch(void)
+{
+	const char *names[] = {"a", "b", "missing", "w", "d"};
+	struct ns_loc locs[5];
+	struct ns_handle *w;
+	struct ns_attr a;
+	int errs[5];
+
+	REQUIRE(setup(1 << 20, 1 << 20, 100, 99) == 0);
+	REQUIRE(put(NS_ROOT_INO, "a", 8192, 1) && put(NS_ROOT_INO, "b", 8192, 2));
+	REQUIRE(put(NS_ROOT_INO, "c", 8192, 3));
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "d", 0755, 0, 0, &a) == 0);
+	REQUIRE(ns_create_block(ns, NS_ROOT_INO, "w", 0644, 0, 0, &a, &w) == 0);
+	REQUIRE(ns_locate_batch(ns, NS_ROOT_INO, 5, names_of, names, locs, errs) == 0);
+	CHECK(errs[0] == 0 && errs[1] == 0 && errs[2] == ENOENT && errs[3] == EBUSY &&
+	      errs[4] == EISDIR);
+	CHECK(locs[0].length == 8192 && locs[0].offset != locs[1].offset);
+	ns_flush(w); /* closed by its writer: the seal is imminent */
+	REQUIRE(ns_locate_batch(ns, NS_ROOT_INO, 5, names_of, names, locs, errs) == 0);
+	CHECK(errs[3] == EAGAIN);
+	ns_release(w);
+	/* "a" is the oldest but was just read: the second chance evicts "b" first, then "c". */
+	names[0] = "a";
+	REQUIRE(ns_locate_batch(ns, NS_ROOT_INO, 1, names_of, names, locs, errs) == 0);
+	CHECK(ns_evict(ns, 0) >= 3);
+	CHECK(ns_lookup(ns, NS_ROOT_INO, "a", &a) == -ENOENT);
+	teardown();
+	/* Three blocks of a quarter of the pool; evicting down to 60% takes exactly one. */
+	REQUIRE(setup(1 << 20, 1 << 20, 100, 99) == 0);
+	REQUIRE(put(NS_ROOT_INO, "a", 256 << 10, 1) && put(NS_ROOT_INO, "b", 256 << 10, 2));
+	REQUIRE(put(NS_ROOT_INO, "c", 256 << 10, 3));
+	REQUIRE(ns_locate_batch(ns, NS_ROOT_INO, 1, names_of, names, locs, errs) == 0);
+	CHECK(ns_evict(ns, 60) == 1);
+	CHECK(ns_lookup(ns, NS_ROOT_INO, "b", &a) == -ENOENT);
+	REQUIRE(ns_lookup(ns, NS_ROOT_INO, "a", &a) == 0);
+	ns_forget(ns, a.ino, 1);
+	teardown();
+}
+
 int main(void)
 {
 	RUN(test_dirs);
@@ -538,5 +577,6 @@ int main(void)
 	RUN(test_reserve_commit_abort);
 	RUN(test_commit_into_removed_dir);
 	RUN(test_pins_survive);
+	RUN(test_locate_batch);
 	return check_summary();
 }
