@@ -230,6 +230,24 @@ static int pack_names(const char *const *names, size_t n, size_t max, uint8_t *o
 	return (int)k;
 }
 
+/* Encode up to max of names[0..n) into one request's name area (hex when they allow it, else
+ * packed): sets *flags and suffix, returns how many went in (at least 1 when n > 0), or
+ * -EINVAL for a bad name. */
+static int encode_names(const char *const *names, size_t n, size_t max, uint32_t *flags,
+			char *suffix, uint8_t *area, size_t cap)
+{
+	size_t chunk = n < max ? n : max;
+
+	if (chunk * 16 <= cap && names_hex(names, chunk, suffix)) {
+		*flags = KVCACHEFS_NAMES_HEX;
+		hex_encode(names, chunk, area);
+		return (int)chunk;
+	}
+	*flags = 0;
+	suffix[0] = '\0';
+	return pack_names(names, n, max, area, cap);
+}
+
 static int lookup_fd(int fd, const char *const *names, size_t n)
 {
 	struct kvcachefs_lookup lk;
@@ -308,20 +326,11 @@ KVC_API int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n,
 	memset(b, 0, n * sizeof(*b));
 	while (done < n) {
 		memset(&pn, 0, offsetof(struct kvcachefs_pin, names));
-		if (names_hex(names + done,
-			      n - done < KVCACHEFS_PIN_MAX ? n - done : KVCACHEFS_PIN_MAX,
-			      pn.suffix)) {
-			pn.flags = KVCACHEFS_NAMES_HEX;
-			pn.count =
-			    (uint32_t)(n - done < KVCACHEFS_PIN_MAX ? n - done : KVCACHEFS_PIN_MAX);
-			hex_encode(names + done, pn.count, pn.names);
-		} else {
-			ret = pack_names(names + done, n - done, KVCACHEFS_PIN_MAX, pn.names,
-					 sizeof(pn.names));
-			if (ret < 0)
-				goto fail;
-			pn.count = (uint32_t)ret;
-		}
+		ret = encode_names(names + done, n - done, KVCACHEFS_PIN_MAX, &pn.flags, pn.suffix,
+				   pn.names, sizeof(pn.names));
+		if (ret < 0)
+			goto fail;
+		pn.count = (uint32_t)ret;
 		ret = kvc_ioctl(d->fd, KVCACHEFS_IOC_PIN, &pn);
 		if (ret)
 			goto fail;
@@ -400,24 +409,18 @@ KVC_API int kvc_load_batch(struct kvc_dir *d, const char *const *names, size_t n
 {
 	const struct kvc *k = d->k;
 	struct kvcachefs_locate lc;
-	size_t done = 0, chunk;
+	size_t done = 0;
 	int loaded = 0, ret;
 
 	if (!k || d->fd < 0)
 		return -EINVAL;
 	while (done < n) {
-		chunk = n - done < KVCACHEFS_LOCATE_MAX ? n - done : KVCACHEFS_LOCATE_MAX;
 		memset(&lc, 0, offsetof(struct kvcachefs_locate, names));
-		if (names_hex(names + done, chunk, lc.suffix)) {
-			lc.flags = KVCACHEFS_NAMES_HEX;
-			lc.count = (uint32_t)chunk;
-			hex_encode(names + done, chunk, lc.names);
-		} else {
-			ret = pack_names(names + done, chunk, chunk, lc.names, sizeof(lc.names));
-			if (ret < 0)
-				return ret;
-			lc.count = (uint32_t)ret;
-		}
+		ret = encode_names(names + done, n - done, KVCACHEFS_LOCATE_MAX, &lc.flags,
+				   lc.suffix, lc.names, sizeof(lc.names));
+		if (ret < 0)
+			return ret;
+		lc.count = (uint32_t)ret;
 		ret = kvc_ioctl(d->fd, KVCACHEFS_IOC_LOCATE, &lc);
 		if (ret)
 			return ret;
