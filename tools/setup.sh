@@ -30,7 +30,8 @@ packages=(
 	build-essential cmake pkg-config git
 	fuse3 libfuse3-dev
 	libxxhash-dev liburing-dev libcurl4-openssl-dev libcjson-dev
-	libibverbs-dev librdmacm-dev
+	libibverbs-dev librdmacm-dev libsodium-dev
+	iperf3
 	etcd-server
 	attr python3 xxhash
 	clang libclang-rt-14-dev

@@ -1,0 +1,121 @@
+/*
+ * xfer: the transfer engine — moves bytes between registered memory of kvcachefs nodes.
+ *
+ * An engine listens on one address, holds the local memory regions it exports ("segments":
+ * the pool, staging buffers; GPU memory where a transport supports it) and the peers it has
+ * opened. A request names a local buffer and a remote (peer, segment, offset, length); a
+ * batch of requests is submitted at once and completes request by request, each with a
+ * status. READ copies remote → local, WRITE local → remote; both are one-sided from the
+ * initiator's point of view: the target only serves its registered segments.
+ *
+ * Paths: every peer is reached over several paths — TCP connections (always) and RDMA queue
+ * pairs (when both sides have a device). A request larger than the slice size is cut into
+ * slices spread over the paths; a slice that fails on one path is retried on another; a peer
+ * that stops answering fails its pending requests after the request timeout instead of
+ * hanging. Peers authenticate each other with a shared cluster secret (challenge-response:
+ * the secret is never sent) and must speak the same protocol version.
+ *
+ * Every function returns 0 (or a count) or a negative errno. Thread-safe: any thread may
+ * submit, poll and wait; completions are set by the engine's own threads.
+ */
+#ifndef KVC_ENGINE_XFER_H
+#define KVC_ENGINE_XFER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct xfer_engine;
+struct xfer_peer;
+struct xfer_batch;
+
+/* Transports (xfer_config.transports, xfer_peer_info.transports). */
+#define XFER_TCP  0x1u
+#define XFER_RDMA 0x2u
+
+#define XFER_SECRET_MIN 16 /* bytes */
+
+struct xfer_config {
+	const char *listen; /* "HOST:PORT" (PORT 0: any free port); NULL: do not listen */
+	uint64_t node_id;   /* this node's id, sent in the handshake (0: random) */
+	const void *secret; /* the cluster secret, at least XFER_SECRET_MIN bytes */
+	size_t secret_len;
+	unsigned transports;	 /* XFER_TCP | XFER_RDMA; 0 means both (RDMA when a device exists) */
+	unsigned conns_per_peer; /* TCP connections per peer (default 4) */
+	unsigned qps_per_peer;	 /* RDMA queue pairs per peer (default 4) */
+	uint64_t slice_size;	 /* bytes per slice (default 1 MiB) */
+	unsigned timeout_ms;	 /* a request not done by then fails XFER_TIMEDOUT (default 5000) */
+	unsigned retries;	 /* tries per slice on other paths before failing (default 3) */
+	unsigned io_threads;	 /* threads driving the transports (default 2) */
+};
+
+int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg);
+/* Close every peer (pending requests end XFER_CANCELLED), stop the threads, free. */
+void xfer_destroy(struct xfer_engine *e);
+/* The address the engine listens on, with the port actually bound ("127.0.0.1:40123"). */
+int xfer_listen_addr(const struct xfer_engine *e, char *buf, size_t len);
+uint64_t xfer_node_id(const struct xfer_engine *e);
+/* Which transports are usable here (XFER_TCP, plus XFER_RDMA when a device was found), and
+ * why RDMA is not, if it is not (a static string). */
+unsigned xfer_transports(const struct xfer_engine *e, const char **rdma_why);
+
+/* Export [addr, addr + len) as a segment that peers may READ and WRITE. The id is what
+ * remote requests name. EINVAL for len 0; ENOMEM. */
+int xfer_register(struct xfer_engine *e, void *addr, uint64_t len, uint32_t *seg_id);
+/* Stop exporting it; waits for requests being served from it to finish. ENOENT. */
+int xfer_unregister(struct xfer_engine *e, uint32_t seg_id);
+
+/* Connect to the engine at "HOST:PORT": paths are opened and authenticated before this
+ * returns. EACCES: the peer refused our secret or we refused its proof; EPROTO: protocol
+ * version mismatch or a malformed handshake; ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH... */
+int xfer_open_peer(struct xfer_engine *e, const char *addr, struct xfer_peer **out);
+/* Close the peer's paths; its pending requests end XFER_CANCELLED. */
+void xfer_close_peer(struct xfer_peer *p);
+
+struct xfer_peer_info {
+	uint64_t node_id;
+	unsigned transports; /* the paths in use: XFER_TCP and/or XFER_RDMA */
+	unsigned paths;	     /* live paths */
+	uint64_t bytes_read, bytes_written, failures, retries;
+};
+void xfer_peer_info(struct xfer_peer *p, struct xfer_peer_info *info);
+
+enum xfer_op { XFER_READ = 1, XFER_WRITE = 2 };
+
+enum xfer_status {
+	XFER_PENDING = 0,
+	XFER_DONE,
+	XFER_FAILED,   /* error says why (EIO, ERANGE: outside the remote segment, ENOENT: no
+			* such segment, ECONNRESET: every path failed...) */
+	XFER_TIMEDOUT, /* not completed within timeout_ms */
+	XFER_CANCELLED /* the peer or the engine was closed, or xfer_cancel */
+};
+
+/* One request. The caller owns the array until the batch is freed; status and error are
+ * written by the engine (status last, with release ordering). */
+struct xfer_req {
+	enum xfer_op op;
+	void *local; /* READ: destination; WRITE: source */
+	uint64_t len;
+	struct xfer_peer *peer;
+	uint32_t remote_seg;
+	uint64_t remote_off;
+	_Atomic int status; /* enum xfer_status */
+	int error;	    /* errno when FAILED */
+};
+
+/* Start n requests. Requests that cannot start (bad arguments) complete at once FAILED with
+ * EINVAL; the call itself fails only for ENOMEM or n == 0 (EINVAL). */
+int xfer_submit(struct xfer_engine *e, struct xfer_req *reqs, size_t n, struct xfer_batch **out);
+/* How many requests of the batch have completed (any status). */
+size_t xfer_poll(struct xfer_batch *b);
+/* Wait until every request completed or timeout_ms passed (-1: no limit). Returns the number
+ * completed. */
+size_t xfer_wait(struct xfer_batch *b, int timeout_ms);
+/* Requests not yet completed end XFER_CANCELLED. When it returns, the engine no longer
+ * touches their local buffers (data still arriving for them is discarded). */
+void xfer_cancel(struct xfer_batch *b);
+/* Free a completed (or cancelled) batch. */
+void xfer_batch_free(struct xfer_batch *b);
+
+#endif

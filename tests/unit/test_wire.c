@@ -1,0 +1,2 @@
+/* under construction */
+int main(void) { return 0; }
