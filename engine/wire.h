@@ -23,6 +23,8 @@
  *   WRITE      {u32 seg, u32 zero, u64 off, u64 len} then len bytes               24+len
  *   WRITE_ACK  arg = status                                                             0
  *   PING, PONG {}                                                                       0
+ *   SEG_QUERY  {u32 seg, u32 zero}: where is segment seg for RDMA?                     8
+ *   SEG_INFO   arg = status; {u64 addr, u64 len, u32 rkey, u16 rdma_port, u16 zero}   24
  *
  * The handshake: the initiator sends HELLO (its nonce); the target answers CHALLENGE (its
  * nonce and a proof that it knows the secret), or REJECT (EPROTO) when the versions differ;
@@ -60,13 +62,17 @@ enum wire_type {
 	WIRE_WRITE_ACK,
 	WIRE_PING,
 	WIRE_PONG,
-	WIRE_TYPE_MAX = WIRE_PONG
+	WIRE_SEG_QUERY,
+	WIRE_SEG_INFO,
+	WIRE_TYPE_MAX = WIRE_SEG_INFO
 };
 
 #define WIRE_HELLO_SIZE	    48u
 #define WIRE_CHALLENGE_SIZE 80u
 #define WIRE_AUTH_SIZE	    32u
 #define WIRE_RW_SIZE	    24u
+#define WIRE_SEG_QUERY_SIZE 8u
+#define WIRE_SEG_INFO_SIZE  24u
 
 /* A header, in host order. */
 struct wire_hdr {
@@ -99,6 +105,14 @@ struct wire_rw {
 	uint64_t len;
 };
 
+/* SEG_INFO: how to reach a segment with one-sided RDMA. */
+struct wire_seg_info {
+	uint64_t addr;
+	uint64_t len;
+	uint32_t rkey;
+	uint16_t rdma_port;
+};
+
 /* A header for type with body_len and req_id/arg set, magic and version filled in. */
 void wire_hdr_init(struct wire_hdr *h, enum wire_type type, uint32_t body_len, uint64_t req_id,
 		   uint64_t arg);
@@ -117,6 +131,10 @@ void wire_challenge_encode(const struct wire_challenge *m, uint8_t out[WIRE_CHAL
 int wire_challenge_decode(const uint8_t *in, size_t len, struct wire_challenge *m);
 void wire_rw_encode(const struct wire_rw *m, uint8_t out[WIRE_RW_SIZE]);
 int wire_rw_decode(const uint8_t *in, size_t len, struct wire_rw *m);
+void wire_seg_query_encode(uint32_t seg, uint8_t out[WIRE_SEG_QUERY_SIZE]);
+int wire_seg_query_decode(const uint8_t *in, size_t len, uint32_t *seg);
+void wire_seg_info_encode(const struct wire_seg_info *m, uint8_t out[WIRE_SEG_INFO_SIZE]);
+int wire_seg_info_decode(const uint8_t *in, size_t len, struct wire_seg_info *m);
 
 /*
  * A whole-frame decoder over a byte buffer, for stream parsers that buffer small frames and
