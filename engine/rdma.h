@@ -29,17 +29,20 @@ struct rdma_dev {
 };
 
 /* Usable devices (an ACTIVE port), up to max. 0 with *why set (a static string: "no RDMA
- * device", "libibverbs finds no provider", "no active port") when there is none. */
+ * device", "libibverbs finds no provider", "RDMA devices found but none can be opened", "no
+ * active port") when there is none. */
 int rdma_probe(struct rdma_dev *devs, int max, const char **why);
 /* The NUMA node of the page holding addr, -1 when unknown (no NUMA or not faulted in). */
 int rdma_mem_numa_node(const void *addr);
 /* The index of the device nearest to numa_node (same node, else the first), -1 if n == 0. */
 int rdma_pick(const struct rdma_dev *devs, int n, int numa_node);
 
-/* Target side: a listener on a device, which accepts queue pairs and exports memory. */
+/* Target side: a listener on a device, which accepts queue pairs and exports memory.
+ * *port 0 picks a free port and reports it back. (Not named rdma_listen: librdmacm exports
+ * that symbol.) */
 struct rdma_listener;
-int rdma_listen(const struct rdma_dev *dev, const char *host, uint16_t *port,
-		struct rdma_listener **out);
+int rdma_listener_open(const struct rdma_dev *dev, const char *host, uint16_t *port,
+		       struct rdma_listener **out);
 /* Register [addr, addr + len) for remote READ/WRITE; *rkey is what SEG_INFO carries. */
 int rdma_listener_export(struct rdma_listener *l, void *addr, uint64_t len, uint32_t *rkey);
 int rdma_listener_unexport(struct rdma_listener *l, void *addr);
