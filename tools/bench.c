@@ -8,7 +8,10 @@
  *   kvcache-bench memory  the daemon's anonymous memory per stored block, beyond the pool;
  *   kvcache-bench zerocopy  libkvcache (pin + memcpy, batch lookup, kvc_put, in-place
  *                         commit) against read(), stat() and write() on the same mount and
- *                         against memcpy from private memory.
+ *                         against memcpy from private memory;
+ *   kvcache-bench transfer  the transfer engine's READ and WRITE throughput and latency over
+ *                         loopback TCP against a kvcache-xfer serve process, with iperf3 on
+ *                         the same loopback as the baseline (no mount).
  *
  * Every filesystem is mounted on a fresh directory made with mkdtemp under /tmp and is
  * unmounted and removed before exit, on errors and on SIGINT/SIGTERM too: the signal handler
@@ -20,9 +23,13 @@
  * directory per repetition) and deletes them afterwards, which also keeps the pool from
  * filling up and evicting blocks under the benchmark.
  */
+#include "engine/wire.h"
+#include "engine/xfer.h"
 #include "fs/options.h"
 #include "fs/uapi/kvcache.h"
 
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +37,8 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -37,7 +46,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
@@ -2152,6 +2165,1048 @@ out:
 	return ret < 0 ? 1 : ret;
 }
 
+/* ---- kvcache-bench transfer ------------------------------------------------------------ */
+
+/*
+ * The transfer engine over loopback TCP against iperf3 on the same loopback. A
+ * `kvcache-xfer serve` process (found next to this binary) exports one segment filled with
+ * its pattern; an engine in this process opens it and times batches of READs and WRITEs of
+ * each size: batch B = B requests submitted at once and waited together, repeated for
+ * --seconds. Requests of a batch use distinct local and remote ranges while they fit in
+ * TR_SPAN_MAX, then wrap around (the same bytes again, never a different layout).
+ *
+ * The baseline is iperf3 (one-off server, -P equal to the engine's connections per peer, and
+ * -P 1), run between the repetitions so that drift on a busy machine hits both; the best
+ * iperf3 figure is the baseline. Content is checked outside the clock: the first READ of
+ * each size against the server's pattern (before any WRITE changed it), and every WRITE
+ * phase by reading its first range back.
+ *
+ * Children (the server, iperf3) run in their own process groups, so a Ctrl-C reaches only
+ * the bench, which then stops them; PR_SET_PDEATHSIG stops them if the bench itself is
+ * killed. The secret file and the children go away on every exit path.
+ */
+
+#define TR_DEFAULT_SIZES   "64K,256K,2M,16M"
+#define TR_DEFAULT_BATCHES "1,32"
+#define TR_DEFAULT_SECONDS 1
+#define TR_DEFAULT_REPS	   3
+#define TR_MAX_BATCHES	   8
+#define TR_MAX_BATCH	   1024
+#define TR_SPAN_MAX	   (512 * MIB) /* bytes of distinct ranges per batch, each side */
+#define TR_TARGET	   0.8	       /* TR_TARGET_SIZE READ and WRITE / iperf3 */
+#define TR_TARGET_SIZE	   (2 * MIB)
+#define TR_LAT_SIZE	   (64 * 1024ull)
+#define TR_LAT_MAX	   200000		  /* latency samples kept per op */
+#define TR_SEED		   0x7472616e73666572ull  /* the server's pattern ("transfer") */
+#define TR_TIMEOUT_MS	   5000			  /* the engine's request timeout */
+#define TR_WAIT_MS	   (TR_TIMEOUT_MS + 5000) /* our bound on a batch, never forever */
+#define TR_START_MS	   30000		  /* for a child to start listening */
+#define TR_JSON_MAX	   (4 * MIB)		  /* of iperf3's output */
+
+/* Must equal kvcache-xfer's pattern (tools/xfer.c): byte o is byte o % 8 (little-endian) of
+ * a splitmix64 hash of the seed and o / 8. The READ check below fails if they diverge. */
+static uint64_t tr_pattern_word(uint64_t seed, uint64_t idx)
+{
+	uint64_t z = seed * 0xd1342543de82ef95ull + (idx + 1) * 0x9e3779b97f4a7c15ull;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* buf = the pattern of seed from offset 0 (len a multiple of 8). */
+static void tr_pattern_fill(unsigned char *buf, uint64_t len, uint64_t seed)
+{
+	for (uint64_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t w = tr_pattern_word(seed, i / 8);
+
+		memcpy(buf + i, &w, 8);
+	}
+}
+
+/* Index of the first byte differing from the pattern, or len. */
+static uint64_t tr_pattern_mismatch(const unsigned char *buf, uint64_t len, uint64_t seed)
+{
+	for (uint64_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t w = tr_pattern_word(seed, i / 8);
+
+		if (memcmp(buf + i, &w, 8))
+			for (uint64_t k = i;; k++)
+				if (buf[k] != (unsigned char)(w >> (8 * (k - i))))
+					return k;
+	}
+	return len;
+}
+
+enum tr_op { TR_READ, TR_WRITE, TR_NOPS };
+
+static const char *const tr_op_names[TR_NOPS] = {"READ", "WRITE"};
+
+struct tr_results {
+	uint64_t sizes[FS_MAX_SIZES], batches[TR_MAX_BATCHES];
+	int nsizes, nbatches, reps, seconds;
+	unsigned conns; /* TCP connections per peer, as in use */
+	double gbps[FS_MAX_SIZES][TR_MAX_BATCHES][TR_NOPS]; /* best over the repetitions */
+	double iperf_p1, iperf_pn;			    /* GB/s, best over the repetitions */
+	uint64_t *lat[TR_NOPS];				    /* ns samples of 64 KiB requests */
+	size_t nlat[TR_NOPS];
+};
+
+/* Children to stop on every exit path. */
+#define TR_NKIDS 4
+static pid_t tr_kids[TR_NKIDS];
+
+struct tr_run {
+	char bindir[PATH_MAX];
+	char secret_path[64]; /* "" when there is none to remove */
+	char secret[65];      /* 64 hex digits */
+	pid_t server;
+	char addr[128];
+	uint32_t seg;
+	uint64_t seg_size;
+	struct xfer_engine *e;
+	struct xfer_peer *peer;
+	unsigned char *buf; /* seg_size bytes, registered */
+	uint32_t local_seg;
+	bool registered;
+	struct xfer_req *reqs; /* TR_MAX_BATCH */
+};
+
+static int tr_fail(const char *what, int err)
+{
+	if (err == -EINTR && stop)
+		return err;
+	fprintf(stderr, "kvcache-bench: transfer: %s: %s\n", what, strerror(-err));
+	return err;
+}
+
+static void tr_kid_track(pid_t pid, bool add)
+{
+	for (int i = 0; i < TR_NKIDS; i++)
+		if (add ? !tr_kids[i] : tr_kids[i] == pid) {
+			tr_kids[i] = add ? pid : 0;
+			return;
+		}
+}
+
+/* Start argv in its own process group with stdout on out_fd (-1: /dev/null), stderr on
+ * /dev/null when quiet; the child gets SIGTERM if we die. Returns its pid or -errno. */
+static pid_t tr_spawn(char *const argv[], int out_fd, bool quiet)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(out_fd >= 0 ? out_fd : null, 1);
+			if (quiet)
+				dup2(null, 2);
+		} else if (out_fd >= 0) {
+			dup2(out_fd, 1);
+		}
+		execvp(argv[0], argv);
+		fprintf(stderr, "kvcache-bench: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	setpgid(pid, pid); /* also here: no window where a Ctrl-C would reach it */
+	tr_kid_track(pid, true);
+	return pid;
+}
+
+/* Wait up to timeout_ms for pid to exit; its wait status in *st. 0 or -ETIMEDOUT. */
+static int tr_reap(pid_t pid, int timeout_ms, int *st)
+{
+	for (int waited = 0;; waited += 10) {
+		pid_t r = waitpid(pid, st, WNOHANG);
+
+		if (r == pid || (r < 0 && errno == ECHILD)) {
+			tr_kid_track(pid, false);
+			return 0;
+		}
+		if (waited >= timeout_ms)
+			return -ETIMEDOUT;
+		usleep(10000);
+	}
+}
+
+/* Stop a child: SIGTERM, then SIGKILL after 5 s. Returns its wait status, -1 if unknown. */
+static int tr_stop(pid_t pid)
+{
+	int st = -1;
+
+	if (pid <= 0)
+		return -1;
+	kill(pid, SIGTERM);
+	if (tr_reap(pid, 5000, &st) < 0) {
+		kill(pid, SIGKILL);
+		tr_reap(pid, 5000, &st);
+	}
+	return st;
+}
+
+static void tr_stop_all(void)
+{
+	for (int i = 0; i < TR_NKIDS; i++)
+		if (tr_kids[i])
+			tr_stop(tr_kids[i]);
+}
+
+/* Read from fd into buf (cap bytes, NUL-terminated) until EOF, or until a newline when
+ * line, within timeout_ms. Returns the length, -ETIMEDOUT, -EINTR (stop) or -errno. */
+static ssize_t tr_read_until(int fd, char *buf, size_t cap, bool line, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	size_t got = 0;
+
+	buf[0] = '\0';
+	while (!stop) {
+		uint64_t now = now_ns();
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+		int r;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		r = poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			continue;
+		n = read(fd, buf + got, cap - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		got += (size_t)n;
+		buf[got] = '\0';
+		if (n == 0 || got == cap - 1 || (line && strchr(buf, '\n')))
+			return (ssize_t)got;
+	}
+	return -EINTR;
+}
+
+/* Is a program in PATH? */
+static bool tr_in_path(const char *prog)
+{
+	const char *path = getenv("PATH");
+	char dir[PATH_MAX + 64];
+
+	if (!path)
+		path = "/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+
+		snprintf(dir, sizeof(dir), "%.*s/%s", (int)n, n ? path : ".", prog);
+		if (access(dir, X_OK) == 0)
+			return true;
+		path += n + (path[n] == ':');
+	}
+	return false;
+}
+
+/* ---- the server ---- */
+
+/* A 0600 temp file with a fresh random secret. */
+static int tr_secret(struct tr_run *r)
+{
+	unsigned char raw[32];
+	int fd, ret = 0;
+
+	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+		return tr_fail("getrandom", -errno);
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(r->secret + 2 * i, 3, "%02x", raw[i]);
+	explicit_bzero(raw, sizeof(raw));
+	snprintf(r->secret_path, sizeof(r->secret_path), "/tmp/kvcache-bench-secret.XXXXXX");
+	fd = mkstemp(r->secret_path); /* mode 0600 */
+	if (fd < 0) {
+		ret = -errno;
+		r->secret_path[0] = '\0';
+		return tr_fail("mkstemp", ret);
+	}
+	if (write_full(fd, r->secret, strlen(r->secret)) < 0 || close(fd) < 0)
+		ret = tr_fail(r->secret_path, -errno);
+	return ret;
+}
+
+/* Start kvcache-xfer serve and read its "listening ADDR segment ID size SIZE" line. */
+static int tr_server_start(struct tr_run *r)
+{
+	char bin[PATH_MAX + 32], size[32], seed[32], line[512];
+	int pfd[2], ret;
+	uint64_t got_size = 0;
+	ssize_t n;
+
+	snprintf(bin, sizeof(bin), "%s/kvcache-xfer", r->bindir);
+	if (access(bin, X_OK) < 0) {
+		ret = -errno;
+		fprintf(stderr, "kvcache-bench: %s: %s (set KVC_BIN_DIR to the build's bin/)\n",
+			bin, strerror(errno));
+		return ret;
+	}
+	snprintf(size, sizeof(size), "%" PRIu64, r->seg_size);
+	snprintf(seed, sizeof(seed), "0x%" PRIx64, (uint64_t)TR_SEED);
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return tr_fail("pipe", -errno);
+	r->server = tr_spawn((char *const[]){bin, "serve", "--listen", "127.0.0.1:0",
+					     "--secret-file", r->secret_path, "--size", size,
+					     "--pattern", seed, "--transports", "tcp", NULL},
+			     pfd[1], false);
+	close(pfd[1]);
+	if (r->server < 0) {
+		close(pfd[0]);
+		ret = (int)r->server;
+		r->server = 0;
+		return tr_fail("fork", ret);
+	}
+	n = tr_read_until(pfd[0], line, sizeof(line), true, TR_START_MS);
+	close(pfd[0]);
+	if (n == -EINTR)
+		return -EINTR;
+	if (n < 0)
+		return tr_fail("waiting for kvcache-xfer serve to listen", (int)n);
+	if (sscanf(line, "listening %127s segment %" SCNu32 " size %" SCNu64, r->addr, &r->seg,
+		   &got_size) != 3 ||
+	    got_size != r->seg_size) {
+		if (n == 0)
+			fprintf(stderr,
+				"kvcache-bench: transfer: %s serve exited without "
+				"listening\n",
+				bin);
+		else
+			fprintf(stderr,
+				"kvcache-bench: transfer: %s serve printed '%.*s', not "
+				"'listening ADDR segment ID size %" PRIu64 "'\n",
+				bin, (int)strcspn(line, "\n"), line, r->seg_size);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* ---- iperf3 ---- */
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+static int tr_free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+		      getsockname(fd, (struct sockaddr *)&a, &len) < 0
+		  ? -errno
+		  : ntohs(a.sin_port);
+	close(fd);
+	return ret;
+}
+
+/* Does something listen on 127.0.0.1:port (IPv4)? */
+static bool tr_listening(int port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	char line[512];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned lport, state;
+
+		if (sscanf(line, " %*d: %*x:%x %*x:%*x %x", &lport, &state) == 2 &&
+		    (int)lport == port && state == 0x0A)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+/* end.sum_received.bits_per_second of iperf3's JSON, in GB/s; -EIO with the reason. */
+static int tr_iperf3_parse(const char *json, double *gbps)
+{
+	cJSON *root = cJSON_Parse(json), *end, *sum, *bps, *err;
+	int ret = -EIO;
+
+	if (!root) {
+		fprintf(stderr, "kvcache-bench: transfer: iperf3 printed no JSON\n");
+		return -EIO;
+	}
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	end = cJSON_GetObjectItemCaseSensitive(root, "end");
+	sum = cJSON_GetObjectItemCaseSensitive(end, "sum_received");
+	bps = cJSON_GetObjectItemCaseSensitive(sum, "bits_per_second");
+	if (cJSON_IsString(err))
+		fprintf(stderr, "kvcache-bench: transfer: iperf3: %s\n", err->valuestring);
+	else if (!cJSON_IsNumber(bps) || bps->valuedouble <= 0)
+		fprintf(stderr, "kvcache-bench: transfer: iperf3's JSON has no "
+				"end.sum_received.bits_per_second\n");
+	else {
+		*gbps = bps->valuedouble / 8e9;
+		ret = 0;
+	}
+	cJSON_Delete(root);
+	return ret;
+}
+
+/* One iperf3 run over loopback with `parallel` streams for `seconds`: GB/s received. */
+static int tr_iperf3(int parallel, int seconds, double *gbps)
+{
+	char port_s[16], par_s[16], secs_s[16], *json = NULL;
+	pid_t srv = 0, cli = 0;
+	int port, pfd[2] = {-1, -1}, st, ret;
+	ssize_t n;
+
+	port = tr_free_port();
+	if (port < 0)
+		return tr_fail("a free port for iperf3", port);
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	snprintf(par_s, sizeof(par_s), "%d", parallel);
+	snprintf(secs_s, sizeof(secs_s), "%d", seconds);
+	srv = tr_spawn((char *const[]){"iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port_s, NULL},
+		       -1, true);
+	if (srv < 0)
+		return tr_fail("fork", (int)srv);
+	for (int waited = 0; !tr_listening(port); waited += 10) {
+		if (stop) {
+			ret = -EINTR;
+			goto out;
+		}
+		if (tr_reap(srv, 0, &st) == 0) {
+			srv = 0;
+			fprintf(stderr, "kvcache-bench: transfer: iperf3 -s -p %d exited\n", port);
+			ret = -EIO;
+			goto out;
+		}
+		if (waited >= TR_START_MS) {
+			fprintf(stderr,
+				"kvcache-bench: transfer: iperf3 -s -p %d does not listen\n", port);
+			ret = -EIO;
+			goto out;
+		}
+		usleep(10000);
+	}
+	json = malloc(TR_JSON_MAX);
+	if (!json || pipe2(pfd, O_CLOEXEC) < 0) {
+		ret = tr_fail("iperf3", -ENOMEM);
+		goto out;
+	}
+	cli = tr_spawn((char *const[]){"iperf3", "-c", "127.0.0.1", "-p", port_s, "-t", secs_s,
+				       "-P", par_s, "-J", NULL},
+		       pfd[1], false);
+	close(pfd[1]);
+	pfd[1] = -1;
+	if (cli < 0) {
+		ret = tr_fail("fork", (int)cli);
+		cli = 0;
+		goto out;
+	}
+	n = tr_read_until(pfd[0], json, TR_JSON_MAX, false, (seconds + 30) * 1000);
+	if (n < 0) {
+		ret = n == -EINTR ? -EINTR : tr_fail("reading iperf3's output", (int)n);
+		goto out;
+	}
+	if (tr_reap(cli, 10000, &st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		tr_iperf3_parse(json, gbps); /* says why, if iperf3 did */
+		fprintf(stderr, "kvcache-bench: transfer: iperf3 -c -P %d failed\n", parallel);
+		ret = -EIO;
+		goto out;
+	}
+	cli = 0;
+	ret = tr_iperf3_parse(json, gbps);
+out:
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (cli > 0)
+		tr_stop(cli);
+	/* -s -1 exits after one test: reap it, stop it only if it lingers. */
+	if (srv > 0 && (ret || tr_reap(srv, 2000, &st) < 0))
+		tr_stop(srv);
+	free(json);
+	return ret;
+}
+
+/* ---- the engine ---- */
+
+static int tr_engine_open(struct tr_run *r, unsigned conns)
+{
+	struct xfer_config cfg = {
+	    .secret = r->secret,
+	    .secret_len = strlen(r->secret),
+	    .transports = XFER_TCP,
+	    .conns_per_peer = conns,
+	    .timeout_ms = TR_TIMEOUT_MS,
+	};
+	sigset_t block, old;
+	int ret;
+
+	/* The engine's threads inherit a mask that keeps SIGINT/SIGTERM for this thread, the
+	 * one that checks `stop`. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	ret = xfer_create(&r->e, &cfg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret < 0) {
+		r->e = NULL;
+		return tr_fail("xfer_create", ret);
+	}
+	ret = xfer_register(r->e, r->buf, r->seg_size, &r->local_seg);
+	if (ret < 0)
+		return tr_fail("xfer_register", ret);
+	r->registered = true;
+	ret = xfer_open_peer(r->e, r->addr, &r->peer);
+	if (ret < 0) {
+		r->peer = NULL;
+		fprintf(stderr, "kvcache-bench: transfer: xfer_open_peer %s: %s\n", r->addr,
+			strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+static void tr_engine_close(struct tr_run *r)
+{
+	if (r->peer)
+		xfer_close_peer(r->peer);
+	if (r->registered)
+		xfer_unregister(r->e, r->local_seg);
+	if (r->e)
+		xfer_destroy(r->e);
+	r->peer = NULL;
+	r->registered = false;
+	r->e = NULL;
+}
+
+/* One batch: n requests of size bytes, request i at local and remote offset
+ * (i mod the ranges that fit in the segment) x size. 0 or -EIO (reported). */
+static int tr_batch(struct tr_run *r, enum tr_op op, uint64_t size, size_t n)
+{
+	uint64_t slots = r->seg_size / size;
+	struct xfer_batch *b;
+	size_t done;
+	int ret;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off = (i % slots) * size;
+
+		r->reqs[i] = (struct xfer_req){
+		    .op = op == TR_READ ? XFER_READ : XFER_WRITE,
+		    .local = r->buf + off,
+		    .len = size,
+		    .peer = r->peer,
+		    .remote_seg = r->seg,
+		    .remote_off = off,
+		};
+		atomic_init(&r->reqs[i].status, XFER_PENDING);
+	}
+	ret = xfer_submit(r->e, r->reqs, n, &b);
+	if (ret < 0)
+		return tr_fail("xfer_submit", ret);
+	done = xfer_wait(b, TR_WAIT_MS);
+	if (done < n) {
+		xfer_cancel(b);
+		xfer_batch_free(b);
+		fprintf(stderr,
+			"kvcache-bench: transfer: %s: %zu of %zu requests of %" PRIu64
+			" bytes not completed after %d ms\n",
+			tr_op_names[op], n - done, n, size, TR_WAIT_MS);
+		return -EIO;
+	}
+	ret = 0;
+	for (size_t i = 0; i < n && !ret; i++) {
+		int st = atomic_load_explicit(&r->reqs[i].status, memory_order_acquire);
+
+		if (st != XFER_DONE) {
+			fprintf(stderr,
+				"kvcache-bench: transfer: %s of %" PRIu64
+				" bytes at offset %" PRIu64 ": %s%s%s\n",
+				tr_op_names[op], size, r->reqs[i].remote_off,
+				st == XFER_TIMEDOUT    ? "timed out"
+				: st == XFER_CANCELLED ? "cancelled"
+						       : "failed",
+				st == XFER_FAILED ? ": " : "",
+				st == XFER_FAILED ? strerror(r->reqs[i].error) : "");
+			ret = -EIO;
+		}
+	}
+	xfer_batch_free(b);
+	return ret;
+}
+
+/* Batches of n for `seconds` after one untimed warm-up batch: GB/s into *best. */
+static int tr_throughput(struct tr_run *r, enum tr_op op, uint64_t size, size_t n, int seconds,
+			 double *best)
+{
+	uint64_t t0, elapsed, bytes = 0, limit = (uint64_t)seconds * 1000000000ull;
+	int ret = tr_batch(r, op, size, n);
+
+	t0 = now_ns();
+	do {
+		if (!ret)
+			ret = tr_batch(r, op, size, n);
+		bytes += size * n;
+		elapsed = now_ns() - t0;
+	} while (!ret && !stop && elapsed < limit);
+	if (stop)
+		return -EINTR;
+	if (ret)
+		return ret;
+	keep_best(best, (double)bytes / ((double)elapsed / 1e9) / 1e9);
+	return 0;
+}
+
+/* Single 64 KiB requests for `seconds`: their latencies appended to the samples. */
+static int tr_latency(struct tr_run *r, struct tr_results *z, enum tr_op op, int seconds)
+{
+	uint64_t t0 = now_ns(), limit = (uint64_t)seconds * 1000000000ull;
+	int ret = tr_batch(r, op, TR_LAT_SIZE, 1); /* warm-up */
+
+	while (!ret && !stop && now_ns() - t0 < limit) {
+		uint64_t t = now_ns();
+
+		ret = tr_batch(r, op, TR_LAT_SIZE, 1);
+		if (!ret && z->nlat[op] < TR_LAT_MAX)
+			z->lat[op][z->nlat[op]++] = now_ns() - t;
+	}
+	return stop ? -EINTR : ret;
+}
+
+/* Content checks, outside the clock: the first range against `seed`'s pattern, read back
+ * first when `readback` (after a WRITE phase). */
+static int tr_check(struct tr_run *r, enum tr_op op, uint64_t size, uint64_t seed)
+{
+	uint64_t at;
+	int ret;
+
+	if (op == TR_WRITE) {
+		memset(r->buf, 0, size);
+		ret = tr_batch(r, TR_READ, size, 1);
+		if (ret)
+			return ret;
+	}
+	at = tr_pattern_mismatch(r->buf, size, seed);
+	if (at == size)
+		return 0;
+	fprintf(stderr,
+		"kvcache-bench: transfer: %s of %" PRIu64
+		" bytes: content differs at offset %" PRIu64 "%s\n",
+		tr_op_names[op], size, at, op == TR_WRITE ? " (read back after the writes)" : "");
+	return -EIO;
+}
+
+static uint64_t tr_write_seed(uint64_t size)
+{
+	return TR_SEED ^ 0x5752495445ull ^ size;
+}
+
+/* One repetition: READs of every size and batch, then WRITEs, then latencies. */
+static int tr_rep(struct tr_run *r, struct tr_results *z, int rep)
+{
+	char sz[32];
+	int ret = 0;
+
+	for (int op = 0; op < TR_NOPS; op++) {
+		for (int s = 0; s < z->nsizes && !ret; s++) {
+			uint64_t size = z->sizes[s];
+
+			if (op == TR_WRITE)
+				tr_pattern_fill(r->buf, r->seg_size, tr_write_seed(size));
+			for (int b = 0; b < z->nbatches && !ret; b++) {
+				ret = tr_throughput(r, op, size, z->batches[b], z->seconds,
+						    &z->gbps[s][b][op]);
+				if (!ret && b == 0 && (op == TR_WRITE || rep == 0))
+					ret =
+					    tr_check(r, op, size,
+						     op == TR_READ ? TR_SEED : tr_write_seed(size));
+			}
+			fmt_size(size, sz, sizeof(sz));
+			if (!ret)
+				fprintf(stderr, " %s %s", tr_op_names[op], sz);
+		}
+	}
+	for (int op = 0; op < TR_NOPS && !ret; op++)
+		ret = tr_latency(r, z, op, z->seconds);
+	return ret;
+}
+
+/* ---- results ---- */
+
+static int tr_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Percentile p of the sorted samples, in microseconds. */
+static double tr_pct(const uint64_t *v, size_t n, unsigned p)
+{
+	size_t i = n * p / 100;
+
+	if (!n)
+		return 0;
+	return (double)v[i < n ? i : n - 1] / 1e3;
+}
+
+static double tr_baseline(const struct tr_results *z)
+{
+	return z->iperf_pn > z->iperf_p1 ? z->iperf_pn : z->iperf_p1;
+}
+
+/* The best figure over the batch sizes for one size and op. */
+static double tr_best(const struct tr_results *z, int s, int op)
+{
+	double best = 0;
+
+	for (int b = 0; b < z->nbatches; b++)
+		keep_best(&best, z->gbps[s][b][op]);
+	return best;
+}
+
+/* Index of the target size among the sizes, -1 when it was not measured. */
+static int tr_target_index(const struct tr_results *z)
+{
+	for (int s = 0; s < z->nsizes; s++)
+		if (z->sizes[s] == TR_TARGET_SIZE)
+			return s;
+	return -1;
+}
+
+static bool tr_met(const struct tr_results *z)
+{
+	int s = tr_target_index(z);
+	double base = tr_baseline(z);
+
+	return s < 0 || (ratio(tr_best(z, s, TR_READ), base) >= TR_TARGET &&
+			 ratio(tr_best(z, s, TR_WRITE), base) >= TR_TARGET);
+}
+
+static void tr_print_json(const struct tr_results *z)
+{
+	double base = tr_baseline(z);
+	int t = tr_target_index(z);
+
+	printf("{\"bench\": \"transfer\", \"reps\": %d, \"seconds\": %d, \"stat\": \"best\", "
+	       "\"transport\": \"tcp\", \"conns\": %u,\n"
+	       " \"iperf3\": {\"P1_GBps\": %.3f, \"parallel\": %u, \"PN_GBps\": ",
+	       z->reps, z->seconds, z->conns, z->iperf_p1, z->conns);
+	if (z->conns != 1)
+		printf("%.3f", z->iperf_pn);
+	else
+		printf("null");
+	printf(", \"baseline_GBps\": %.3f},\n \"results\": [", base);
+	for (int s = 0, first = 1; s < z->nsizes; s++)
+		for (int b = 0; b < z->nbatches; b++, first = 0)
+			printf("%s\n  {\"size\": %" PRIu64 ", \"batch\": %" PRIu64
+			       ", \"read_GBps\": %.3f, \"write_GBps\": %.3f}",
+			       first ? "" : ",", z->sizes[s], z->batches[b], z->gbps[s][b][TR_READ],
+			       z->gbps[s][b][TR_WRITE]);
+	printf("],\n \"latency_us\": {\"size\": %" PRIu64 ", \"read_samples\": %zu, "
+	       "\"read_p50\": %.1f, \"read_p99\": %.1f, \"write_samples\": %zu, "
+	       "\"write_p50\": %.1f, \"write_p99\": %.1f},\n \"ratios\": [",
+	       (uint64_t)TR_LAT_SIZE, z->nlat[TR_READ],
+	       tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 50),
+	       tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 99), z->nlat[TR_WRITE],
+	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 50),
+	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 99));
+	for (int s = 0; s < z->nsizes; s++) {
+		printf("%s\n  {\"size\": %" PRIu64, s ? "," : "", z->sizes[s]);
+		for (int b = 0; b < z->nbatches; b++)
+			printf(", \"read_iperf3_b%" PRIu64 "\": %.3f, \"write_iperf3_b%" PRIu64
+			       "\": %.3f",
+			       z->batches[b], ratio(z->gbps[s][b][TR_READ], base), z->batches[b],
+			       ratio(z->gbps[s][b][TR_WRITE], base));
+		printf(", \"read_iperf3\": %.3f, \"write_iperf3\": %.3f}",
+		       ratio(tr_best(z, s, TR_READ), base), ratio(tr_best(z, s, TR_WRITE), base));
+	}
+	printf("],\n \"targets\": {\"size\": %" PRIu64 ", \"read_iperf3\": %.2f, "
+	       "\"write_iperf3\": %.2f}, \"target_met\": %s}\n",
+	       (uint64_t)TR_TARGET_SIZE, TR_TARGET, TR_TARGET,
+	       t < 0	   ? "null"
+	       : tr_met(z) ? "true"
+			   : "false");
+}
+
+static void tr_print(const struct tr_results *z)
+{
+	double base = tr_baseline(z);
+	int t = tr_target_index(z);
+	char sz[32];
+
+	printf("loopback TCP, %u connections per peer; best of %d runs of %d s; "
+	       "GB/s = 10^9 bytes/s\n",
+	       z->conns, z->reps, z->seconds);
+	if (z->conns != 1)
+		printf("iperf3 -P %u: %.2f GB/s   ", z->conns, z->iperf_pn);
+	printf("iperf3 -P 1: %.2f GB/s   baseline (the best): %.2f GB/s\n\n", z->iperf_p1, base);
+	printf("%-6s %6s %11s %11s %13s %13s\n", "size", "batch", "READ GB/s", "WRITE GB/s",
+	       "READ/iperf3", "WRITE/iperf3");
+	for (int s = 0; s < z->nsizes; s++) {
+		fmt_size(z->sizes[s], sz, sizeof(sz));
+		for (int b = 0; b < z->nbatches; b++)
+			printf("%-6s %6" PRIu64 " %11.2f %11.2f %13.2f %13.2f\n", sz, z->batches[b],
+			       z->gbps[s][b][TR_READ], z->gbps[s][b][TR_WRITE],
+			       ratio(z->gbps[s][b][TR_READ], base),
+			       ratio(z->gbps[s][b][TR_WRITE], base));
+	}
+	fmt_size(TR_LAT_SIZE, sz, sizeof(sz));
+	printf("\nlatency of one %s request (us): READ p50 %.1f p99 %.1f (%zu samples), "
+	       "WRITE p50 %.1f p99 %.1f (%zu samples)\n",
+	       sz, tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 50),
+	       tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 99), z->nlat[TR_READ],
+	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 50),
+	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 99), z->nlat[TR_WRITE]);
+	fmt_size(TR_TARGET_SIZE, sz, sizeof(sz));
+	printf("\nratios to iperf3, the best batch (1.00 = as fast; target: %s READ and WRITE "
+	       ">= %.2f)\n",
+	       sz, TR_TARGET);
+	printf("%-6s %13s %13s\n", "size", "READ/iperf3", "WRITE/iperf3");
+	for (int s = 0; s < z->nsizes; s++) {
+		double rr = ratio(tr_best(z, s, TR_READ), base),
+		       wr = ratio(tr_best(z, s, TR_WRITE), base);
+		bool tgt = s == t;
+
+		fmt_size(z->sizes[s], sz, sizeof(sz));
+		printf("%-6s %12.2f%c %12.2f%c\n", sz, rr, tgt && rr < TR_TARGET ? '*' : ' ', wr,
+		       tgt && wr < TR_TARGET ? '*' : ' ');
+	}
+	if (t < 0)
+		printf("(the target size was not measured)\n");
+	else if (!tr_met(z))
+		printf("* below its target\n");
+	else
+		printf("target met\n");
+}
+
+static void tr_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: kvcache-bench transfer [--sizes LIST] [--batches LIST] [--seconds S]\n"
+	    "                              [--reps R] [--conns N] [--json]\n"
+	    "READ and WRITE throughput of the transfer engine over loopback TCP, against a\n"
+	    "kvcache-xfer serve process (found next to this binary), at each request size and\n"
+	    "batch size (B requests submitted at once and waited together), plus the p50/p99\n"
+	    "latency of single 64 KiB requests; the baseline is iperf3 over loopback in the same\n"
+	    "run, with -P equal to the engine's connections per peer and with -P 1 (the best of\n"
+	    "the two counts). Target: 2M READ and WRITE (the best batch) >= %.1f x iperf3.\n"
+	    "  --sizes LIST    request sizes (default %s)\n"
+	    "  --batches LIST  batch sizes, 1 to %d (default %s)\n"
+	    "  --seconds S     seconds per measurement and per iperf3 run (default %d)\n"
+	    "  --reps R        repetitions, best kept (default %d)\n"
+	    "  --conns N       TCP connections per peer (default: the engine's)\n"
+	    "  --json          print the results as JSON\n"
+	    "Needs iperf3 (Debian package iperf3). Exit status: 0 target met, 3 target\n"
+	    "missed, 1 error.\n",
+	    TR_TARGET, TR_DEFAULT_SIZES, TR_MAX_BATCH, TR_DEFAULT_BATCHES, TR_DEFAULT_SECONDS,
+	    TR_DEFAULT_REPS);
+}
+
+static int tr_parse_batches(const char *arg, uint64_t *out, int *n)
+{
+	char buf[128], *save = NULL, *tok, *end;
+
+	if (strlen(arg) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, arg);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		unsigned long v = strtoul(tok, &end, 10);
+
+		if (*n == TR_MAX_BATCHES || *end || !v || v > TR_MAX_BATCH)
+			return -EINVAL;
+		out[(*n)++] = v;
+	}
+	return *n ? 0 : -EINVAL;
+}
+
+static int cmd_transfer(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"sizes", required_argument, NULL, 's'},   {"batches", required_argument, NULL, 'b'},
+	    {"seconds", required_argument, NULL, 't'}, {"reps", required_argument, NULL, 'r'},
+	    {"conns", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0},
+	};
+	struct tr_results z = {.reps = TR_DEFAULT_REPS, .seconds = TR_DEFAULT_SECONDS};
+	struct tr_run r = {0};
+	uint64_t maxsize = 0, maxbatch = 0, unused = 0;
+	struct xfer_peer_info info;
+	int c, st, conns = 0, ret = 0;
+	bool json = false;
+
+	parse_sizes(TR_DEFAULT_SIZES, z.sizes, &z.nsizes);
+	tr_parse_batches(TR_DEFAULT_BATCHES, z.batches, &z.nbatches);
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (parse_sizes(optarg, z.sizes, &z.nsizes) < 0) {
+				fprintf(stderr, "kvcache-bench: --sizes: bad list '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'b':
+			if (tr_parse_batches(optarg, z.batches, &z.nbatches) < 0) {
+				fprintf(stderr,
+					"kvcache-bench: --batches: bad list '%s' (up to %d numbers "
+					"from 1 to %d)\n",
+					optarg, TR_MAX_BATCHES, TR_MAX_BATCH);
+				return 2;
+			}
+			break;
+		case 't':
+			if (arg_int("--seconds", optarg, 1, 600, &z.seconds) < 0)
+				return 2;
+			break;
+		case 'r':
+			if (arg_int("--reps", optarg, 1, 100, &z.reps) < 0)
+				return 2;
+			break;
+		case 'c':
+			if (arg_int("--conns", optarg, 1, 64, &conns) < 0)
+				return 2;
+			break;
+		default:
+			st = arg_common(c, &unused, &json, tr_usage);
+			if (st >= 0)
+				return st;
+		}
+	}
+	if (optind != argc) {
+		tr_usage(stderr);
+		return 2;
+	}
+	for (int s = 0; s < z.nsizes; s++) {
+		if (z.sizes[s] > WIRE_MAX_DATA * 16ull) {
+			fprintf(stderr, "kvcache-bench: --sizes: at most %uM per request\n",
+				WIRE_MAX_DATA * 16 / (unsigned)MIB);
+			return 2;
+		}
+		if (z.sizes[s] % 8) {
+			fprintf(stderr, "kvcache-bench: --sizes: multiples of 8 bytes\n");
+			return 2;
+		}
+		if (z.sizes[s] > maxsize)
+			maxsize = z.sizes[s];
+	}
+	for (int b = 0; b < z.nbatches; b++)
+		if (z.batches[b] > maxbatch)
+			maxbatch = z.batches[b];
+	if (!tr_in_path("iperf3")) {
+		fprintf(stderr, "kvcache-bench: transfer: iperf3 not found in PATH: it is the "
+				"baseline (Debian package iperf3)\n");
+		return 1;
+	}
+	if (bin_dir(r.bindir, sizeof(r.bindir)) < 0)
+		return 1;
+	/* Every batch's ranges side by side while they fit in TR_SPAN_MAX (rounded to the
+	 * largest size, so that every size's ranges tile it). */
+	r.seg_size = maxsize * maxbatch;
+	if (r.seg_size > TR_SPAN_MAX)
+		r.seg_size = TR_SPAN_MAX / maxsize * maxsize;
+	if (r.seg_size < maxsize)
+		r.seg_size = maxsize;
+	if (r.seg_size < TR_LAT_SIZE)
+		r.seg_size = TR_LAT_SIZE;
+	r.buf = mmap(NULL, r.seg_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r.reqs = calloc(TR_MAX_BATCH, sizeof(*r.reqs));
+	z.lat[TR_READ] = calloc(TR_LAT_MAX, sizeof(uint64_t));
+	z.lat[TR_WRITE] = calloc(TR_LAT_MAX, sizeof(uint64_t));
+	if (r.buf == MAP_FAILED || !r.reqs || !z.lat[TR_READ] || !z.lat[TR_WRITE]) {
+		if (r.buf == MAP_FAILED)
+			r.buf = NULL;
+		ret = tr_fail("memory for the buffers", -ENOMEM);
+		goto out;
+	}
+	memset(r.buf, 0, r.seg_size); /* fault it in before any timing */
+	install_signals();
+	signal(SIGPIPE, SIG_IGN);
+	ret = tr_secret(&r);
+	if (!ret)
+		ret = tr_server_start(&r);
+	if (!ret)
+		ret = tr_engine_open(&r, (unsigned)conns);
+	if (ret)
+		goto out;
+	xfer_peer_info(r.peer, &info);
+	z.conns = info.paths ? info.paths : conns ? (unsigned)conns : 4;
+	fprintf(stderr,
+		"kvcache-bench: transfer: kvcache-xfer serve (pid %d) on %s, segment of %" PRIu64
+		" MiB; %u paths\n",
+		(int)r.server, r.addr, (uint64_t)(r.seg_size / MIB), info.paths);
+
+	for (int rep = 0; rep < z.reps && !ret; rep++) {
+		double g;
+
+		fprintf(stderr, "kvcache-bench: transfer: run %d: iperf3", rep + 1);
+		ret = tr_iperf3(1, z.seconds, &g);
+		if (!ret)
+			keep_best(&z.iperf_p1, g);
+		if (!ret && z.conns != 1) {
+			ret = tr_iperf3((int)z.conns, z.seconds, &g);
+			if (!ret)
+				keep_best(&z.iperf_pn, g);
+		}
+		if (!ret)
+			ret = tr_rep(&r, &z, rep);
+		fprintf(stderr, "%s\n", ret ? "" : " latency");
+	}
+	if (ret)
+		goto out;
+	qsort(z.lat[TR_READ], z.nlat[TR_READ], sizeof(uint64_t), tr_cmp_u64);
+	qsort(z.lat[TR_WRITE], z.nlat[TR_WRITE], sizeof(uint64_t), tr_cmp_u64);
+	if (json)
+		tr_print_json(&z);
+	else
+		tr_print(&z);
+	ret = tr_met(&z) ? 0 : 3;
+out:
+	if (ret == -EINTR && stop)
+		fprintf(stderr, "\nkvcache-bench: interrupted, cleaning up\n");
+	tr_engine_close(&r);
+	if (r.server > 0) {
+		/* A server that died says why the requests failed. */
+		if (tr_reap(r.server, 0, &st) < 0)
+			st = tr_stop(r.server);
+		if (st != -1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+			if (WIFSIGNALED(st))
+				fprintf(stderr,
+					"kvcache-bench: transfer: kvcache-xfer serve (pid %d) was "
+					"killed by signal %d\n",
+					(int)r.server, WTERMSIG(st));
+			else
+				fprintf(
+				    stderr,
+				    "kvcache-bench: transfer: kvcache-xfer serve (pid %d) exited "
+				    "%d\n",
+				    (int)r.server, WEXITSTATUS(st));
+			if (ret >= 0)
+				ret = -EIO;
+		}
+	}
+	tr_stop_all();
+	if (r.secret_path[0])
+		unlink(r.secret_path);
+	explicit_bzero(r.secret, sizeof(r.secret));
+	if (r.buf)
+		munmap(r.buf, r.seg_size);
+	free(r.reqs);
+	free(z.lat[TR_READ]);
+	free(z.lat[TR_WRITE]);
+	return ret < 0 ? 1 : ret;
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 static void usage(FILE *out)
@@ -2162,9 +3217,11 @@ static void usage(FILE *out)
 		     "  fs       write/stat/read throughput: kvcachefs vs tmpfs vs kvcache-memfs\n"
 		     "  memory   daemon memory per stored block, beyond the pool\n"
 		     "  zerocopy libkvcache load/lookup/put vs read()/stat()/write() and memcpy\n"
-		     "Run 'kvcache-bench COMMAND --help' for its options. Needs root (mounts).\n"
-		     "Environment: KVC_BIN_DIR, the directory of kvcachefs and kvcache-memfs\n"
-		     "(default: this binary's directory).\n");
+		     "  transfer transfer engine READ/WRITE over loopback TCP vs iperf3\n"
+		     "Run 'kvcache-bench COMMAND --help' for its options. fs, memory and zerocopy\n"
+		     "need root (mounts).\n"
+		     "Environment: KVC_BIN_DIR, the directory of kvcachefs, kvcache-memfs and\n"
+		     "kvcache-xfer (default: this binary's directory).\n");
 }
 
 int main(int argc, char **argv)
@@ -2183,6 +3240,8 @@ int main(int argc, char **argv)
 		return cmd_memory(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "zerocopy"))
 		return cmd_zerocopy(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "transfer"))
+		return cmd_transfer(argc - 1, argv + 1);
 	fprintf(stderr, "kvcache-bench: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;
