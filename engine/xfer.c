@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* ---- RDMA glue: one rdma_path per peer, used as extra paths ------------------------- */
 
@@ -968,7 +970,14 @@ static void rdma_setup(struct xfer_engine *e)
 			e->rdma_why = "no RDMA device";
 		return;
 	}
-	i = rdma_pick(devs, n, -1);
+	/* Nearest to the memory the engine will move: the daemon maps its pool from this thread,
+	 * so the node this thread runs on is the best guess before any segment exists. */
+	{
+		unsigned cpu, node;
+
+		i = rdma_pick(devs, n,
+			      syscall(SYS_getcpu, &cpu, &node, NULL) == 0 ? (int)node : -1);
+	}
 	e->rdev = devs[i < 0 ? 0 : i];
 	e->transports |= XFER_RDMA;
 	e->rdma_why = NULL;

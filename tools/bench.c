@@ -25,6 +25,7 @@
  */
 #include "engine/wire.h"
 #include "engine/xfer.h"
+#include "tools/pattern.h"
 #include "fs/options.h"
 #include "fs/uapi/kvcache.h"
 
@@ -2203,41 +2204,6 @@ out:
 #define TR_START_MS	   30000		  /* for a child to start listening */
 #define TR_JSON_MAX	   (4 * MIB)		  /* of iperf3's output */
 
-/* Must equal kvcache-xfer's pattern (tools/xfer.c): byte o is byte o % 8 (little-endian) of
- * a splitmix64 hash of the seed and o / 8. The READ check below fails if they diverge. */
-static uint64_t tr_pattern_word(uint64_t seed, uint64_t idx)
-{
-	uint64_t z = seed * 0xd1342543de82ef95ull + (idx + 1) * 0x9e3779b97f4a7c15ull;
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* buf = the pattern of seed from offset 0 (len a multiple of 8). */
-static void tr_pattern_fill(unsigned char *buf, uint64_t len, uint64_t seed)
-{
-	for (uint64_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t w = tr_pattern_word(seed, i / 8);
-
-		memcpy(buf + i, &w, 8);
-	}
-}
-
-/* Index of the first byte differing from the pattern, or len. */
-static uint64_t tr_pattern_mismatch(const unsigned char *buf, uint64_t len, uint64_t seed)
-{
-	for (uint64_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t w = tr_pattern_word(seed, i / 8);
-
-		if (memcmp(buf + i, &w, 8))
-			for (uint64_t k = i;; k++)
-				if (buf[k] != (unsigned char)(w >> (8 * (k - i))))
-					return k;
-	}
-	return len;
-}
-
 enum tr_op { TR_READ, TR_WRITE, TR_NOPS };
 
 static const char *const tr_op_names[TR_NOPS] = {"READ", "WRITE"};
@@ -2795,7 +2761,7 @@ static int tr_check(struct tr_run *r, enum tr_op op, uint64_t size, uint64_t see
 		if (ret)
 			return ret;
 	}
-	at = tr_pattern_mismatch(r->buf, size, seed);
+	at = pattern_mismatch(r->buf, size, seed, 0);
 	if (at == size)
 		return 0;
 	fprintf(stderr,
@@ -2821,7 +2787,7 @@ static int tr_rep(struct tr_run *r, struct tr_results *z, int rep)
 			uint64_t size = z->sizes[s];
 
 			if (op == TR_WRITE)
-				tr_pattern_fill(r->buf, r->seg_size, tr_write_seed(size));
+				pattern_fill(r->buf, r->seg_size, tr_write_seed(size), 0);
 			for (int b = 0; b < z->nbatches && !ret; b++) {
 				ret = tr_throughput(r, op, size, z->batches[b], z->seconds,
 						    &z->gbps[s][b][op]);
