@@ -15,8 +15,12 @@
 #include "engine/auth.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define AUTH_MIN_SECRET 16u
 #define AUTH_MSG_SIZE	(1 + 2 * WIRE_NONCE + 2 * 8)
@@ -89,4 +93,73 @@ bool auth_verify(const struct auth_key *key, char role, const uint8_t init_nonce
 	auth_msg(msg, role, init_nonce, target_nonce, init_id, target_id);
 	/* crypto_verify_32 inside: constant time */
 	return crypto_auth_hmacsha256_verify(proof, msg, sizeof(msg), key->k) == 0;
+}
+
+int auth_secret_load(const char *path, uint8_t *buf, size_t *len, char *err, size_t errlen)
+{
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	int fd, ret = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "secret file %s: %s", path, strerror(errno));
+		return ret;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "secret file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "secret file %s is not a regular file", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (st.st_mode & 0004) {
+		snprintf(
+		    err, errlen,
+		    "secret file %s is readable by everyone (mode %04o): refusing it; chmod o-r %s",
+		    path, (unsigned)(st.st_mode & 07777), path);
+		ret = -EPERM;
+		goto out;
+	}
+	while (got < AUTH_SECRET_MAX + 1) {
+		n = read(fd, buf + got, AUTH_SECRET_MAX + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "secret file %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got > AUTH_SECRET_MAX) {
+		snprintf(err, errlen, "secret file %s: longer than %d bytes", path,
+			 AUTH_SECRET_MAX);
+		ret = -EFBIG;
+		goto out;
+	}
+	if (got && buf[got - 1] == '\n')
+		got--;
+	if (got && buf[got - 1] == '\r')
+		got--;
+	if (got < 16) {
+		snprintf(err, errlen,
+			 "secret file %s: the secret is %zu bytes, at least 16 are needed", path,
+			 got);
+		ret = -EINVAL;
+		goto out;
+	}
+	*len = got;
+out:
+	if (ret)
+		sodium_memzero(buf, AUTH_SECRET_MAX + 1);
+	close(fd);
+	return ret;
 }

@@ -16,6 +16,17 @@
 
 #include "engine/wire.h"
 
+#define AUTH_SECRET_MAX 4096 /* bytes of a secret file, at most */
+
+/*
+ * Read a cluster secret from path into buf (AUTH_SECRET_MAX + 1 bytes), without one trailing
+ * newline ("\n" or "\r\n"), into *len. Refuses a file others may read (EPERM), one that is
+ * not a regular file (EINVAL), a secret shorter than 16 bytes (EINVAL) or longer than
+ * AUTH_SECRET_MAX (EFBIG). On failure err holds one line saying why (path included) and buf
+ * is wiped; -errno.
+ */
+int auth_secret_load(const char *path, uint8_t *buf, size_t *len, char *err, size_t errlen);
+
 struct auth_key {
 	uint8_t k[32];
 };

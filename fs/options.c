@@ -137,6 +137,79 @@ static int parse_group(struct kvc_options *o, const char *s)
 	return 0;
 }
 
+/* Comma-separated http:// or https:// URLs, each with a host. */
+static int check_etcd(struct kvc_options *o, const char *s)
+{
+	const char *p = s;
+
+	if (!*s)
+		return fail(o, "--etcd: empty endpoint list");
+	while (*p) {
+		const char *end = strchr(p, ','), *host;
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (len > 7 && !strncmp(p, "http://", 7))
+			host = p + 7;
+		else if (len > 8 && !strncmp(p, "https://", 8))
+			host = p + 8;
+		else
+			return fail(o, "--etcd: '%.*s' is not an http://HOST:PORT URL", (int)len,
+				    p);
+		if (host == p + len || *host == '/' || *host == ':')
+			return fail(o, "--etcd: '%.*s' has no host", (int)len, p);
+		p += len + (end ? 1 : 0);
+		if (end && !*p)
+			return fail(o, "--etcd: empty endpoint after ','");
+	}
+	o->etcd = s;
+	return 0;
+}
+
+/* A cluster name becomes part of etcd keys: keep it to a safe alphabet. */
+static int check_cluster(struct kvc_options *o, const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 64 ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		      "0123456789-_.") != len)
+		return fail(o, "--cluster: '%s' must be 1 to 64 letters, digits, '-', '_' or '.'",
+			    s);
+	o->cluster = s;
+	return 0;
+}
+
+static int parse_node_id(struct kvc_options *o, const char *s)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || *s == '-' || v == 0)
+		return fail(
+		    o, "--node-id: expected a non-zero number (decimal or 0x hex), got '%s'", s);
+	o->node_id = v;
+	return 0;
+}
+
+/* HOST:PORT or [V6]:PORT, port 0..65535. */
+static int check_listen(struct kvc_options *o, const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (!colon || colon == s)
+		return fail(o, "--listen: expected HOST:PORT, got '%s'", s);
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || *end || port < 0 || port > 65535)
+		return fail(o, "--listen: bad port in '%s'", s);
+	o->listen = s;
+	return 0;
+}
+
 enum {
 	OPT_POOL_SIZE = 256,
 	OPT_MAX_BLOCK,
@@ -144,7 +217,12 @@ enum {
 	OPT_LOW,
 	OPT_POOL_PATH,
 	OPT_POOL_MODE,
-	OPT_POOL_GROUP
+	OPT_POOL_GROUP,
+	OPT_ETCD,
+	OPT_CLUSTER,
+	OPT_NODE_ID,
+	OPT_LISTEN,
+	OPT_SECRET_FILE
 };
 
 int opt_parse(int argc, char **argv, struct kvc_options *o)
@@ -161,6 +239,11 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"pool-path", required_argument, NULL, OPT_POOL_PATH},
 	    {"pool-mode", required_argument, NULL, OPT_POOL_MODE},
 	    {"pool-group", required_argument, NULL, OPT_POOL_GROUP},
+	    {"etcd", required_argument, NULL, OPT_ETCD},
+	    {"cluster", required_argument, NULL, OPT_CLUSTER},
+	    {"node-id", required_argument, NULL, OPT_NODE_ID},
+	    {"listen", required_argument, NULL, OPT_LISTEN},
+	    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, ret;
@@ -214,6 +297,21 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		case OPT_POOL_GROUP:
 			ret = parse_group(o, optarg);
 			break;
+		case OPT_ETCD:
+			ret = check_etcd(o, optarg);
+			break;
+		case OPT_CLUSTER:
+			ret = check_cluster(o, optarg);
+			break;
+		case OPT_NODE_ID:
+			ret = parse_node_id(o, optarg);
+			break;
+		case OPT_LISTEN:
+			ret = check_listen(o, optarg);
+			break;
+		case OPT_SECRET_FILE:
+			o->secret_file = optarg;
+			break;
 		case ':':
 			return fail(o, "option '%s' needs a value", argv[optind - 1]);
 		default:
@@ -233,6 +331,12 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		return fail(o, "--max-block-size: at least 4K is needed");
 	if (o->max_block_size > (1ull << 32) * 4096)
 		return fail(o, "--max-block-size: too large");
+	if (!o->etcd && (o->cluster || o->node_id || o->listen || o->secret_file))
+		return fail(o, "--cluster, --node-id, --listen and --secret-file need --etcd");
+	if (o->etcd && !o->cluster)
+		return fail(o, "--etcd needs --cluster NAME");
+	if (o->etcd && !o->secret_file)
+		return fail(o, "--etcd needs --secret-file F (the cluster secret)");
 	if (o->evict_low >= o->evict_high)
 		return fail(o, "--evict-low (%u) must be below --evict-high (%u)", o->evict_low,
 			    o->evict_high);
@@ -267,6 +371,16 @@ void opt_usage(const char *prog, FILE *out)
 	    "      --pool-group GROUP    group of the pool file (name or number; default the\n"
 	    "                            daemon's)\n"
 	    "  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
+	    "\n"
+	    "Cluster (without --etcd the daemon is a single node):\n"
+	    "      --etcd URL[,URL...]   etcd endpoints (http://HOST:PORT) for membership\n"
+	    "      --cluster NAME        the cluster to join (letters, digits, - _ .)\n"
+	    "      --node-id ID          this node's id (default: from the host name and\n"
+	    "                            mountpoint, stable across restarts)\n"
+	    "      --listen HOST:PORT    address of the transfer engine (default: the first\n"
+	    "                            non-loopback IPv4 address, any free port)\n"
+	    "      --secret-file F       the cluster secret: at least 16 bytes, not readable\n"
+	    "                            by others; nodes without it are refused\n"
 	    "  -h, --help                show this help and exit\n"
 	    "  -V, --version             show the version and exit\n"
 	    "\n"

@@ -31,6 +31,12 @@ struct kvc_options {
 	const char *pool_path;	 /* NULL: derived from the mountpoint under /dev/shm */
 	unsigned pool_mode;	 /* permission bits of the pool object */
 	long pool_gid;		 /* its group, -1: the daemon's */
+	/* Cluster mode (all NULL/0 without --etcd: single node). */
+	const char *etcd;	 /* --etcd http://HOST:PORT[,...] */
+	const char *cluster;	 /* --cluster NAME */
+	uint64_t node_id;	 /* --node-id, 0: derived from the host name and mountpoint */
+	const char *listen;	 /* --listen HOST:PORT for the transfer engine, NULL: default */
+	const char *secret_file; /* --secret-file F: the cluster secret */
 	char fuse_opts[1024];	 /* comma-separated -o options, passed to FUSE */
 	char err[256];		 /* message when opt_parse fails */
 };

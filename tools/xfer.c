@@ -25,6 +25,7 @@
  * broken peer cannot hang a test that runs this program.
  */
 #include "engine/wire.h"
+#include "engine/auth.h"
 #include "engine/xfer.h"
 #include "tools/pattern.h"
 
@@ -47,7 +48,7 @@
 #define PROG "kvcache-xfer"
 
 #define DEFAULT_SEED	   0x6b766378ull /* "kvcx": the seed serve fills with by default */
-#define SECRET_MAX	   4096		 /* bytes read from a secret file at most */
+#define SECRET_MAX	   AUTH_SECRET_MAX
 #define MAX_BATCH	   4096
 #define MAX_CONNS	   64
 #define WAIT_MARGIN_MS	   5000 /* beyond the engine's timeout before we give up on it */
@@ -206,76 +207,14 @@ bad:
 	return -EINVAL;
 }
 
-/*
- * Read the cluster secret from path into buf (at most SECRET_MAX bytes), without one trailing
- * newline ("\n" or "\r\n"). Refuses a file others may read, one that is not a regular file,
- * and secrets shorter than XFER_SECRET_MIN. Prints the one error line; -errno.
- */
+/* Read the cluster secret (engine/auth.h); prints the one error line. */
 static int secret_load(const char *path, unsigned char *buf, size_t *len)
 {
-	struct stat st;
-	ssize_t n;
-	size_t got = 0;
-	int fd, ret = 0;
+	char err[512];
+	int ret = auth_secret_load(path, buf, len, err, sizeof(err));
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		ret = -errno;
-		fprintf(stderr, PROG ": secret file %s: %s\n", path, strerror(errno));
-		return ret;
-	}
-	if (fstat(fd, &st) < 0) {
-		ret = -errno;
-		fprintf(stderr, PROG ": secret file %s: %s\n", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		fprintf(stderr, PROG ": secret file %s is not a regular file\n", path);
-		ret = -EINVAL;
-		goto out;
-	}
-	if (st.st_mode & 0004) {
-		fprintf(stderr,
-			PROG ": secret file %s is readable by everyone (mode %04o): refusing it; "
-			     "chmod o-r %s\n",
-			path, (unsigned)(st.st_mode & 07777), path);
-		ret = -EPERM;
-		goto out;
-	}
-	while (got < SECRET_MAX + 1) {
-		n = read(fd, buf + got, SECRET_MAX + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;
-			fprintf(stderr, PROG ": secret file %s: %s\n", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got > SECRET_MAX) {
-		fprintf(stderr, PROG ": secret file %s: longer than %d bytes\n", path, SECRET_MAX);
-		ret = -EFBIG;
-		goto out;
-	}
-	if (got && buf[got - 1] == '\n')
-		got--;
-	if (got && buf[got - 1] == '\r')
-		got--;
-	if (got < XFER_SECRET_MIN) {
-		fprintf(stderr,
-			PROG ": secret file %s: the secret is %zu bytes, at least %d are needed\n",
-			path, got, XFER_SECRET_MIN);
-		ret = -EINVAL;
-		goto out;
-	}
-	*len = got;
-out:
-	if (ret)
-		explicit_bzero(buf, SECRET_MAX + 1);
-	close(fd);
+	if (ret < 0)
+		fprintf(stderr, PROG ": %s\n", err);
 	return ret;
 }
 

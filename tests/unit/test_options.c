@@ -113,6 +113,36 @@ static void test_pool_permissions(void)
 	      strstr(o.err, "no-such-group-xyz"));
 }
 
+static void test_cluster_options(void)
+{
+	struct kvc_options o;
+
+	CHECK(parse(&o, "/mnt") == 0 && !o.etcd && !o.cluster && o.node_id == 0);
+	CHECK(parse(&o, "--etcd http://127.0.0.1:2379,https://e2:2379 --cluster prod-1 "
+			"--node-id 0x2a --listen 10.0.0.1:7070 --secret-file /etc/s /mnt") == 0);
+	CHECK(o.node_id == 42 && !strcmp(o.cluster, "prod-1") &&
+	      !strcmp(o.listen, "10.0.0.1:7070"));
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --listen [::1]:0 /m") == 0);
+	CHECK(parse(&o, "--etcd http://e:1 /m") == -EINVAL && strstr(o.err, "--cluster"));
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c /m") == -EINVAL &&
+	      strstr(o.err, "--secret-file"));
+	CHECK(parse(&o, "--cluster c /m") == -EINVAL && strstr(o.err, "need --etcd"));
+	CHECK(parse(&o, "--listen 1.2.3.4:5 /m") == -EINVAL);
+	CHECK(parse(&o, "--etcd e:2379 --cluster c --secret-file s /m") == -EINVAL &&
+	      strstr(o.err, "'e:2379'"));
+	CHECK(parse(&o, "--etcd http:// --cluster c --secret-file s /m") == -EINVAL);
+	CHECK(parse(&o, "--etcd http://a:1, --cluster c --secret-file s /m") == -EINVAL);
+	CHECK(parse(&o, "--etcd http://a:1 --cluster a/b --secret-file s /m") == -EINVAL &&
+	      strstr(o.err, "'a/b'"));
+	CHECK(parse(&o, "--etcd http://a:1 --cluster c --secret-file s --node-id 0 /m") == -EINVAL);
+	CHECK(parse(&o, "--etcd http://a:1 --cluster c --secret-file s --node-id -3 /m") ==
+	      -EINVAL);
+	CHECK(parse(&o, "--etcd http://a:1 --cluster c --secret-file s --listen host /m") ==
+	      -EINVAL);
+	CHECK(parse(&o, "--etcd http://a:1 --cluster c --secret-file s --listen h:70000 /m") ==
+	      -EINVAL);
+}
+
 int main(void)
 {
 	RUN(test_sizes);
@@ -120,5 +150,6 @@ int main(void)
 	RUN(test_all_options);
 	RUN(test_rejected);
 	RUN(test_pool_permissions);
+	RUN(test_cluster_options);
 	return check_summary();
 }
