@@ -313,6 +313,29 @@ static int do_pool_info(struct side *s, struct kvcachefs_pool_info *pi)
 	return 0;
 }
 
+static int do_nodes(struct side *s, struct kvcachefs_nodes *nd)
+{
+	struct kvcachefs_status st;
+
+	memset(nd, 0, sizeof(*nd));
+	nd->version = KVCACHEFS_ABI_VERSION;
+	if (s->cfg.nodes) {
+		s->cfg.nodes(s->cfg.nodes_arg, nd);
+		nd->flags |= KVCACHEFS_NODES_CLUSTER;
+		return 0;
+	}
+	memset(&st, 0, sizeof(st));
+	ns_status(s->cfg.ns, &st);
+	nd->count = nd->total = 1;
+	nd->node[0] = (struct kvcachefs_node){
+	    .pool_size = st.capacity,
+	    .pool_used = st.used,
+	    .started = st.start_time_ns / 1000000000ull,
+	    .state = KVCACHEFS_NODE_SELF | KVCACHEFS_NODE_UP,
+	};
+	return 0;
+}
+
 static int do_lookup(struct side *s, fuse_ino_t ino, struct kvcachefs_lookup *lk)
 {
 	struct names nm;
@@ -754,6 +777,7 @@ static int do_gpu_unregister(struct side *s, struct side_owner *o,
 static _Thread_local union {
 	struct kvcachefs_status status;
 	struct kvcachefs_pool_info pool_info;
+	struct kvcachefs_nodes nodes;
 	struct kvcachefs_lookup lookup;
 	struct kvcachefs_pin pin;
 	struct kvcachefs_locate locate;
@@ -776,6 +800,7 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 	switch (cmd) {
 	case KVCACHEFS_IOC_STATUS:
 	case KVCACHEFS_IOC_POOL_INFO:
+	case KVCACHEFS_IOC_NODES:
 		needs_dir = false;
 		break;
 	case KVCACHEFS_IOC_LOOKUP:
@@ -820,6 +845,9 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		break;
 	case KVCACHEFS_IOC_POOL_INFO:
 		ret = do_pool_info(s, &arg.pool_info);
+		break;
+	case KVCACHEFS_IOC_NODES:
+		ret = do_nodes(s, &arg.nodes);
 		break;
 	case KVCACHEFS_IOC_LOOKUP:
 		ret = do_lookup(s, ino, &arg.lookup);

@@ -25,10 +25,16 @@ struct side_owner {
 	struct side_slot *slots; /* under side->lock */
 };
 
+/* Fills the member list for KVCACHEFS_IOC_NODES (cluster mode); NULL: single node. */
+struct kvcachefs_nodes;
+typedef void (*side_nodes_fn)(void *arg, struct kvcachefs_nodes *out);
+
 struct side_config {
 	struct ns *ns;
 	struct pool *pool;
 	uint64_t max_block_size;
+	side_nodes_fn nodes;
+	void *nodes_arg;
 };
 
 int side_create(struct side **out, const struct side_config *cfg);

@@ -38,6 +38,8 @@ static void usage(FILE *out)
 		"Commands:\n"
 		"  status [--json] MOUNTPOINT   pool capacity and usage, block and directory\n"
 		"                               counts, reads, writes, hits, misses, evictions\n"
+		"  nodes [--json] MOUNTPOINT    the cluster's members: id, transfer address,\n"
+		"                               pool used and free, state\n"
 		"  hash --block-tokens N [--seed S] [TOKENS...]\n"
 		"                               the name of each full block of N tokens, one\n"
 		"                               per line (kvc_prefix_hash); TOKENS are decimal\n"
@@ -53,7 +55,8 @@ static void usage(FILE *out)
 }
 
 /* Ask the daemon behind mnt for its status. 0, or -errno with a message printed. */
-static int get_status(const char *mnt, struct kvcachefs_status *st)
+/* One ioctl on the mount; arg starts with the ABI version. Prints the error line. */
+static int mount_ioctl(const char *mnt, unsigned long cmd, void *arg, const char *what)
 {
 	struct statfs sfs;
 	int fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -68,9 +71,8 @@ static int get_status(const char *mnt, struct kvcachefs_status *st)
 		ret = -ENOTTY;
 		goto out;
 	}
-	memset(st, 0, sizeof(*st));
-	st->version = KVCACHEFS_ABI_VERSION;
-	if (ioctl(fd, KVCACHEFS_IOC_STATUS, st) < 0) {
+	*(uint32_t *)arg = KVCACHEFS_ABI_VERSION;
+	if (ioctl(fd, cmd, arg) < 0) {
 		ret = -errno;
 		if (errno == ENOTTY || errno == ENOSYS || errno == EINVAL)
 			fprintf(stderr, "kvcachectl: %s: not a kvcachefs mount\n", mnt);
@@ -78,11 +80,17 @@ static int get_status(const char *mnt, struct kvcachefs_status *st)
 			fprintf(stderr, "kvcachectl: %s: the daemon speaks another ABI version\n",
 				mnt);
 		else
-			fprintf(stderr, "kvcachectl: %s: status: %s\n", mnt, strerror(errno));
+			fprintf(stderr, "kvcachectl: %s: %s: %s\n", mnt, what, strerror(errno));
 	}
 out:
 	close(fd);
 	return ret;
+}
+
+static int get_status(const char *mnt, struct kvcachefs_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	return mount_ioctl(mnt, KVCACHEFS_IOC_STATUS, st, "status");
 }
 
 static const char *human(uint64_t v, char *buf, size_t cap)
@@ -99,10 +107,10 @@ static const char *human(uint64_t v, char *buf, size_t cap)
 	return buf;
 }
 
-static void print_json(const char *mnt, const struct kvcachefs_status *s)
+static void json_string(const char *s)
 {
-	printf("{\"mountpoint\": \"");
-	for (const char *p = mnt; *p; p++) {
+	putchar('"');
+	for (const char *p = s; *p; p++) {
 		if (*p == '"' || *p == '\\')
 			putchar('\\');
 		if ((unsigned char)*p < 0x20)
@@ -110,7 +118,14 @@ static void print_json(const char *mnt, const struct kvcachefs_status *s)
 		else
 			putchar(*p);
 	}
-	printf("\", \"capacity\": %llu, \"used\": %llu, \"free\": %llu"
+	putchar('"');
+}
+
+static void print_json(const char *mnt, const struct kvcachefs_status *s)
+{
+	printf("{\"mountpoint\": ");
+	json_string(mnt);
+	printf(", \"capacity\": %llu, \"used\": %llu, \"free\": %llu"
 	       ", \"blocks\": %llu, \"writing\": %llu, \"directories\": %llu"
 	       ", \"reads\": %llu, \"writes\": %llu, \"bytes_read\": %llu"
 	       ", \"bytes_written\": %llu, \"hits\": %llu, \"misses\": %llu"
@@ -145,32 +160,102 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 	printf("  side channel: %llu pinned, %llu reservations open\n", s->pinned, s->reservations);
 }
 
+/* "[--json] MOUNTPOINT" of command cmd: 0 parsed, 1 help shown, 2 usage error (printed). */
+static int mount_args(const char *cmd, int argc, char **argv, const char **mnt, int *json)
+{
+	*mnt = NULL;
+	*json = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			*json = 1;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 1;
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			fprintf(stderr, "kvcachectl: %s: unknown option '%s'\n", cmd, argv[i]);
+			return 2;
+		} else if (*mnt) {
+			fprintf(stderr, "kvcachectl: %s: unexpected argument '%s'\n", cmd, argv[i]);
+			return 2;
+		} else {
+			*mnt = argv[i];
+		}
+	}
+	if (!*mnt) {
+		fprintf(stderr, "kvcachectl: %s: missing MOUNTPOINT\n", cmd);
+		return 2;
+	}
+	return 0;
+}
+
+static int cmd_nodes(int argc, char **argv)
+{
+	static struct kvcachefs_nodes nd;
+	const char *mnt;
+	char a[32], b[32];
+	int json, ret = mount_args("nodes", argc, argv, &mnt, &json);
+
+	if (ret)
+		return ret == 1 ? 0 : 2;
+	memset(&nd, 0, sizeof(nd));
+	if (mount_ioctl(mnt, KVCACHEFS_IOC_NODES, &nd, "nodes") < 0)
+		return 1;
+	if (json) {
+		printf("{\"cluster\": ");
+		json_string(nd.flags & KVCACHEFS_NODES_CLUSTER ? nd.cluster : "");
+		printf(", \"stale\": %s, \"total\": %u, \"nodes\": [",
+		       nd.flags & KVCACHEFS_NODES_STALE ? "true" : "false", nd.total);
+		for (uint32_t i = 0; i < nd.count && i < KVCACHEFS_NODES_MAX; i++) {
+			const struct kvcachefs_node *n = &nd.node[i];
+
+			nd.node[i].addr[sizeof(n->addr) - 1] = '\0';
+			printf("%s{\"node_id\": \"%016llx\", \"addr\": ", i ? ", " : "",
+			       (unsigned long long)n->node_id);
+			json_string(n->addr);
+			printf(", \"pool_size\": %llu, \"pool_used\": %llu, \"pool_free\": %llu, "
+			       "\"state\": \"%s\", \"self\": %s, \"rdma\": %s}",
+			       n->pool_size, n->pool_used,
+			       n->pool_size > n->pool_used ? n->pool_size - n->pool_used : 0,
+			       n->state & KVCACHEFS_NODE_UP ? "up" : "down",
+			       n->state & KVCACHEFS_NODE_SELF ? "true" : "false",
+			       n->transports & 0x2 ? "true" : "false");
+		}
+		printf("]}\n");
+		return 0;
+	}
+	if (!(nd.flags & KVCACHEFS_NODES_CLUSTER))
+		printf("%s: single node (no --etcd)\n", mnt);
+	else
+		printf("cluster %.*s: %u member%s%s\n", (int)sizeof(nd.cluster), nd.cluster,
+		       nd.total, nd.total == 1 ? "" : "s",
+		       nd.flags & KVCACHEFS_NODES_STALE
+			   ? " (etcd unreachable: last known membership)"
+			   : "");
+	printf("%-18s %-24s %12s %12s  %s\n", "NODE", "ADDRESS", "POOL USED", "POOL FREE", "STATE");
+	for (uint32_t i = 0; i < nd.count && i < KVCACHEFS_NODES_MAX; i++) {
+		const struct kvcachefs_node *n = &nd.node[i];
+
+		nd.node[i].addr[sizeof(n->addr) - 1] = '\0';
+		printf("%016llx   %-24s %12s %12s  %s%s\n", (unsigned long long)n->node_id,
+		       n->addr[0] ? n->addr : "-", human(n->pool_used, a, sizeof(a)),
+		       human(n->pool_size > n->pool_used ? n->pool_size - n->pool_used : 0, b,
+			     sizeof(b)),
+		       n->state & KVCACHEFS_NODE_UP ? "up" : "down",
+		       n->state & KVCACHEFS_NODE_SELF ? " (this node)" : "");
+	}
+	if (nd.total > nd.count)
+		printf("... and %u more\n", nd.total - nd.count);
+	return 0;
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	struct kvcachefs_status st;
-	const char *mnt = NULL;
-	int json = 0;
+	const char *mnt;
+	int json, ret = mount_args("status", argc, argv, &mnt, &json);
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json")) {
-			json = 1;
-		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			usage(stdout);
-			return 0;
-		} else if (argv[i][0] == '-' && argv[i][1]) {
-			fprintf(stderr, "kvcachectl: status: unknown option '%s'\n", argv[i]);
-			return 2;
-		} else if (mnt) {
-			fprintf(stderr, "kvcachectl: status: unexpected argument '%s'\n", argv[i]);
-			return 2;
-		} else {
-			mnt = argv[i];
-		}
-	}
-	if (!mnt) {
-		fprintf(stderr, "kvcachectl: status: missing MOUNTPOINT\n");
-		return 2;
-	}
+	if (ret)
+		return ret == 1 ? 0 : 2;
 	if (get_status(mnt, &st) < 0)
 		return 1;
 	if (json)
@@ -429,6 +514,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "status"))
 		return cmd_status(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "nodes"))
+		return cmd_nodes(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "hash"))
 		return cmd_hash(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "lookup"))

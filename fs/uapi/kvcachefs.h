@@ -251,6 +251,31 @@ struct kvcachefs_gpu_unregister {
 	__u64 id;
 };
 
+/* The cluster's members as this daemon knows them (any file or directory of the mount). A
+ * single-node daemon lists itself only, without KVCACHEFS_NODES_CLUSTER. */
+#define KVCACHEFS_NODES_MAX	64
+#define KVCACHEFS_NODES_CLUSTER 0x1u /* flags: the daemon is in cluster mode */
+#define KVCACHEFS_NODES_STALE	0x2u /* flags: etcd unreachable, the list is the last known */
+#define KVCACHEFS_NODE_SELF	0x1u /* node state bits */
+#define KVCACHEFS_NODE_UP	0x2u
+struct kvcachefs_node {
+	__u64 node_id;
+	__u64 pool_size; /* bytes of block storage */
+	__u64 pool_used;
+	__u64 started;	  /* Unix time the daemon started */
+	__u32 state;	  /* KVCACHEFS_NODE_* */
+	__u32 transports; /* 0x1 TCP, 0x2 RDMA */
+	char addr[64];	  /* its transfer engine, HOST:PORT */
+};
+struct kvcachefs_nodes {
+	__u32 version;
+	__u32 count; /* out: entries in node[] */
+	__u32 total; /* out: members known (may exceed KVCACHEFS_NODES_MAX) */
+	__u32 flags; /* out: KVCACHEFS_NODES_* */
+	char cluster[64];
+	struct kvcachefs_node node[KVCACHEFS_NODES_MAX];
+};
+
 #define KVCACHEFS_IOC_POOL_INFO	     _IOWR(KVCACHEFS_IOC_MAGIC, 2, struct kvcachefs_pool_info)
 #define KVCACHEFS_IOC_LOOKUP	     _IOWR(KVCACHEFS_IOC_MAGIC, 3, struct kvcachefs_lookup)
 #define KVCACHEFS_IOC_PIN	     _IOWR(KVCACHEFS_IOC_MAGIC, 4, struct kvcachefs_pin)
@@ -262,6 +287,7 @@ struct kvcachefs_gpu_unregister {
 #define KVCACHEFS_IOC_GPU_LOAD	     _IOW(KVCACHEFS_IOC_MAGIC, 10, struct kvcachefs_gpu_load)
 #define KVCACHEFS_IOC_GPU_UNREGISTER _IOW(KVCACHEFS_IOC_MAGIC, 11, struct kvcachefs_gpu_unregister)
 #define KVCACHEFS_IOC_LOCATE	     _IOWR(KVCACHEFS_IOC_MAGIC, 12, struct kvcachefs_locate)
+#define KVCACHEFS_IOC_NODES	     _IOWR(KVCACHEFS_IOC_MAGIC, 13, struct kvcachefs_nodes)
 
 #ifdef __cplusplus
 #define KVCACHEFS_ABI_CHECK(t, n) static_assert(sizeof(struct t) == (n), #t " is ABI")
@@ -283,5 +309,7 @@ KVCACHEFS_ABI_CHECK(kvcachefs_gpu_unregister, 16);
 KVCACHEFS_ABI_CHECK(kvcachefs_block_header, 64);
 KVCACHEFS_ABI_CHECK(kvcachefs_located, 24);
 KVCACHEFS_ABI_CHECK(kvcachefs_locate, 15032);
+KVCACHEFS_ABI_CHECK(kvcachefs_node, 104);
+KVCACHEFS_ABI_CHECK(kvcachefs_nodes, 6736);
 
 #endif

@@ -219,6 +219,41 @@ class Xattrs(kvc.TestCase):
         self.assertFalse(os.path.lexists(self.m.path("fifo")))
 
 
+class Nodes(kvc.TestCase):
+    """kvcachectl nodes on a single-node daemon: itself only, and clear errors."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.m = Mount.for_class(cls, "--pool-size", "32M")
+
+    def test_single_node(self):
+        kvc.write_block(self.m.path("n1"), b"x" * 10000)
+        r = kvc.run_ctl("nodes", "--json", self.m.mnt)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        j = json.loads(r.stdout)
+        self.assertEqual((j["cluster"], j["total"], len(j["nodes"])), ("", 1, 1))
+        n = j["nodes"][0]
+        self.assertTrue(n["self"])
+        self.assertEqual(n["state"], "up")
+        st = kvc.ctl_status_json(self.m.mnt)
+        self.assertEqual(n["pool_size"], st["capacity"])
+        self.assertEqual(n["pool_used"], st["used"])
+        r = kvc.run_ctl("nodes", self.m.mnt)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("single node", r.stdout)
+        self.assertIn("(this node)", r.stdout)
+
+    def test_errors(self):
+        r = kvc.run_ctl("nodes")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("missing MOUNTPOINT", r.stderr)
+        r = kvc.run_ctl("nodes", "/")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a kvcachefs mount", r.stderr)
+        r = kvc.run_ctl("nodes", "--bogus", self.m.mnt)
+        self.assertEqual(r.returncode, 2)
+
+
 class Status(kvc.TestCase):
     @classmethod
     def setUpClass(cls):
