@@ -8,6 +8,7 @@
  * `kvcachefs /mnt/x && ls /mnt/x` never races.
  */
 #include "engine/pool.h"
+#include "fs/cluster.h"
 #include "fs/daemonize.h"
 #include "fs/inval.h"
 #include "fs/ops.h"
@@ -113,6 +114,8 @@ int main(int argc, char **argv)
 	struct inval *iv = NULL;
 	struct ns *ns = NULL;
 	struct side *side = NULL;
+	struct cluster *cluster = NULL;
+	char cerr[512];
 	struct kvc_fs fs;
 	bool fs_ready = false;
 	struct stat st;
@@ -200,10 +203,16 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
+	if (o.etcd && cluster_start(&cluster, &o, mnt, pool, ns, cerr, sizeof(cerr)) < 0) {
+		log_msg(LOG_ERR, "%s", cerr);
+		goto out;
+	}
 	ret = side_create(&side, &(struct side_config){
 				     .ns = ns,
 				     .pool = pool,
 				     .max_block_size = o.max_block_size,
+				     .nodes = cluster ? cluster_nodes : NULL,
+				     .nodes_arg = cluster,
 				 });
 	if (ret || kvc_fs_init(&fs, ns, side) < 0) {
 		log_msg(LOG_ERR, "out of memory");
@@ -260,6 +269,7 @@ out:
 	fuse_opt_free_args(&args);
 	inval_destroy(iv);
 	side_destroy(side);
+	cluster_stop(cluster);
 	ns_destroy(ns);
 	pool_destroy(pool, true);
 	if (ready_fd >= 0)

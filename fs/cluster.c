@@ -1,0 +1,208 @@
+/*
+ * cluster: joining a kvcachefs cluster (see cluster.h).
+ *
+ * What the daemon owns in cluster mode: a transfer engine listening on --listen and
+ * exporting the whole pool as one segment (other nodes will READ blocks from it at the
+ * offsets block entries give), an etcd client, and its membership (meta/members.h), whose
+ * table answers `kvcachectl nodes`. The secret is read once, handed to the engine and wiped.
+ */
+#include "fs/cluster.h"
+#include "engine/auth.h"
+#include "engine/pool.h"
+#include "engine/xfer.h"
+#include "fs/options.h"
+#include "fs/uapi/kvcachefs.h"
+#include "meta/etcd.h"
+#include "meta/members.h"
+#include "meta/namespace.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define CLUSTER_ETCD_TIMEOUT_MS 3000
+
+struct cluster {
+	char name[MEMBER_CLUSTER_MAX];
+	uint64_t node_id;
+	struct ns *ns;
+	struct pool *pool;
+	struct xfer_engine *xe;
+	uint32_t pool_seg;
+	struct etcd *etcd;
+	struct members *members;
+};
+
+uint64_t cluster_default_node_id(const char *mountpoint)
+{
+	char host[256] = "", key[4352];
+	uint64_t id;
+
+	(void)gethostname(host, sizeof(host) - 1);
+	snprintf(key, sizeof(key), "%s:%s", host, mountpoint);
+	id = XXH3_64bits(key, strlen(key));
+	return id ? id : 1;
+}
+
+void cluster_default_listen(char *buf, size_t len)
+{
+	struct ifaddrs *ifs, *i;
+	char ip[INET_ADDRSTRLEN] = "127.0.0.1";
+
+	if (getifaddrs(&ifs) == 0) {
+		for (i = ifs; i; i = i->ifa_next) {
+			if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET ||
+			    (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP))
+				continue;
+			inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, ip,
+				  sizeof(ip));
+			break;
+		}
+		freeifaddrs(ifs);
+	}
+	snprintf(buf, len, "%s:0", ip);
+}
+
+/* Our pool figures for the member record. */
+static void pool_figures(struct ns *ns, uint64_t *size, uint64_t *used)
+{
+	struct kvcachefs_status st;
+
+	memset(&st, 0, sizeof(st));
+	ns_status(ns, &st);
+	*size = st.capacity;
+	*used = st.used;
+}
+
+int cluster_start(struct cluster **out, const struct kvc_options *o, const char *mountpoint,
+		  struct pool *pool, struct ns *ns, char *err, size_t errlen)
+{
+	uint8_t secret[AUTH_SECRET_MAX + 1];
+	char listen[128];
+	struct member self;
+	struct cluster *c;
+	size_t secret_len = 0;
+	int ret;
+
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	c->ns = ns;
+	c->pool = pool;
+	snprintf(c->name, sizeof(c->name), "%s", o->cluster);
+	c->node_id = o->node_id ? o->node_id : cluster_default_node_id(mountpoint);
+
+	ret = auth_secret_load(o->secret_file, secret, &secret_len, err, errlen);
+	if (ret)
+		goto fail;
+	if (o->listen)
+		snprintf(listen, sizeof(listen), "%s", o->listen);
+	else
+		cluster_default_listen(listen, sizeof(listen));
+	ret = xfer_create(&c->xe, &(struct xfer_config){
+				      .listen = listen,
+				      .node_id = c->node_id,
+				      .secret = secret,
+				      .secret_len = secret_len,
+				  });
+	explicit_bzero(secret, sizeof(secret));
+	if (ret) {
+		snprintf(err, errlen, "cannot start the transfer engine on %s: %s", listen,
+			 strerror(-ret));
+		goto fail;
+	}
+	ret = xfer_register(c->xe, pool->base, pool->size, &c->pool_seg);
+	if (ret) {
+		snprintf(err, errlen, "cannot export the pool: %s", strerror(-ret));
+		goto fail;
+	}
+
+	ret = etcd_create(&c->etcd, o->etcd, CLUSTER_ETCD_TIMEOUT_MS);
+	if (ret) {
+		snprintf(err, errlen, "--etcd %s: %s", o->etcd, strerror(-ret));
+		goto fail;
+	}
+	memset(&self, 0, sizeof(self));
+	self.node_id = c->node_id;
+	ret = xfer_listen_addr(c->xe, self.addr, sizeof(self.addr));
+	if (ret) {
+		snprintf(err, errlen, "transfer engine address: %s", strerror(-ret));
+		goto fail;
+	}
+	self.transports = MEMBER_TCP | (xfer_transports(c->xe, NULL) & XFER_RDMA ? MEMBER_RDMA : 0);
+	pool_figures(ns, &self.pool_size, &self.pool_used);
+	self.started = (int64_t)time(NULL);
+	snprintf(self.version, sizeof(self.version), "%s", KVC_VERSION);
+	ret = members_join(&c->members, c->etcd, c->name, &self, 0, NULL, NULL);
+	if (ret == -EEXIST) {
+		snprintf(err, errlen,
+			 "node id %016llx is already a live member of cluster %s (another daemon "
+			 "with the same --node-id?)",
+			 (unsigned long long)c->node_id, c->name);
+		goto fail;
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot join cluster %s through etcd %s: %s", c->name,
+			 o->etcd, strerror(-ret));
+		goto fail;
+	}
+	syslog(LOG_INFO, "joined cluster %s as node %016llx, transfers on %s", c->name,
+	       (unsigned long long)c->node_id, self.addr);
+	*out = c;
+	return 0;
+fail:
+	cluster_stop(c);
+	return ret;
+}
+
+void cluster_stop(struct cluster *c)
+{
+	if (!c)
+		return;
+	members_leave(c->members);
+	etcd_destroy(c->etcd);
+	xfer_destroy(c->xe);
+	free(c);
+}
+
+void cluster_nodes(void *arg, struct kvcachefs_nodes *out)
+{
+	struct cluster *c = arg;
+	struct member *list = NULL;
+	uint64_t size, used;
+	size_t n = 0;
+
+	snprintf(out->cluster, sizeof(out->cluster), "%s", c->name);
+	if (members_stale(c->members))
+		out->flags |= KVCACHEFS_NODES_STALE;
+	/* Refresh our own figures on the way (members_update throttles what reaches etcd). */
+	pool_figures(c->ns, &size, &used);
+	members_update(c->members, used);
+	if (members_snapshot(c->members, &list, &n) < 0)
+		n = 0;
+	out->total = (uint32_t)n;
+	for (size_t i = 0; i < n && out->count < KVCACHEFS_NODES_MAX; i++) {
+		struct kvcachefs_node *d = &out->node[out->count++];
+
+		d->node_id = list[i].node_id;
+		d->pool_size = list[i].pool_size;
+		d->pool_used = list[i].self ? used : list[i].pool_used;
+		d->started = (uint64_t)list[i].started;
+		d->state = KVCACHEFS_NODE_UP | (list[i].self ? KVCACHEFS_NODE_SELF : 0);
+		d->transports = (list[i].transports & MEMBER_TCP ? 0x1u : 0) |
+				(list[i].transports & MEMBER_RDMA ? 0x2u : 0);
+		snprintf(d->addr, sizeof(d->addr), "%s", list[i].addr);
+	}
+	free(list);
+}

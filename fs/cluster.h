@@ -1,0 +1,37 @@
+/*
+ * cluster: the daemon's part in a kvcachefs cluster — its transfer engine, serving the pool
+ * to other nodes, and its membership in etcd (register under a lease, follow the others).
+ *
+ * Started after the namespace and before the mount is ready, so a daemon that cannot join
+ * (etcd unreachable at start, a bad secret file, a node id already live) prints one line and
+ * mounts nothing. Later etcd outages leave the last known membership in place (see
+ * meta/members.h).
+ */
+#ifndef KVC_FS_CLUSTER_H
+#define KVC_FS_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cluster;
+struct kvc_options;
+struct kvcachefs_nodes;
+struct ns;
+struct pool;
+
+/* Join the cluster the options name. On failure, err holds the one line to print. */
+int cluster_start(struct cluster **out, const struct kvc_options *o, const char *mountpoint,
+		  struct pool *pool, struct ns *ns, char *err, size_t errlen);
+/* Leave (revoke the lease: the others see this node go at once) and stop serving. */
+void cluster_stop(struct cluster *c);
+/* side_nodes_fn: the member list for KVCACHEFS_IOC_NODES. */
+void cluster_nodes(void *c, struct kvcachefs_nodes *out);
+
+/* The default node id: a hash of the host name and the mountpoint (stable across restarts,
+ * different for two daemons of one host), never 0. */
+uint64_t cluster_default_node_id(const char *mountpoint);
+/* The default transfer address: the first non-loopback IPv4 address, any port ("IP:0"), or
+ * 127.0.0.1:0 when there is none. */
+void cluster_default_listen(char *buf, size_t len);
+
+#endif
