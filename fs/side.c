@@ -313,6 +313,28 @@ static int do_pool_info(struct side *s, struct kvcachefs_pool_info *pi)
 	return 0;
 }
 
+static int do_nodes(struct side *s, struct kvcachefs_nodes *nd);
+
+/* The cluster totals of STATUS, from the member list (this node alone when single). */
+static void status_cluster(struct side *s, struct kvcachefs_status *st)
+{
+	static _Thread_local struct kvcachefs_nodes nd;
+
+	st->members = 1;
+	st->cluster_capacity = st->capacity;
+	st->cluster_used = st->used;
+	if (!s->cfg.nodes)
+		return;
+	st->flags |= KVCACHEFS_STATUS_CLUSTER;
+	do_nodes(s, &nd);
+	st->members = nd.total;
+	st->cluster_capacity = st->cluster_used = 0;
+	for (uint32_t i = 0; i < nd.count; i++) {
+		st->cluster_capacity += nd.node[i].pool_size;
+		st->cluster_used += nd.node[i].pool_used;
+	}
+}
+
 static int do_nodes(struct side *s, struct kvcachefs_nodes *nd)
 {
 	struct kvcachefs_status st;
@@ -841,6 +863,7 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		arg.status.pinned = s->pins;
 		arg.status.reservations = s->resvs;
 		pthread_mutex_unlock(&s->lock);
+		status_cluster(s, &arg.status);
 		ret = 0;
 		break;
 	case KVCACHEFS_IOC_POOL_INFO:

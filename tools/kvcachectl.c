@@ -131,11 +131,13 @@ static void print_json(const char *mnt, const struct kvcachefs_status *s)
 	       ", \"bytes_written\": %llu, \"hits\": %llu, \"misses\": %llu"
 	       ", \"evictions\": %llu, \"enospc\": %llu, \"max_block_size\": %llu"
 	       ", \"evict_high_pct\": %u, \"evict_low_pct\": %u, \"pool_size\": %llu"
-	       ", \"pinned\": %llu, \"reservations\": %llu}\n",
+	       ", \"pinned\": %llu, \"reservations\": %llu, \"cluster\": %s, \"members\": %llu"
+	       ", \"cluster_capacity\": %llu, \"cluster_used\": %llu}\n",
 	       s->capacity, s->used, s->free, s->blocks, s->writing, s->directories, s->reads,
 	       s->writes, s->bytes_read, s->bytes_written, s->hits, s->misses, s->evictions,
 	       s->enospc, s->max_block_size, s->evict_high_pct, s->evict_low_pct, s->pool_size,
-	       s->pinned, s->reservations);
+	       s->pinned, s->reservations, s->flags & KVCACHEFS_STATUS_CLUSTER ? "true" : "false",
+	       s->members, s->cluster_capacity, s->cluster_used);
 }
 
 static void print_text(const char *mnt, const struct kvcachefs_status *s)
@@ -143,7 +145,10 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 	char a[32], b[32], c[32];
 	double pct = s->capacity ? 100.0 * (double)s->used / (double)s->capacity : 0;
 
-	printf("kvcachefs at %s (single node)\n", mnt);
+	if (s->flags & KVCACHEFS_STATUS_CLUSTER)
+		printf("kvcachefs at %s (cluster member, %llu members)\n", mnt, s->members);
+	else
+		printf("kvcachefs at %s (single node)\n", mnt);
 	printf("  pool:        %s capacity, %s used (%.1f%%), %s free\n",
 	       human(s->capacity, a, sizeof(a)), human(s->used, b, sizeof(b)), pct,
 	       human(s->free, c, sizeof(c)));
@@ -158,6 +163,10 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 	printf("  evictions:   %llu\n", s->evictions);
 	printf("  ENOSPC:      %llu\n", s->enospc);
 	printf("  side channel: %llu pinned, %llu reservations open\n", s->pinned, s->reservations);
+	if (s->flags & KVCACHEFS_STATUS_CLUSTER)
+		printf("  cluster:     %llu members, %s capacity, %s used\n", s->members,
+		       human(s->cluster_capacity, a, sizeof(a)),
+		       human(s->cluster_used, b, sizeof(b)));
 }
 
 /* "[--json] MOUNTPOINT" of command cmd: 0 parsed, 1 help shown, 2 usage error (printed). */

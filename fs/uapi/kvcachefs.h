@@ -20,31 +20,36 @@
 
 /* Pool and activity counters of the whole mount (ioctl on any directory of it). */
 struct kvcachefs_status {
-	__u32 version;	      /* in: KVCACHEFS_ABI_VERSION; out: the daemon's */
-	__u32 flags;	      /* out: 0 for now */
-	__u64 capacity;	      /* bytes of block storage in the DRAM pool */
-	__u64 used;	      /* bytes allocated to blocks (page granularity) */
-	__u64 free;	      /* capacity - used */
-	__u64 blocks;	      /* sealed blocks reachable by a name */
-	__u64 writing;	      /* blocks being written (not yet sealed) */
-	__u64 directories;    /* directories, the root excluded */
-	__u64 reads;	      /* read requests served */
-	__u64 writes;	      /* write requests served */
-	__u64 bytes_read;     /* payload bytes returned by reads */
-	__u64 bytes_written;  /* payload bytes accepted by writes */
-	__u64 hits;	      /* opens of a sealed block for reading */
-	__u64 misses;	      /* lookups of a name that does not exist */
-	__u64 evictions;      /* blocks evicted to stay under the watermarks */
-	__u64 enospc;	      /* writes refused for lack of space */
-	__u64 max_block_size; /* --max-block-size */
-	__u32 evict_high_pct; /* --evict-high */
-	__u32 evict_low_pct;  /* --evict-low */
-	__u64 pool_size;      /* bytes of the pool object, headers included */
-	__u64 start_time_ns;  /* CLOCK_REALTIME of the daemon's start */
-	__u64 pinned;	      /* live side-channel pins */
-	__u64 reservations;   /* live side-channel reservations */
-	__u64 reserved[6];
+	__u32 version;		/* in: KVCACHEFS_ABI_VERSION; out: the daemon's */
+	__u32 flags;		/* out: KVCACHEFS_STATUS_CLUSTER in cluster mode */
+	__u64 capacity;		/* bytes of block storage in the DRAM pool */
+	__u64 used;		/* bytes allocated to blocks (page granularity) */
+	__u64 free;		/* capacity - used */
+	__u64 blocks;		/* sealed blocks reachable by a name */
+	__u64 writing;		/* blocks being written (not yet sealed) */
+	__u64 directories;	/* directories, the root excluded */
+	__u64 reads;		/* read requests served */
+	__u64 writes;		/* write requests served */
+	__u64 bytes_read;	/* payload bytes returned by reads */
+	__u64 bytes_written;	/* payload bytes accepted by writes */
+	__u64 hits;		/* opens of a sealed block for reading */
+	__u64 misses;		/* lookups of a name that does not exist */
+	__u64 evictions;	/* blocks evicted to stay under the watermarks */
+	__u64 enospc;		/* writes refused for lack of space */
+	__u64 max_block_size;	/* --max-block-size */
+	__u32 evict_high_pct;	/* --evict-high */
+	__u32 evict_low_pct;	/* --evict-low */
+	__u64 pool_size;	/* bytes of the pool object, headers included */
+	__u64 start_time_ns;	/* CLOCK_REALTIME of the daemon's start */
+	__u64 pinned;		/* live side-channel pins */
+	__u64 reservations;	/* live side-channel reservations */
+	__u64 members;		/* cluster members known (1 for a single node) */
+	__u64 cluster_capacity; /* block storage of all members, bytes */
+	__u64 cluster_used;	/* of which used */
+	__u64 reserved[3];
 };
+
+#define KVCACHEFS_STATUS_CLUSTER 0x1u
 
 #define KVCACHEFS_IOC_STATUS _IOWR(KVCACHEFS_IOC_MAGIC, 1, struct kvcachefs_status)
 

@@ -136,6 +136,15 @@ class Cluster(kvc.TestCase):
                 self.assertEqual(n["state"], "up")
                 self.assertRegex(n["addr"], r"^127\.0\.0\.1:\d+$")
                 self.assertEqual(n["pool_size"], views[0]["nodes"][0]["pool_size"])
+        # status gains the cluster totals
+        st = kvc.ctl_status_json(ms[1].mnt)
+        self.assertTrue(st["cluster"])
+        self.assertEqual(st["members"], 3)
+        self.assertEqual(st["cluster_capacity"], 3 * st["capacity"])
+        kvc.write_block(ms[1].path("totals"), b"t" * 100000)
+        st = kvc.ctl_status_json(ms[1].mnt)
+        self.assertGreaterEqual(st["cluster_used"], st["used"])
+        self.assertGreater(st["used"], 0)
         # the text form names the cluster and marks this node
         r = kvc.run_ctl("nodes", ms[0].mnt)
         self.assertIn("cluster %s: 3 members" % self.cluster, r.stdout)

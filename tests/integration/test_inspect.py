@@ -238,6 +238,8 @@ class Nodes(kvc.TestCase):
         st = kvc.ctl_status_json(self.m.mnt)
         self.assertEqual(n["pool_size"], st["capacity"])
         self.assertEqual(n["pool_used"], st["used"])
+        self.assertFalse(st["cluster"])
+        self.assertEqual((st["members"], st["cluster_capacity"]), (1, st["capacity"]))
         r = kvc.run_ctl("nodes", self.m.mnt)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("single node", r.stdout)

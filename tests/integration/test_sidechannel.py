@@ -59,7 +59,8 @@ class Status(ctypes.Structure):
                            "reads", "writes", "bytes_read", "bytes_written", "hits", "misses",
                            "evictions", "enospc", "max_block_size")] + [
         ("evict_high_pct", u32), ("evict_low_pct", u32), ("pool_size", u64),
-        ("start_time_ns", u64), ("pinned", u64), ("reservations", u64), ("reserved", u64 * 6)]
+        ("start_time_ns", u64), ("pinned", u64), ("reservations", u64), ("members", u64),
+        ("cluster_capacity", u64), ("cluster_used", u64), ("reserved", u64 * 3)]
 
 
 class PoolInfo(ctypes.Structure):
@@ -108,6 +109,16 @@ class BlockHeader(ctypes.Structure):
                 ("reserved", u32)]
 
 
+class Node(ctypes.Structure):
+    _fields_ = [("node_id", u64), ("pool_size", u64), ("pool_used", u64), ("started", u64),
+                ("state", u32), ("transports", u32), ("addr", ctypes.c_char * 64)]
+
+
+class Nodes(ctypes.Structure):
+    _fields_ = [("version", u32), ("count", u32), ("total", u32), ("flags", u32),
+                ("cluster", ctypes.c_char * 64), ("node", Node * 64)]
+
+
 class Unpin(ctypes.Structure):
     _fields_ = [("version", u32), ("count", u32), ("pins", u64 * UNPIN_MAX)]
 
@@ -149,7 +160,8 @@ MIRRORS = {"kvcachefs_status": Status, "kvcachefs_pool_info": PoolInfo,
            "kvcachefs_commit": Commit, "kvcachefs_abort": Abort,
            "kvcachefs_gpu_register": GpuRegister, "kvcachefs_gpu_load": GpuLoad,
            "kvcachefs_gpu_unregister": GpuUnregister, "kvcachefs_located": Located,
-           "kvcachefs_locate": Locate, "kvcachefs_block_header": BlockHeader}
+           "kvcachefs_locate": Locate, "kvcachefs_block_header": BlockHeader,
+           "kvcachefs_node": Node, "kvcachefs_nodes": Nodes}
 
 _IOC_WRITE, _IOC_READ = 1, 2
 _DIRS = {"_IOR": _IOC_READ, "_IOW": _IOC_WRITE, "_IOWR": _IOC_READ | _IOC_WRITE}
