@@ -18,6 +18,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -40,7 +42,15 @@ struct cluster {
 	uint32_t pool_seg;
 	struct etcd *etcd;
 	struct members *members;
+	/* Publishes the pool's use to the member record every CLUSTER_REPORT_MS. */
+	pthread_t reporter;
+	bool reporting;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop; /* under lock */
 };
+
+#define CLUSTER_REPORT_MS 2000
 
 uint64_t cluster_default_node_id(const char *mountpoint)
 {
@@ -83,6 +93,28 @@ static void pool_figures(struct ns *ns, uint64_t *size, uint64_t *used)
 	*used = st.used;
 }
 
+static void *reporter_main(void *arg)
+{
+	struct cluster *c = arg;
+	struct timespec deadline;
+	uint64_t size, used;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += CLUSTER_REPORT_MS / 1000;
+		pthread_cond_timedwait(&c->cond, &c->lock, &deadline);
+		if (c->stop)
+			break;
+		pthread_mutex_unlock(&c->lock);
+		pool_figures(c->ns, &size, &used);
+		members_update(c->members, used);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
 int cluster_start(struct cluster **out, const struct kvc_options *o, const char *mountpoint,
 		  struct pool *pool, struct ns *ns, char *err, size_t errlen)
 {
@@ -100,6 +132,8 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	}
 	c->ns = ns;
 	c->pool = pool;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
 	snprintf(c->name, sizeof(c->name), "%s", o->cluster);
 	c->node_id = o->node_id ? o->node_id : cluster_default_node_id(mountpoint);
 
@@ -157,6 +191,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 			 o->etcd, strerror(-ret));
 		goto fail;
 	}
+	c->reporting = pthread_create(&c->reporter, NULL, reporter_main, c) == 0;
 	syslog(LOG_INFO, "joined cluster %s as node %016llx, transfers on %s", c->name,
 	       (unsigned long long)c->node_id, self.addr);
 	*out = c;
@@ -170,9 +205,18 @@ void cluster_stop(struct cluster *c)
 {
 	if (!c)
 		return;
+	if (c->reporting) {
+		pthread_mutex_lock(&c->lock);
+		c->stop = true;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->reporter, NULL);
+	}
 	members_leave(c->members);
 	etcd_destroy(c->etcd);
 	xfer_destroy(c->xe);
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 

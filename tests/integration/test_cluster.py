@@ -150,6 +150,20 @@ class Cluster(kvc.TestCase):
         self.assertIn("cluster %s: 3 members" % self.cluster, r.stdout)
         self.assertEqual(r.stdout.count("(this node)"), 1)
 
+    def test_pool_use_reaches_the_others(self):
+        a = self.join()
+        b = self.join()
+        self.wait_total(b, 2, timeout=3)
+        kvc.write_block(a.path("big"), os.urandom(4 << 20))
+        used = kvc.ctl_status_json(a.mnt)["used"]
+        a_id = [n["node_id"] for n in nodes(a.mnt)["nodes"] if n["self"]][0]
+
+        def seen():
+            return [n["pool_used"] for n in nodes(b.mnt)["nodes"]
+                    if n["node_id"] == a_id] == [used]
+        self.assertTrue(wait_until(seen, timeout=8, interval=0.2),
+                        "node B does not see node A's pool use (%d bytes)" % used)
+
     def test_clusters_are_separate(self):
         a = self.join()
         b = Mount.for_test(self, *self.cluster_args(cluster=self.cluster + "x"),
