@@ -186,6 +186,8 @@ static int json_i64(const cJSON *o, const char *name, int64_t *v)
 	if (!f || cJSON_IsNull(f))
 		return 0;
 	if (cJSON_IsNumber(f)) {
+		if (!(f->valuedouble > -9.2e18 && f->valuedouble < 9.2e18))
+			return -EPROTO;
 		*v = (int64_t)f->valuedouble;
 		return 0;
 	}
@@ -856,12 +858,12 @@ struct etcd_watch {
 	int start_err; /* that attempt's error */
 
 	/* the watch thread's own state */
-	int64_t next_rev;  /* first revision not delivered yet; 0: from now */
-	int64_t seen_rev;  /* highest store revision seen in any answer */
-	bool need_resync;  /* re-list before watching again */
-	bool live;	   /* this stream was created */
-	bool ever_live;	   /* some stream was */
-	bool stream_abort; /* give up the current stream */
+	int64_t next_rev;    /* first revision not delivered yet; 0: from now */
+	int64_t seen_rev;    /* highest store revision seen in any answer */
+	bool need_resync;    /* re-list before watching again */
+	bool live;	     /* this stream was created */
+	bool ever_live;	     /* some stream was */
+	bool stream_abort;   /* give up the current stream */
 	bool connect_failed; /* the last stream could not connect */
 	struct answer line;
 };
@@ -948,14 +950,14 @@ static void watch_line(struct etcd_watch *w, const char *text)
 	{
 		const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
 		struct etcd_kv kv;
-		enum etcd_event e = ETCD_EV_PUT;
+		enum etcd_event e = ETCD_EV_PUT; /* the default, left out by the gateway */
+		bool bad = false;
 
 		if (cJSON_IsString(type) && !strcmp(type->valuestring, "DELETE"))
 			e = ETCD_EV_DELETE;
 		else if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "PUT")))
-			e = (enum etcd_event)-1;
-		if (e == (enum etcd_event)-1 ||
-		    parse_kv(cJSON_GetObjectItemCaseSensitive(ev, "kv"), &kv)) {
+			bad = true;
+		if (bad || parse_kv(cJSON_GetObjectItemCaseSensitive(ev, "kv"), &kv)) {
 			syslog(LOG_WARNING, "kvcachefs etcd: watch %s: malformed event", w->key);
 			w->stream_abort = true;
 			goto out;
@@ -1145,8 +1147,7 @@ static void watch_sleep(struct etcd_watch *w, unsigned ms)
 		ts.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&w->mu);
-	while (!atomic_load(&w->stop) &&
-	       pthread_cond_timedwait(&w->cv, &w->mu, &ts) != ETIMEDOUT)
+	while (!atomic_load(&w->stop) && pthread_cond_timedwait(&w->cv, &w->mu, &ts) != ETIMEDOUT)
 		;
 	pthread_mutex_unlock(&w->mu);
 }

@@ -12,9 +12,9 @@
  * Errors (negative errno): -ECONNREFUSED, -EHOSTUNREACH, -ETIMEDOUT or -ECONNRESET when
  * etcd cannot be reached or stopped answering (etcd_unreachable() says so), -ENOENT for a
  * missing key or lease, -EEXIST when a compare-and-put fails, -ESTALE when a revision
- * asked for has been compacted (-ERANGE: not reached yet), -EPROTO for an answer that is not what the gateway sends,
- * -EIO for any other error answer (logged to syslog with etcd's message), -ENOMEM,
- * -EINVAL.
+ * asked for has been compacted (-ERANGE: not reached yet), -EPROTO for an answer that is
+ * not what the gateway sends, -EIO for any other error answer (logged to syslog with
+ * etcd's message), -ENOMEM, -EINVAL.
  *
  * Watches run one thread each with one streaming request (see etcd_watch_start).
  *

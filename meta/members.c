@@ -62,13 +62,13 @@ struct members {
 	pthread_cond_t cv;
 	struct member self;
 	struct mtable tab;
-	struct mtable next;	/* the table being re-listed (resyncing) */
+	struct mtable next; /* the table being re-listed (resyncing) */
 	bool resyncing;
-	int64_t lease;		/* current lease (0 until registered) */
+	int64_t lease; /* current lease (0 until registered) */
 	bool lease_ok, watch_up;
-	bool need_register;	/* our key or lease is gone: register again */
-	bool put_pending;	/* self.pool_used changed since the last put */
-	uint64_t last_put_ms;	/* when our key was last written */
+	bool need_register;   /* our key or lease is gone: register again */
+	bool put_pending;     /* self.pool_used changed since the last put */
+	uint64_t last_put_ms; /* when our key was last written */
 	bool stop;
 };
 
@@ -379,8 +379,6 @@ static void *ka_main(void *arg)
 	uint64_t next_ka = mono_ms() + period, next_reg = 0;
 	bool conflict_logged = false;
 
-	if (period > MEMBERS_RETRY_MS * 3)
-		period = m->ttl_s * 1000 / 3; /* long TTLs: still a third */
 	pthread_mutex_lock(&m->mu);
 	while (!m->stop) {
 		uint64_t now = mono_ms(), wake;
@@ -571,7 +569,11 @@ int members_join(struct members **out, struct etcd *c, const char *cluster,
 	if (rc)
 		goto out_revoke;
 	m->last_put_ms = mono_ms();
-	rc = list_all(m, &rev);
+	/* a compaction between two pages voids the snapshot: list again */
+	for (int tries = 0; (rc = list_all(m, &rev)) == -ESTALE && tries < 3; tries++) {
+		m->tab.n = 0;
+		mtable_put(&m->tab, &m->self); /* cannot fail: the array held it before */
+	}
 	if (rc)
 		goto out_revoke;
 	rc = etcd_watch_start(c, m->prefix, rev + 1, watch_cb, m, &m->w);

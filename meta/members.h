@@ -25,9 +25,9 @@
 struct etcd;
 struct members;
 
-#define MEMBER_ADDR_MAX	   64
-#define MEMBER_VERSION_MAX 32
-#define MEMBER_CLUSTER_MAX 64
+#define MEMBER_ADDR_MAX	    64
+#define MEMBER_VERSION_MAX  32
+#define MEMBER_CLUSTER_MAX  64
 #define MEMBERS_TTL_DEFAULT 10 /* seconds */
 
 /* transports, as a bit set ("tcp", "rdma" in the JSON; unknown names are ignored) */

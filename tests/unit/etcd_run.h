@@ -7,8 +7,10 @@
  * paused (SIGSTOP/SIGCONT), killed and restarted on the same directory and ports. Every
  * etcd started is killed and its directory removed at exit, also when the test dies of a
  * signal (SIGINT, SIGTERM, SIGABRT, SIGHUP); only in the process that started it, so a
- * forked child that exits leaves it alone. etcd also gets PR_SET_PDEATHSIG: a test killed
- * outright (a timeout, a sanitizer's exit) takes its etcd with it.
+ * forked child that exits leaves it alone. A test killed outright (SIGKILL from a
+ * timeout, a sanitizer's exit) runs no handler: etcd gets PR_SET_PDEATHSIG, and a watchdog
+ * process, told every etcd pid through a socket, kills etcd and removes the directory when
+ * the test's end of it is closed.
  *
  * The proxy listens on its own loopback port and relays to etcd's; proxy_set_down() closes
  * every relayed connection and the listening socket (connects are refused), and up binds the
@@ -42,7 +44,9 @@
 struct etcd_proc {
 	pid_t pid; /* 0: not running */
 	pid_t owner;
-	char dir[64]; /* mkdtemp'd: data/ and etcd.log inside */
+	pid_t watchdog;	 /* cleans up after a test killed outright */
+	int watchdog_fd; /* our end of its socket: etcd pids go there */
+	char dir[64];	 /* mkdtemp'd: data/ and etcd.log inside */
 	int cport, pport;
 	char url[64]; /* http://127.0.0.1:cport */
 };
@@ -66,13 +70,16 @@ static inline void etcd_run_sleep_ms(unsigned ms)
 		;
 }
 
-/* The path of the etcd binary, or NULL when none is installed. */
+/* The path of the etcd binary ($KVC_ETCD if set, else /usr/bin/etcd or one in $PATH), or
+ * NULL when there is none. */
 static inline const char *etcd_run_binary(void)
 {
 	static char path[512];
-	const char *env = getenv("PATH");
+	const char *env = getenv("PATH"), *own = getenv("KVC_ETCD");
 	char *dirs, *d, *save;
 
+	if (own)
+		return access(own, X_OK) == 0 ? own : NULL;
 	if (access("/usr/bin/etcd", X_OK) == 0)
 		return "/usr/bin/etcd";
 	if (!env)
@@ -123,7 +130,8 @@ static inline bool etcd_run_healthy(int port)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
 	    write(fd, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1) {
-		while (got < sizeof(buf) - 1 && (r = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+		while (got < sizeof(buf) - 1 &&
+		       (r = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
 			got += (size_t)r;
 		buf[got] = '\0';
 		ok = strstr(buf, "\"health\":\"true\"") != NULL;
@@ -212,6 +220,55 @@ static inline void etcd_run_register(struct etcd_proc *p)
 		}
 }
 
+/* The watchdog: waits for EOF on its socket, then kills the last etcd and removes dir. */
+static inline int etcd_run_watchdog(struct etcd_proc *p)
+{
+	int fds[2];
+	pid_t pid;
+
+	/* a socket pair, not a pipe: send(MSG_NOSIGNAL) cannot SIGPIPE the test */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -errno;
+	}
+	if (pid == 0) {
+		pid_t etcd = 0, got;
+		int null = open("/dev/null", O_RDWR);
+
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		close(fds[1]);
+		while (read(fds[0], &got, sizeof(got)) == (ssize_t)sizeof(got))
+			etcd = got;
+		if (etcd > 0)
+			kill(etcd, SIGKILL);
+		etcd_run_sleep_ms(100);
+		nftw(p->dir, etcd_run_rm, 16, FTW_DEPTH | FTW_PHYS);
+		_exit(0);
+	}
+	close(fds[0]);
+	p->watchdog = pid;
+	p->watchdog_fd = fds[1];
+	return 0;
+}
+
+static inline void etcd_run_tell_watchdog(struct etcd_proc *p, pid_t pid)
+{
+	if (p->watchdog_fd > 0 &&
+	    send(p->watchdog_fd, &pid, sizeof(pid), MSG_NOSIGNAL) != sizeof(pid))
+		fprintf(stderr, "etcd_run: watchdog: %s\n", strerror(errno));
+}
+
 /* Spawn etcd on p's directory and ports and wait for /health (10 s). Returns 0, -EADDRINUSE
  * (or another errno) when it exited or never became healthy. */
 static inline int etcd_run_spawn(struct etcd_proc *p)
@@ -249,6 +306,7 @@ static inline int etcd_run_spawn(struct etcd_proc *p)
 		_exit(127);
 	}
 	p->pid = pid;
+	etcd_run_tell_watchdog(p, pid);
 	snprintf(p->url, sizeof(p->url), "%s", curl);
 	deadline = etcd_run_ms() + 10000;
 	while (etcd_run_ms() < deadline) {
@@ -279,6 +337,8 @@ static inline int etcd_proc_start(struct etcd_proc *p)
 		return -errno;
 	p->owner = getpid();
 	etcd_run_register(p);
+	if (etcd_run_watchdog(p))
+		fprintf(stderr, "etcd_run: no watchdog: %s\n", strerror(errno));
 	for (int tries = 0; tries < 5 && rc; tries++) {
 		p->cport = etcd_run_free_port();
 		p->pport = etcd_run_free_port();
@@ -325,6 +385,12 @@ static inline void etcd_proc_stop(struct etcd_proc *p)
 	if (p->dir[0])
 		nftw(p->dir, etcd_run_rm, 16, FTW_DEPTH | FTW_PHYS);
 	p->dir[0] = '\0';
+	if (p->watchdog > 0) {
+		close(p->watchdog_fd);
+		waitpid(p->watchdog, NULL, 0);
+		p->watchdog = 0;
+		p->watchdog_fd = 0;
+	}
 	for (int i = 0; i < ETCD_RUN_MAX; i++)
 		if (etcd_run_all[i] == p)
 			etcd_run_all[i] = NULL;
