@@ -178,7 +178,20 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	pool_figures(ns, &self.pool_size, &self.pool_used);
 	self.started = (int64_t)time(NULL);
 	snprintf(self.version, sizeof(self.version), "%s", KVC_VERSION);
-	ret = members_join(&c->members, c->etcd, c->name, &self, 0, NULL, NULL);
+	/* A live member with our id is, most often, our own previous incarnation, killed less
+	 * than a lease ago (a restart): wait for its lease to run out before calling it a
+	 * duplicate. */
+	for (int waited = 0;; waited++) {
+		ret = members_join(&c->members, c->etcd, c->name, &self, 0, NULL, NULL);
+		if (ret != -EEXIST || waited > MEMBERS_TTL_DEFAULT + 2)
+			break;
+		if (waited == 0)
+			syslog(LOG_NOTICE,
+			       "node %016llx is still registered in cluster %s: waiting up to %d s "
+			       "for that registration to expire",
+			       (unsigned long long)c->node_id, c->name, MEMBERS_TTL_DEFAULT + 2);
+		sleep(1);
+	}
 	if (ret == -EEXIST) {
 		snprintf(err, errlen,
 			 "node id %016llx is already a live member of cluster %s (another daemon "
