@@ -162,7 +162,8 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 	printf("  misses:      %llu\n", s->misses);
 	printf("  evictions:   %llu\n", s->evictions);
 	printf("  ENOSPC:      %llu\n", s->enospc);
-	printf("  side channel: %llu pinned, %llu reservations open\n", s->pinned, s->reservations);
+	printf("  pinned:      %llu (side channel), %llu reservations open\n", s->pinned,
+	       s->reservations);
 	if (s->flags & KVCACHEFS_STATUS_CLUSTER)
 		printf("  cluster:     %llu members, %s capacity, %s used\n", s->members,
 		       human(s->cluster_capacity, a, sizeof(a)),
