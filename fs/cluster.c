@@ -42,6 +42,8 @@ struct cluster {
 	uint32_t pool_seg;
 	struct etcd *etcd;
 	struct members *members;
+	struct etcd_watch *dirs_watch;
+	char dirs_prefix[MEMBER_CLUSTER_MAX + 32]; /* /kvcachefs/<cluster>/dirs/ */
 	/* Publishes the pool's use to the member record every CLUSTER_REPORT_MS. */
 	pthread_t reporter;
 	bool reporting;
@@ -91,6 +93,139 @@ static void pool_figures(struct ns *ns, uint64_t *size, uint64_t *used)
 	ns_status(ns, &st);
 	*size = st.capacity;
 	*used = st.used;
+}
+
+/* ---- directories ---------------------------------------------------------------------- */
+
+/* A directory event from etcd: make the local tree agree. Errors only mean the local tree
+ * cannot follow (a block where a directory goes, a directory that holds local blocks). */
+static void apply_dir(struct cluster *c, enum etcd_event ev, const struct etcd_kv *kv)
+{
+	const char *path;
+	unsigned long mode = 0755;
+	int ret;
+
+	if (!kv || strncmp(kv->key, c->dirs_prefix, strlen(c->dirs_prefix)))
+		return;
+	path = kv->key + strlen(c->dirs_prefix);
+	if (ev == ETCD_EV_PUT) {
+		if (kv->len)
+			mode = strtoul(kv->value, NULL, 8) & 07777;
+		ret = ns_mkdir_path(c->ns, path, (uint32_t)mode);
+	} else if (ev == ETCD_EV_DELETE) {
+		ret = ns_rmdir_path(c->ns, path);
+		if (ret == -ENOENT)
+			ret = 0;
+	} else {
+		return;
+	}
+	if (ret)
+		syslog(LOG_WARNING, "directory %s from the cluster: %s here", path, strerror(-ret));
+}
+
+static void dirs_event(void *arg, enum etcd_event ev, const struct etcd_kv *kv)
+{
+	apply_dir(arg, ev, kv);
+}
+
+/* List every directory of the cluster into the local tree, then follow them. */
+static int dirs_follow(struct cluster *c)
+{
+	struct etcd_kv *kvs = NULL;
+	char after[4352] = "";
+	int64_t rev = 0;
+	size_t n = 0;
+	bool more = true;
+	int ret;
+
+	while (more) {
+		ret = etcd_range(c->etcd, c->dirs_prefix, after[0] ? after : NULL, 500, &kvs, &n,
+				 &more, &rev);
+		if (ret)
+			return ret;
+		for (size_t i = 0; i < n; i++)
+			apply_dir(c, ETCD_EV_PUT, &kvs[i]);
+		if (n)
+			snprintf(after, sizeof(after), "%s", kvs[n - 1].key);
+		etcd_kvs_free(kvs, n);
+		if (!n)
+			break;
+	}
+	return etcd_watch_start(c->etcd, c->dirs_prefix, rev + 1, dirs_event, c, &c->dirs_watch);
+}
+
+int cluster_mkdir(struct cluster *c, uint64_t ino, uint32_t mode)
+{
+	char path[4096], key[4352], val[16];
+	int ret = ns_path(c->ns, ino, path, sizeof(path));
+
+	if (ret)
+		return ret;
+	snprintf(key, sizeof(key), "%s%s", c->dirs_prefix, path);
+	snprintf(val, sizeof(val), "%04o", mode & 07777);
+	ret = etcd_put(c->etcd, key, val, strlen(val), 0, NULL);
+	if (ret)
+		syslog(LOG_ERR, "mkdir %s: cannot publish it in etcd: %s", path, strerror(-ret));
+	return ret;
+}
+
+int cluster_rmdir(struct cluster *c, uint64_t parent, const char *name)
+{
+	char path[4096], key[4352];
+	int ret = ns_path(c->ns, parent, path, sizeof(path));
+
+	if (ret)
+		return ret;
+	snprintf(key, sizeof(key), "%s%s%s%s", c->dirs_prefix, path, path[0] ? "/" : "", name);
+	ret = etcd_delete(c->etcd, key, false);
+	if (ret < 0)
+		syslog(LOG_ERR, "rmdir %s: cannot remove it from etcd: %s", key, strerror(-ret));
+	return ret < 0 ? ret : 0;
+}
+
+int cluster_rename_dir(struct cluster *c, uint64_t oldparent, const char *oldname,
+		       uint64_t newparent, const char *newname)
+{
+	char op[4096], np[4096], okey[4352], nkey[4352];
+	struct etcd_kv *kvs = NULL;
+	size_t n = 0;
+	bool more = false;
+	int64_t rev = 0;
+	int ret;
+
+	ret = ns_path(c->ns, oldparent, op, sizeof(op));
+	if (!ret)
+		ret = ns_path(c->ns, newparent, np, sizeof(np));
+	if (ret)
+		return ret;
+	snprintf(okey, sizeof(okey), "%s%s%s%s", c->dirs_prefix, op, op[0] ? "/" : "", oldname);
+	snprintf(nkey, sizeof(nkey), "%s%s%s%s", c->dirs_prefix, np, np[0] ? "/" : "", newname);
+	/* the directory and its subdirectories: copy them under the new name, then delete the
+	 * old keys deepest first, so other nodes can follow one event at a time */
+	ret = etcd_range(c->etcd, okey, NULL, 100000, &kvs, &n, &more, &rev);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n && !ret; i++) {
+		const char *rest = kvs[i].key + strlen(okey);
+		char key[8704];
+
+		if (*rest && *rest != '/')
+			continue; /* "a/bc" under the prefix "a/b" */
+		snprintf(key, sizeof(key), "%s%s", nkey, rest);
+		ret = etcd_put(c->etcd, key, kvs[i].value, kvs[i].len, 0, NULL);
+	}
+	for (size_t i = n; i-- > 0 && !ret;) {
+		const char *rest = kvs[i].key + strlen(okey);
+
+		if (*rest && *rest != '/')
+			continue;
+		ret = etcd_delete(c->etcd, kvs[i].key, false);
+		ret = ret < 0 ? ret : 0;
+	}
+	etcd_kvs_free(kvs, n);
+	if (ret)
+		syslog(LOG_ERR, "rename of directory %s: etcd: %s", okey, strerror(-ret));
+	return ret;
 }
 
 static void *reporter_main(void *arg)
@@ -204,6 +339,13 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 			 o->etcd, strerror(-ret));
 		goto fail;
 	}
+	snprintf(c->dirs_prefix, sizeof(c->dirs_prefix), "/kvcachefs/%s/dirs/", c->name);
+	ret = dirs_follow(c);
+	if (ret) {
+		snprintf(err, errlen, "cannot read the directories of cluster %s from etcd: %s",
+			 c->name, strerror(-ret));
+		goto fail;
+	}
 	c->reporting = pthread_create(&c->reporter, NULL, reporter_main, c) == 0;
 	syslog(LOG_INFO, "joined cluster %s as node %016llx, transfers on %s", c->name,
 	       (unsigned long long)c->node_id, self.addr);
@@ -225,6 +367,8 @@ void cluster_stop(struct cluster *c)
 		pthread_mutex_unlock(&c->lock);
 		pthread_join(c->reporter, NULL);
 	}
+	if (c->dirs_watch)
+		etcd_watch_stop(c->dirs_watch);
 	members_leave(c->members);
 	etcd_destroy(c->etcd);
 	xfer_destroy(c->xe);

@@ -27,6 +27,17 @@ void cluster_stop(struct cluster *c);
 /* side_nodes_fn: the member list for KVCACHEFS_IOC_NODES. */
 void cluster_nodes(void *c, struct kvcachefs_nodes *out);
 
+/*
+ * Directories live in etcd (/kvcachefs/<cluster>/dirs/<path>, value: the mode in octal):
+ * the daemon lists them at start and follows them by watch, so a mkdir on one node appears
+ * on every node. The ops call these after the local change succeeded; an error (etcd
+ * unreachable) makes the op undo its local change and fail with EIO.
+ */
+int cluster_mkdir(struct cluster *c, uint64_t ino, uint32_t mode);
+int cluster_rmdir(struct cluster *c, uint64_t parent, const char *name);
+int cluster_rename_dir(struct cluster *c, uint64_t oldparent, const char *oldname,
+		       uint64_t newparent, const char *newname);
+
 /* The default node id: a hash of the host name and the mountpoint (stable across restarts,
  * different for two daemons of one host), never 0. */
 uint64_t cluster_default_node_id(const char *mountpoint);

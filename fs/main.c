@@ -218,6 +218,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
+	fs.cluster = cluster;
 	fs_ready = true;
 	se = session_new_quiet(&args, &fs);
 	if (!se) {

@@ -8,6 +8,7 @@
  * (timeout 0): they change with every write and at the seal.
  */
 #include "fs/ops.h"
+#include "fs/cluster.h"
 #include "fs/side.h"
 #include "fs/uapi/kvcachefs.h"
 #include "meta/namespace.h"
@@ -183,19 +184,45 @@ static void kvc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 	fuse_reply_attr(req, &st, attr_timeout(&out));
 }
 
+static struct cluster *req_cluster(fuse_req_t req)
+{
+	return ((struct kvc_fs *)fuse_req_userdata(req))->cluster;
+}
+
+/* In a cluster, directories are published in etcd after the local change; if that fails the
+ * local change is undone and the op fails with EIO (see fs/cluster.h). */
 static void kvc_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct ns *ns = req_ns(req);
 	struct ns_attr a;
+	int ret = ns_mkdir(ns, parent, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
 
-	reply_entry_or_err(
-	    req, ns_mkdir(req_ns(req), parent, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a),
-	    &a);
+	if (!ret && req_cluster(req) && cluster_mkdir(req_cluster(req), a.ino, a.mode) < 0) {
+		(void)ns_rmdir(ns, parent, name);
+		ns_forget(ns, a.ino, 1);
+		ret = -EIO;
+	}
+	reply_entry_or_err(req, ret, &a);
 }
 
 static void kvc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -ns_rmdir(req_ns(req), parent, name));
+	struct ns *ns = req_ns(req);
+	char path[4096];
+	int ret = req_cluster(req) ? ns_path(ns, parent, path, sizeof(path)) : 0;
+
+	if (!ret)
+		ret = ns_rmdir(ns, parent, name);
+	if (!ret && req_cluster(req) && cluster_rmdir(req_cluster(req), parent, name) < 0) {
+		/* still in etcd: put it back here too */
+		size_t n = strlen(path);
+
+		snprintf(path + n, sizeof(path) - n, "%s%s", n ? "/" : "", name);
+		(void)ns_mkdir_path(ns, path, 0755);
+		ret = -EIO;
+	}
+	fuse_reply_err(req, -ret);
 }
 
 static void kvc_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -206,7 +233,19 @@ static void kvc_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void kvc_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		       const char *newname, unsigned int flags)
 {
-	fuse_reply_err(req, -ns_rename(req_ns(req), parent, name, newparent, newname, flags));
+	struct ns *ns = req_ns(req);
+	struct ns_attr a;
+	int ret = ns_rename(ns, parent, name, newparent, newname, flags);
+
+	if (!ret && req_cluster(req) && ns_lookup(ns, newparent, newname, &a) == 0) {
+		ns_forget(ns, a.ino, 1);
+		if ((a.mode & S_IFMT) == S_IFDIR &&
+		    cluster_rename_dir(req_cluster(req), parent, name, newparent, newname) < 0) {
+			(void)ns_rename(ns, newparent, newname, parent, name, 0);
+			ret = -EIO;
+		}
+	}
+	fuse_reply_err(req, -ret);
 }
 
 /* Blocks are immutable data addressed by name: links and special files have no meaning. */
@@ -547,6 +586,7 @@ int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side)
 {
 	fs->ns = ns;
 	fs->side = side;
+	fs->cluster = NULL; /* set by the daemon in cluster mode */
 	return -pthread_key_create(&fs->bounce_key, free);
 }
 

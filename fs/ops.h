@@ -11,11 +11,13 @@
 
 struct ns;
 struct side;
+struct cluster;
 
 /* The daemon's context, handed to fuse_session_new as userdata. */
 struct kvc_fs {
 	struct ns *ns;
 	struct side *side;	  /* the ioctl side channel */
+	struct cluster *cluster;  /* NULL on a single node */
 	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
 };
 

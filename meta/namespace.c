@@ -1559,3 +1559,111 @@ int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
+
+/* ---- directories shared with a cluster (fs/cluster.c) ------------------------------------- */
+
+int ns_path(struct ns *ns, uint64_t ino, char *buf, size_t len)
+{
+	const struct inode *chain[256];
+	struct inode *i;
+	size_t depth = 0, used = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_DETACHED && i != ns->root)) {
+		ret = -ENOENT;
+		goto out;
+	}
+	for (; i && i != ns->root; i = i->parent) {
+		if (depth == sizeof(chain) / sizeof(chain[0])) {
+			ret = -ENAMETOOLONG;
+			goto out;
+		}
+		chain[depth++] = i;
+	}
+	buf[0] = '\0';
+	while (depth--) {
+		int n =
+		    snprintf(buf + used, len - used, "%s%s", used ? "/" : "", chain[depth]->name);
+
+		if (n < 0 || (size_t)n >= len - used) {
+			ret = -ENAMETOOLONG;
+			goto out;
+		}
+		used += (size_t)n;
+	}
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+/* The directory at path (components separated by '/'), creating the missing ones when
+ * create. Caller holds ns->lock. */
+static int walk_dirs(struct ns *ns, const char *path, bool create, uint32_t mode,
+		     struct inode **out)
+{
+	char name[NS_NAME_MAX + 1];
+	struct inode *d = ns->root, *i;
+	const char *p = path;
+
+	while (*p) {
+		const char *end = strchr(p, '/');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+
+		if (n == 0 || n > NS_NAME_MAX)
+			return -EINVAL;
+		memcpy(name, p, n);
+		name[n] = '\0';
+		i = find_child(d, name);
+		if (!i && create) {
+			i = inode_new(ns, KIND_DIR, name, mode, 0, 0);
+			if (!i)
+				return -ENOMEM;
+			if (attach(ns, d, i) < 0) {
+				inode_free(ns, i);
+				return -ENOMEM;
+			}
+		}
+		if (!i)
+			return -ENOENT;
+		if (i->kind != KIND_DIR)
+			return -ENOTDIR;
+		d = i;
+		p += n + (end ? 1 : 0);
+	}
+	*out = d;
+	return 0;
+}
+
+int ns_mkdir_path(struct ns *ns, const char *path, uint32_t mode)
+{
+	struct inode *d;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = walk_dirs(ns, path, true, mode, &d);
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_rmdir_path(struct ns *ns, const char *path)
+{
+	struct inode *d;
+	int ret;
+
+	if (!*path)
+		return -EBUSY; /* the root */
+	pthread_mutex_lock(&ns->lock);
+	ret = walk_dirs(ns, path, false, 0, &d);
+	if (!ret && d->dir.nentries)
+		ret = -ENOTEMPTY;
+	if (!ret) {
+		if (ns->cfg.vanish) /* the kernel may hold an entry for it */
+			ns->cfg.vanish(ns->cfg.vanish_arg, d->parent->ino, d->name);
+		detach(ns, d);
+		maybe_free(ns, d);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}

@@ -142,6 +142,18 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st);
  * Returns the number evicted. (The evictor thread calls it; tests may too.) */
 uint64_t ns_evict(struct ns *ns, unsigned target_pct);
 
+/* ---- directories shared with a cluster (fs/cluster.c) ---- */
+
+/* The path of directory ino from the root ("" for the root; names joined by '/'). ENOENT
+ * when it has no name anymore, ENAMETOOLONG. */
+int ns_path(struct ns *ns, uint64_t ino, char *buf, size_t len);
+/* Create the directory at path and any missing parent (another node made it); an existing
+ * one is fine. ENOTDIR when a component is a block, EINVAL for an empty component. */
+int ns_mkdir_path(struct ns *ns, const char *path, uint32_t mode);
+/* Remove the directory at path (another node removed it) if it is empty here: ENOTEMPTY,
+ * ENOENT, ENOTDIR otherwise. The kernel is told its entry vanished. */
+int ns_rmdir_path(struct ns *ns, const char *path);
+
 /* ---- the side channel (fs/side.c) ---- */
 
 /* Where a block's bytes are: offset from the start of the pool object. */

@@ -5,6 +5,7 @@ id, unreachable etcd, bad secret file), a member killed with SIGKILL leaving wit
 TTL, a restarted node rejoining, etcd stopped and restarted, and the daemon's transfer engine
 serving only holders of the cluster secret."""
 
+import errno
 import json
 import os
 import shutil
@@ -164,6 +165,49 @@ class Cluster(kvc.TestCase):
         self.assertTrue(wait_until(seen, timeout=8, interval=0.2),
                         "node B does not see node A's pool use (%d bytes)" % used)
 
+    def test_directories_are_shared(self):
+        a, b, c = self.join(), self.join(), self.join()
+        self.wait_total(c, 3, timeout=3)
+        os.makedirs(a.path("llama", "rank_0", "bf16"))
+        t0 = time.monotonic()
+        for m in (b, c):
+            self.assertTrue(wait_until(lambda: os.path.isdir(m.path("llama", "rank_0", "bf16")),
+                                       timeout=1, interval=0.02),
+                            "mkdir on one node not seen on %s within 1 s" % m.mnt)
+        self.assertLess(time.monotonic() - t0, 1.5)
+        # rename and rmdir follow too
+        os.rename(b.path("llama", "rank_0"), b.path("llama", "rank_1"))
+        for m in (a, c):
+            self.assertTrue(wait_until(lambda: os.path.isdir(m.path("llama", "rank_1", "bf16"))
+                                       and not os.path.exists(m.path("llama", "rank_0")),
+                                       timeout=2, interval=0.02))
+        os.rmdir(c.path("llama", "rank_1", "bf16"))
+        for m in (a, b):
+            self.assertTrue(wait_until(lambda: not os.path.exists(
+                m.path("llama", "rank_1", "bf16")), timeout=2, interval=0.02))
+        # a node joining later finds them
+        d = self.join()
+        self.assertTrue(os.path.isdir(d.path("llama", "rank_1")))
+        self.assertEqual(sorted(os.listdir(d.path("llama"))), ["rank_1"])
+        # another cluster does not
+        e = Mount.for_test(self, *self.cluster_args(cluster=self.cluster + "y"), pool_size=None)
+        self.assertEqual(os.listdir(e.mnt), [])
+
+    def test_mkdir_needs_etcd(self):
+        a = self.join()
+        os.mkdir(a.path("before"))
+        self.etcd.stop()
+        try:
+            self.assertErrno(errno.EIO, os.mkdir, a.path("during"))
+            self.assertFalse(os.path.exists(a.path("during")))
+            kvc.write_block(a.path("before", "blk"), b"q" * 100)  # existing ones work
+            self.assertEqual(kvc.read_block(a.path("before", "blk")), b"q" * 100)
+        finally:
+            self.etcd.start()
+        self.assertTrue(wait_until(lambda: not nodes(a.mnt)["stale"], timeout=TTL + 5,
+                                   interval=0.2))
+        os.mkdir(a.path("after"))
+
     def test_clusters_are_separate(self):
         a = self.join()
         b = Mount.for_test(self, *self.cluster_args(cluster=self.cluster + "x"),
@@ -246,13 +290,13 @@ class Cluster(kvc.TestCase):
         a = self.join()
         b = self.join()
         self.wait_total(a, 2, timeout=3)
+        os.mkdir(a.path("during-outage"))
         self.etcd.stop()
         try:
-            # the last known membership stays, marked stale; the filesystem keeps working
+            # the last known membership stays, marked stale; existing directories work
             self.assertTrue(wait_until(lambda: nodes(a.mnt)["stale"], timeout=TTL,
                                        interval=0.2))
             self.assertEqual(nodes(a.mnt)["total"], 2)
-            os.mkdir(a.path("during-outage"))
             kvc.write_block(a.path("during-outage", "blk"), b"y" * 5000)
             self.assertEqual(kvc.read_block(a.path("during-outage", "blk")), b"y" * 5000)
         finally:
