@@ -563,6 +563,35 @@ static void test_locate_batch(void)
 	teardown();
 }
 
+static void test_paths(void)
+{
+	struct ns_attr a, b;
+	char path[64];
+
+	REQUIRE(setup(1 << 20, 1 << 20, 100, 99) == 0);
+	CHECK(ns_path(ns, NS_ROOT_INO, path, sizeof(path)) == 0 && !strcmp(path, ""));
+	CHECK(ns_mkdir_path(ns, "a/b/c", 0755) == 0);
+	CHECK(ns_mkdir_path(ns, "a/b/c", 0755) == 0); /* existing: fine */
+	REQUIRE(ns_lookup(ns, NS_ROOT_INO, "a", &a) == 0);
+	REQUIRE(ns_lookup(ns, a.ino, "b", &b) == 0);
+	CHECK(ns_path(ns, b.ino, path, sizeof(path)) == 0 && !strcmp(path, "a/b"));
+	CHECK(ns_path(ns, b.ino, path, 3) == -ENAMETOOLONG);
+	CHECK(ns_mkdir_path(ns, "a//x", 0755) == -EINVAL);
+	REQUIRE(put(b.ino, "blk", 10, 1));
+	CHECK(ns_mkdir_path(ns, "a/b/blk/x", 0755) == -ENOTDIR);
+	CHECK(ns_rmdir_path(ns, "a/b") == -ENOTEMPTY);
+	CHECK(ns_rmdir_path(ns, "a/b/c") == 0);
+	CHECK(ns_rmdir_path(ns, "a/b/c") == -ENOENT);
+	CHECK(ns_rmdir_path(ns, "") == -EBUSY);
+	CHECK(vanished == 1); /* the kernel is told about the removed directory */
+	CHECK(ns_unlink(ns, b.ino, "blk") == 0);
+	CHECK(ns_rmdir_path(ns, "a/b") == 0);
+	CHECK(ns_path(ns, b.ino, path, sizeof(path)) == -ENOENT);
+	ns_forget(ns, b.ino, 1);
+	ns_forget(ns, a.ino, 1);
+	teardown();
+}
+
 int main(void)
 {
 	RUN(test_dirs);
@@ -578,5 +607,6 @@ int main(void)
 	RUN(test_commit_into_removed_dir);
 	RUN(test_pins_survive);
 	RUN(test_locate_batch);
+	RUN(test_paths);
 	return check_summary();
 }
