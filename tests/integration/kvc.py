@@ -270,6 +270,13 @@ class Mount:
                 wait_until(lambda: not pid_alive(self.pid), timeout=5)
                 if is_mounted(self.mnt):
                     unmount(self.mnt)
+        # A daemon killed on purpose (SIGKILL) could not remove its pool object.
+        pool = self.pool_path()
+        if pool and os.path.exists(pool) and not (self.pid and pid_alive(self.pid)):
+            try:
+                os.unlink(pool)
+            except OSError:
+                pass
         try:
             os.rmdir(self.mnt)
         except OSError as e:
@@ -316,6 +323,17 @@ class Mount:
         return cls._start_cleaned_by(testcase.addCleanup, args, kw)
 
     # ---- conveniences
+    def pool_path(self):
+        """The daemon's pool object: --pool-path, or the default derived from the mountpoint
+        (fs/main.c), or None when that default is a hash (very long mountpoints)."""
+        for i, a in enumerate(self.args):
+            if a == "--pool-path" and i + 1 < len(self.args):
+                return self.args[i + 1]
+            if a.startswith("--pool-path="):
+                return a.split("=", 1)[1]
+        name = "/dev/shm/kvcachefs" + self.mnt.replace("/", ".")
+        return name if len(self.mnt) <= 200 else None
+
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
 
