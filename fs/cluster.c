@@ -387,9 +387,8 @@ void cluster_nodes(void *arg, struct kvcachefs_nodes *out)
 	snprintf(out->cluster, sizeof(out->cluster), "%s", c->name);
 	if (members_stale(c->members))
 		out->flags |= KVCACHEFS_NODES_STALE;
-	/* Refresh our own figures on the way (members_update throttles what reaches etcd). */
+	/* Our own figures as they are now (the reporter publishes them to the others). */
 	pool_figures(c->ns, &size, &used);
-	members_update(c->members, used);
 	if (members_snapshot(c->members, &list, &n) < 0)
 		n = 0;
 	out->total = (uint32_t)n;

@@ -48,6 +48,13 @@ static void dir_unref(struct kvc_dir *d, long n)
 		free(d);
 }
 
+/* Does [off, off + len) lie in the pool mapping's data area? Every pointer the library hands
+ * out is checked with it, whatever the daemon answered. */
+static bool in_data_area(const struct kvc *k, uint64_t off, uint64_t len)
+{
+	return off >= k->info.data_offset && off <= k->map_size && len <= k->map_size - off;
+}
+
 /* One ioctl; -errno on failure. The argument's first field is always the ABI version. */
 static int kvc_ioctl(int fd, unsigned long cmd, void *arg)
 {
@@ -344,9 +351,7 @@ KVC_API int kvc_get_batch(struct kvc_dir *d, const char *const *names, size_t n,
 				continue;
 			/* Never hand out a pointer outside the mapping, whatever the reply. An
 			 * empty block has no pages: its pointer is the start of the data area. */
-			if (r->length != 0 &&
-			    (r->offset < d->k->info.data_offset || r->offset > d->k->map_size ||
-			     r->length > d->k->map_size - r->offset)) {
+			if (r->length != 0 && !in_data_area(d->k, r->offset, r->length)) {
 				uint64_t pin = r->pin;
 
 				(void)unpin_ids(d->fd, &pin, 1);
@@ -432,9 +437,7 @@ KVC_API int kvc_load_batch(struct kvc_dir *d, const char *const *names, size_t n
 			len[i] = err ? 0 : (size_t)r->length;
 			if (!err && r->length > cap[i])
 				err = ERANGE;
-			else if (!err && r->length &&
-				 (r->offset < k->info.data_offset || r->offset > k->map_size ||
-				  r->length > k->map_size - r->offset))
+			else if (!err && r->length && !in_data_area(k, r->offset, r->length))
 				err = EPROTO;
 			else if (!err && r->length) {
 				memcpy(dst[i], k->map + r->offset, (size_t)r->length);
@@ -536,8 +539,7 @@ KVC_API int kvc_reserve(struct kvc_dir *d, const char *name, size_t len, struct 
 	if (len == 0)
 		return 0;
 	if (p->inplace) {
-		if (rv.offset < d->k->info.data_offset || rv.offset > d->k->map_size ||
-		    len > d->k->map_size - rv.offset) {
+		if (!in_data_area(d->k, rv.offset, len)) {
 			ret = -EPROTO;
 			goto fail;
 		}

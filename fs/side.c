@@ -658,13 +658,14 @@ static int do_commit(struct side *s, fuse_req_t req, fuse_ino_t ino, struct side
 	return 0;
 }
 
-static int do_abort(struct side *s, struct side_owner *o, const struct kvcachefs_abort *ab)
+/* End one slot of o: EINVAL/EPERM as slot_get, EBUSY while a request uses it. */
+static int slot_drop(struct side *s, struct side_owner *o, uint64_t id, enum slot_kind kind)
 {
 	struct side_slot *sl;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
-	ret = slot_get(s, o, ab->id, SLOT_RESV, &sl);
+	ret = slot_get(s, o, id, kind, &sl);
 	if (!ret && sl->busy)
 		ret = -EBUSY;
 	if (!ret)
@@ -673,6 +674,11 @@ static int do_abort(struct side *s, struct side_owner *o, const struct kvcachefs
 	if (!ret)
 		slot_free(s, sl);
 	return ret;
+}
+
+static int do_abort(struct side *s, struct side_owner *o, const struct kvcachefs_abort *ab)
+{
+	return slot_drop(s, o, ab->id, SLOT_RESV);
 }
 
 static int do_gpu_register(struct side *s, struct side_owner *o, struct kvcachefs_gpu_register *g)
@@ -777,19 +783,7 @@ static int do_gpu_load(struct side *s, struct side_owner *o, const struct kvcach
 static int do_gpu_unregister(struct side *s, struct side_owner *o,
 			     const struct kvcachefs_gpu_unregister *gu)
 {
-	struct side_slot *sl;
-	int ret;
-
-	pthread_mutex_lock(&s->lock);
-	ret = slot_get(s, o, gu->id, SLOT_GPU, &sl);
-	if (!ret && sl->busy)
-		ret = -EBUSY;
-	if (!ret)
-		slot_unlink(s, sl);
-	pthread_mutex_unlock(&s->lock);
-	if (!ret)
-		slot_free(s, sl);
-	return ret;
+	return slot_drop(s, o, gu->id, SLOT_GPU);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */

@@ -787,10 +787,39 @@ static void wait_sealed(struct ns *ns, struct inode *i)
 			break;
 }
 
+/* wait_sealed for a block found by name, which no kernel reference keeps alive: returns i,
+ * or NULL when it lost its name meanwhile (and is freed if nothing else holds it). */
+static struct inode *wait_sealed_by_name(struct ns *ns, struct inode *i)
+{
+	i->nlookup++; /* keeps i alive across wait_sealed, which drops the lock */
+	wait_sealed(ns, i);
+	i->nlookup--;
+	if (i->flags & F_DETACHED) {
+		maybe_free(ns, i);
+		return NULL;
+	}
+	return i;
+}
+
+/* Open sealed block i for reading: a reader's handle pins it (off the LRU). Caller holds
+ * ns->lock. */
+static int open_sealed(struct ns *ns, struct inode *i, struct ns_handle **hp)
+{
+	struct ns_handle *h = handle_new(ns, i, false);
+
+	if (!h)
+		return -ENOMEM;
+	if (lru_linked(&i->file.lru))
+		lru_remove(&ns->lru, &i->file.lru);
+	i->file.open++;
+	atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
+	*hp = h;
+	return 0;
+}
+
 int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
 {
 	struct inode *i;
-	struct ns_handle *h;
 	int ret = 0;
 
 	pthread_mutex_lock(&ns->lock);
@@ -805,19 +834,8 @@ int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
 		ret = -EBUSY;
 	else if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		ret = -EPERM;
-	if (ret)
-		goto out;
-	h = handle_new(ns, i, false);
-	if (!h) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	if (lru_linked(&i->file.lru))
-		lru_remove(&ns->lru, &i->file.lru);
-	i->file.open++;
-	atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
-	*hp = h;
-out:
+	if (!ret)
+		ret = open_sealed(ns, i, hp);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
@@ -1291,7 +1309,6 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st)
 int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_handle **hp)
 {
 	struct inode *d, *i;
-	struct ns_handle *h;
 	int ret;
 
 	pthread_mutex_lock(&ns->lock);
@@ -1308,31 +1325,24 @@ int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_han
 		ret = -EISDIR;
 		goto out;
 	}
-	i->nlookup++; /* keeps i alive across wait_sealed, which drops the lock */
-	wait_sealed(ns, i);
-	i->nlookup--;
-	if (i->flags & F_DETACHED) {
-		maybe_free(ns, i);
+	i = wait_sealed_by_name(ns, i);
+	if (!i)
 		ret = -ENOENT;
-		goto out;
-	}
-	if (!i->file.sealed) {
+	else if (!i->file.sealed)
 		ret = -EBUSY;
-		goto out;
-	}
-	h = handle_new(ns, i, false);
-	if (!h) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	if (lru_linked(&i->file.lru))
-		lru_remove(&ns->lru, &i->file.lru);
-	i->file.open++;
-	atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
-	*hp = h;
+	else
+		ret = open_sealed(ns, i, hp);
 out:
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
+}
+
+/* Where block i's payload starts in the pool object (0 for an empty block). */
+static uint64_t block_offset(const struct pool *pool, const struct inode *i)
+{
+	return i->file.npages
+		   ? (uint64_t)((const uint8_t *)pool_page_addr(pool, i->file.page) - pool->base)
+		   : 0;
 }
 
 void ns_handle_loc(const struct ns_handle *h, struct ns_loc *loc)
@@ -1341,10 +1351,7 @@ void ns_handle_loc(const struct ns_handle *h, struct ns_loc *loc)
 	const struct pool *pool = h->ns->pool;
 
 	*loc = (struct ns_loc){
-	    .offset =
-		i->file.npages
-		    ? (uint64_t)((const uint8_t *)pool_page_addr(pool, i->file.page) - pool->base)
-		    : 0,
+	    .offset = block_offset(pool, i),
 	    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
 	    .generation = i->file.generation,
 	};
@@ -1373,13 +1380,7 @@ int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn nam
 		i = find_child(d, name);
 		if (i && i->kind == KIND_FILE && !i->file.sealed && i->file.closing) {
 			/* Its writer has closed it: the seal is on its way (see wait_sealed). */
-			i->nlookup++;
-			wait_sealed(ns, i);
-			i->nlookup--;
-			if (i->flags & F_DETACHED) {
-				maybe_free(ns, i);
-				i = NULL;
-			}
+			i = wait_sealed_by_name(ns, i);
 			ret = get_dir(ns, parent, &d); /* the lock was dropped */
 			if (ret)
 				break;
@@ -1542,11 +1543,7 @@ int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name
 		} else {
 			errs[k] = 0;
 			locs[k] = (struct ns_loc){
-			    .offset =
-				i->file.npages
-				    ? (uint64_t)((uint8_t *)pool_page_addr(ns->pool, i->file.page) -
-						 ns->pool->base)
-				    : 0,
+			    .offset = block_offset(ns->pool, i),
 			    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
 			    .generation = i->file.generation,
 			};

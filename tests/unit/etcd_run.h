@@ -21,6 +21,8 @@
 #ifndef KVC_TESTS_ETCD_RUN_H
 #define KVC_TESTS_ETCD_RUN_H
 
+#include "meta/etcd.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -394,6 +396,30 @@ static inline void etcd_proc_stop(struct etcd_proc *p)
 	for (int i = 0; i < ETCD_RUN_MAX; i++)
 		if (etcd_run_all[i] == p)
 			etcd_run_all[i] = NULL;
+}
+
+/* The start of a test program: etcd running and a client *cl to it. 0 when ready; 1 when
+ * etcd is not installed (a SKIP line is printed: exit 0); -1 on a failure (printed: exit 1). */
+static inline int etcd_run_test_start(struct etcd_proc *p, struct etcd **cl)
+{
+	int rc;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	rc = etcd_proc_start(p);
+	if (rc == -ENOENT) {
+		printf("SKIP: etcd is not installed (apt-get install etcd-server)\n");
+		return 1;
+	}
+	if (rc) {
+		fprintf(stderr, "cannot start etcd: %s (log: %s/etcd.log)\n", strerror(-rc),
+			p->dir);
+		return -1;
+	}
+	if (etcd_create(cl, p->url, 2000)) {
+		etcd_proc_stop(p);
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- the proxy ---------------------------------------------------------------------- */

@@ -592,23 +592,10 @@ static void test_endpoints(void)
 
 int main(void)
 {
-	int rc;
+	int rc = etcd_run_test_start(&srv, &cl);
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	rc = etcd_proc_start(&srv);
-	if (rc == -ENOENT) {
-		printf("SKIP: etcd is not installed (apt-get install etcd-server)\n");
-		return 0;
-	}
-	if (rc) {
-		fprintf(stderr, "cannot start etcd: %s (log: %s/etcd.log)\n", strerror(-rc),
-			srv.dir);
-		return 1;
-	}
-	if (etcd_create(&cl, srv.url, 2000)) {
-		etcd_proc_stop(&srv);
-		return 1;
-	}
+	if (rc)
+		return rc > 0 ? 0 : 1;
 	RUN(test_put_get);
 	RUN(test_range_paging);
 	RUN(test_delete);
