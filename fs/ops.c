@@ -30,7 +30,35 @@
 struct dirh {
 	struct ns_dir dir;
 	struct side_owner owner;
+	struct dirh *prev, *next; /* kvc_fs.dirs, under kvc_fs.dirs_lock */
 };
+
+/* Open directories are listed so that shutdown frees those whose RELEASEDIR the kernel never
+ * sent (an unmount right after a close() races with the asynchronous release). */
+static void dirh_link(struct kvc_fs *fs, struct dirh *d)
+{
+	pthread_mutex_lock(&fs->dirs_lock);
+	d->prev = NULL;
+	d->next = fs->dirs;
+	if (fs->dirs)
+		fs->dirs->prev = d;
+	fs->dirs = d;
+	pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+static void dirh_free(struct kvc_fs *fs, struct dirh *d)
+{
+	pthread_mutex_lock(&fs->dirs_lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->dirs_lock);
+	ns_dir_free(&d->dir);
+	free(d);
+}
 
 static struct ns *req_ns(fuse_req_t req)
 {
@@ -399,10 +427,9 @@ static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		return;
 	}
 	fi->fh = (uintptr_t)d;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		ns_dir_free(&d->dir);
-		free(d);
-	}
+	dirh_link(fuse_req_userdata(req), d);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dirh_free(fuse_req_userdata(req), d);
 }
 
 static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -449,8 +476,7 @@ static void kvc_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 
 	(void)ino;
 	side_owner_release(((struct kvc_fs *)fuse_req_userdata(req))->side, &d->owner);
-	ns_dir_free(&d->dir);
-	free(d);
+	dirh_free(fuse_req_userdata(req), d);
 	fuse_reply_err(req, 0);
 }
 
@@ -587,6 +613,8 @@ int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side)
 	fs->ns = ns;
 	fs->side = side;
 	fs->cluster = NULL; /* set by the daemon in cluster mode */
+	fs->dirs = NULL;
+	pthread_mutex_init(&fs->dirs_lock, NULL);
 	return -pthread_key_create(&fs->bounce_key, free);
 }
 
@@ -594,6 +622,15 @@ void kvc_fs_fini(struct kvc_fs *fs)
 {
 	free(pthread_getspecific(fs->bounce_key));
 	pthread_key_delete(fs->bounce_key);
+	/* Directories the kernel never released: their side-channel slots go with side_destroy. */
+	while (fs->dirs) {
+		struct dirh *d = fs->dirs;
+
+		fs->dirs = d->next;
+		ns_dir_free(&d->dir);
+		free(d);
+	}
+	pthread_mutex_destroy(&fs->dirs_lock);
 }
 
 const struct fuse_lowlevel_ops kvc_fs_ops = {

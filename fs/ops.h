@@ -12,6 +12,7 @@
 struct ns;
 struct side;
 struct cluster;
+struct dirh;
 
 /* The daemon's context, handed to fuse_session_new as userdata. */
 struct kvc_fs {
@@ -19,6 +20,8 @@ struct kvc_fs {
 	struct side *side;	  /* the ioctl side channel */
 	struct cluster *cluster;  /* NULL on a single node */
 	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
+	pthread_mutex_t dirs_lock;
+	struct dirh *dirs; /* open directories (ops.c), under dirs_lock */
 };
 
 /* Set up / tear down the context (after the worker threads are gone). 0 or -errno. */
