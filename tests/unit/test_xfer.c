@@ -1160,7 +1160,10 @@ static void test_peer_killed(void)
 	for (int i = 0; i < N; i++)
 		r[i] = req(XFER_READ, buf + (size_t)i * LEN, LEN, p, seg, 0);
 	REQUIRE(xfer_submit(a, r, N, &b) == 0);
-	usleep(20000);
+	/* Kill it mid-transfer: once the first request is done, most of the batch is still to
+	 * come (a fixed sleep was sometimes longer than the whole batch). */
+	for (t0 = now_ms(); xfer_poll(b) == 0 && now_ms() - t0 < 5000;)
+		usleep(200);
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	t0 = now_ms();
