@@ -24,6 +24,15 @@ void lru_push(struct lru *l, struct lru_node *n)
 	l->count++;
 }
 
+void lru_push_old(struct lru *l, struct lru_node *n)
+{
+	n->next = &l->head;
+	n->prev = l->head.prev;
+	l->head.prev->next = n;
+	l->head.prev = n;
+	l->count++;
+}
+
 void lru_remove(struct lru *l, struct lru_node *n)
 {
 	n->prev->next = n->next;

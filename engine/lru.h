@@ -26,6 +26,8 @@ struct lru {
 void lru_init(struct lru *l);
 /* Put n (not on any list) at the most-recent end. */
 void lru_push(struct lru *l, struct lru_node *n);
+/* Put n (not on any list) at the least-recent end: the next to go (cached copies). */
+void lru_push_old(struct lru *l, struct lru_node *n);
 /* Take n off l; n must be on l. */
 void lru_remove(struct lru *l, struct lru_node *n);
 /* Move n (on l) to the most-recent end. */

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #ifndef RENAME_NOREPLACE
@@ -43,6 +44,8 @@
 enum { KIND_DIR = 1, KIND_FILE = 2 };
 #define F_DETACHED 0x1u /* no name leads to it anymore */
 #define F_EVICTED  0x2u /* its name vanished behind the kernel's back: ENOENT everywhere */
+#define F_REMOTE   0x4u /* a stub: the bytes are on other nodes (cluster) */
+#define F_CACHED   0x8u /* a local copy of another node's block: evicted first, not announced */
 
 struct inode {
 	struct hnode ino_node;	/* in ns->inodes */
@@ -61,12 +64,15 @@ struct inode {
 			struct htable children;
 			uint64_t nentries; /* children, blocks being written included */
 			uint32_t nsubdirs;
+			uint8_t replicas; /* 0: the default, 1 */
 		} dir;
 		struct {
 			_Atomic uint64_t size; /* final once sealed */
 			uint64_t page, npages; /* npages == 0: nothing allocated */
 			uint64_t generation;
-			uint32_t open; /* open handles; > 0 pins the pages */
+			uint64_t version;   /* see ns_config.version_tag; 0 until sealed */
+			int64_t checked_ns; /* F_REMOTE/F_CACHED: entry last confirmed */
+			uint32_t open;	    /* open handles; > 0 pins the pages */
 			bool sealed;
 			bool closing;	 /* the writer closed an fd and wrote nothing since */
 			bool referenced; /* read without an open since it was last put on the LRU */
@@ -89,7 +95,8 @@ struct ns_handle {
 	bool aborted;	   /* a reservation given up: discard at release, not an ENOSPC */
 	bool has_sum;	   /* sum is the payload's checksum, computed by whoever filled it */
 	uint64_t sum;
-	uint64_t target; /* a reservation: the directory its commit publishes into */
+	uint64_t target;  /* a reservation: the directory its commit publishes into */
+	uint64_t version; /* a replica's version, kept at the seal (0: a new one) */
 };
 
 struct ns {
@@ -319,7 +326,39 @@ static void fill_attr(const struct ns *ns, const struct inode *i, struct ns_attr
 		a->alloc_bytes = i->file.npages * POOL_PAGE_SIZE;
 		a->generation = i->file.generation;
 		a->writing = !i->file.sealed;
+		a->remote = (i->flags & (F_REMOTE | F_CACHED)) != 0;
+		a->version = i->file.version;
+		a->checked_ns = i->file.checked_ns;
 	}
+}
+
+/* A block's payload offset in the pool object (0 for an empty block). */
+static uint64_t block_offset(const struct pool *pool, const struct inode *i);
+
+/* Tell the cluster that block i (sealed, with its bytes here, attached) is visible under its
+ * name. Caller holds ns->lock. */
+static void publish(struct ns *ns, struct inode *i)
+{
+	struct ns_pub p;
+
+	if (!ns->cfg.publish || (i->flags & (F_DETACHED | F_REMOTE | F_CACHED)))
+		return;
+	p = (struct ns_pub){
+	    .parent = i->parent->ino,
+	    .name = i->name,
+	    .offset = block_offset(ns->pool, i),
+	    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
+	    .generation = i->file.generation,
+	    .version = i->file.version,
+	    .mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed),
+	    .mode = i->mode,
+	};
+	ns->cfg.publish(ns->cfg.publish_arg, &p);
+}
+
+static uint64_t new_version(const struct ns *ns, int64_t now)
+{
+	return ((uint64_t)now & ~0xffffull) | ns->cfg.version_tag;
 }
 
 /* ---- eviction --------------------------------------------------------------------------- */
@@ -520,6 +559,8 @@ void ns_forget(struct ns *ns, uint64_t ino, uint64_t nlookup)
 	i = get_inode(ns, ino);
 	if (i && i != ns->root) {
 		i->nlookup = nlookup > i->nlookup ? 0 : i->nlookup - nlookup;
+		if (i->nlookup == 0 && (i->flags & F_REMOTE) && !(i->flags & F_DETACHED))
+			detach(ns, i); /* a stub lives as long as the kernel knows it */
 		maybe_free(ns, i);
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -669,6 +710,8 @@ int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newpare
 			ret = -ENOTEMPTY;
 	} else if (dst && dst->kind == KIND_DIR) {
 		ret = -EISDIR;
+	} else if (src->flags & (F_REMOTE | F_CACHED)) {
+		ret = -EXDEV; /* its bytes are held by another node: copy it (mv does) */
 	}
 	if (ret)
 		goto out;
@@ -693,6 +736,13 @@ int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newpare
 	if (src->kind == KIND_FILE && !lru_linked(&src->file.lru) && src->file.sealed &&
 	    src->file.open == 0)
 		lru_push(&ns->lru, &src->file.lru);
+	if (src->kind == KIND_FILE && src->file.sealed) {
+		/* published anew under this name: a new version, which replaces older ones */
+		src->file.version = new_version(ns, src->ctime_ns);
+		if (src->file.npages)
+			pool_hdr(ns->pool, src->file.page)->seal_time_ns = src->file.version;
+		publish(ns, src);
+	}
 out:
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
@@ -834,6 +884,8 @@ int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
 		ret = -EBUSY;
 	else if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
 		ret = -EPERM;
+	else if (i->flags & F_REMOTE)
+		ret = -EREMOTE; /* fetch it first (fs/remote.c) */
 	if (!ret)
 		ret = open_sealed(ns, i, hp);
 	pthread_mutex_unlock(&ns->lock);
@@ -1054,10 +1106,11 @@ static int seal_locked(struct ns_handle *h)
 		    .name_hash = {nh.low64, nh.high64},
 		    .length = size,
 		    .checksum = sum,
-		    .seal_time_ns = (uint64_t)now,
+		    .seal_time_ns = h->version ? h->version : new_version(ns, now),
 		    .npages = (uint32_t)i->file.npages,
 		};
 	}
+	i->file.version = h->version ? h->version : new_version(ns, now);
 	i->file.sealed = true;
 	i->file.closing = false;
 	pthread_cond_broadcast(&ns->seal_cond);
@@ -1066,6 +1119,7 @@ static int seal_locked(struct ns_handle *h)
 	ns->writing--;
 	if (!(i->flags & F_DETACHED))
 		ns->blocks++;
+	publish(ns, i);
 	pthread_mutex_unlock(&ns->lock);
 	return 0;
 }
@@ -1121,6 +1175,8 @@ void ns_release(struct ns_handle *h)
 	if (i->file.open == 0) {
 		if (i->flags & F_DETACHED)
 			maybe_free(ns, i);
+		else if (i->file.sealed && (i->flags & F_CACHED))
+			lru_push_old(&ns->lru, &i->file.lru);
 		else if (i->file.sealed)
 			lru_push(&ns->lru, &i->file.lru);
 	}
@@ -1271,7 +1327,16 @@ int ns_block_info(struct ns *ns, uint64_t ino, struct ns_block_info *info)
 			info->sealed = i->file.sealed;
 			info->refs = i->file.open;
 			info->generation = i->file.generation;
+			info->version = i->file.version;
+			info->remote = (i->flags & F_REMOTE) != 0;
+			info->cached = (i->flags & F_CACHED) != 0;
 		}
+		if (i->kind == KIND_DIR)
+			info->replicas = i->dir.replicas ? i->dir.replicas : 1;
+		else if (i->parent)
+			info->replicas = i->parent->dir.replicas ? i->parent->dir.replicas : 1;
+		else
+			info->replicas = 1;
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
@@ -1326,7 +1391,7 @@ int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_han
 		goto out;
 	}
 	i = wait_sealed_by_name(ns, i);
-	if (!i)
+	if (!i || (i->flags & F_REMOTE))
 		ret = -ENOENT;
 	else if (!i->file.sealed)
 		ret = -EBUSY;
@@ -1337,7 +1402,6 @@ out:
 	return ret;
 }
 
-/* Where block i's payload starts in the pool object (0 for an empty block). */
 static uint64_t block_offset(const struct pool *pool, const struct inode *i)
 {
 	return i->file.npages
@@ -1385,7 +1449,7 @@ int ns_lookup_prefix(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn nam
 			if (ret)
 				break;
 		}
-		if (!i || i->kind != KIND_FILE || !i->file.sealed)
+		if (!i || i->kind != KIND_FILE || !i->file.sealed || (i->flags & F_REMOTE))
 			break;
 	}
 	pthread_mutex_unlock(&ns->lock);
@@ -1492,6 +1556,7 @@ int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *re
 	i->nlookup = 0;
 	h->target = 0;
 	ns_handle_loc(h, loc);
+	publish(ns, i);
 out:
 	pthread_mutex_unlock(&ns->lock);
 	if (!ret)
@@ -1533,7 +1598,7 @@ int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name
 			break;
 		}
 		i = find_child(d, name);
-		if (!i) {
+		if (!i || (i->flags & F_REMOTE)) {
 			atomic_fetch_add_explicit(&ns->misses, 1, memory_order_relaxed);
 			errs[k] = ENOENT;
 		} else if (i->kind == KIND_DIR) {
@@ -1660,6 +1725,266 @@ int ns_rmdir_path(struct ns *ns, const char *path)
 			ns->cfg.vanish(ns->cfg.vanish_arg, d->parent->ino, d->name);
 		detach(ns, d);
 		maybe_free(ns, d);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+/* ---- blocks shared with a cluster (fs/remote.c) ------------------------------------------- */
+
+int ns_add_remote(struct ns *ns, uint64_t parent, const char *name, const struct ns_remote *r,
+		  struct ns_attr *attr)
+{
+	struct inode *d, *i;
+	int ret = check_name(name);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (i && i->kind == KIND_DIR) {
+		ret = -EISDIR;
+		goto out;
+	}
+	if (i && (!(i->flags & (F_REMOTE | F_CACHED)) || i->file.version == r->version)) {
+		/* ours, or the same version: keep it */
+		if (i->flags & (F_REMOTE | F_CACHED))
+			i->file.checked_ns = now_ns();
+		goto found;
+	}
+	if (i) { /* a stub or copy of another version */
+		if (ns->cfg.vanish)
+			ns->cfg.vanish(ns->cfg.vanish_arg, d->ino, i->name);
+		detach(ns, i);
+		maybe_free(ns, i);
+	}
+	i = inode_new(ns, KIND_FILE, name, r->mode, 0, 0);
+	if (i)
+		i->file.sealed = true;
+	if (!i || attach(ns, d, i) < 0) {
+		if (i)
+			inode_free(ns, i);
+		ret = -ENOMEM;
+		goto out;
+	}
+	i->flags |= F_REMOTE;
+	i->mode = S_IFREG | (r->mode & 07777);
+	i->uid = (uint32_t)getuid();
+	i->gid = (uint32_t)getgid();
+	atomic_store_explicit(&i->file.size, r->size, memory_order_relaxed);
+	atomic_store_explicit(&i->mtime_ns, r->mtime_ns, memory_order_relaxed);
+	i->ctime_ns = r->mtime_ns;
+	i->file.version = r->version;
+	i->file.checked_ns = now_ns();
+found:
+	i->nlookup++;
+	fill_attr(ns, i, attr);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_remove_remote(struct ns *ns, uint64_t ino)
+{
+	struct inode *i;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (i && i->kind == KIND_FILE && (i->flags & (F_REMOTE | F_CACHED)) &&
+	    !(i->flags & F_DETACHED)) {
+		if (ns->cfg.vanish)
+			ns->cfg.vanish(ns->cfg.vanish_arg, i->parent->ino, i->name);
+		detach(ns, i);
+		maybe_free(ns, i);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_remote_info(struct ns *ns, uint64_t ino, uint64_t *parent, char *name, uint64_t *size,
+		   uint64_t *version)
+{
+	struct inode *i;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_DETACHED) || i->kind != KIND_FILE)
+		ret = -ENOENT;
+	else if (!(i->flags & F_REMOTE))
+		ret = -EEXIST;
+	if (!ret) {
+		*parent = i->parent->ino;
+		snprintf(name, NS_NAME_MAX + 1, "%s", i->name);
+		*size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+		*version = i->file.version;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t sum)
+{
+	struct ns *ns = h->ns;
+	struct inode *r = h->ino, *i;
+	XXH128_hash_t nh;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_DETACHED) || !(i->flags & F_REMOTE) ||
+	    i->file.version != version ||
+	    atomic_load_explicit(&i->file.size, memory_order_relaxed) !=
+		atomic_load_explicit(&r->file.size, memory_order_relaxed)) {
+		ret = -ESTALE;
+		goto out;
+	}
+	/* the reservation's pages become the stub's */
+	i->file.page = r->file.page;
+	i->file.npages = r->file.npages;
+	r->file.npages = 0;
+	if (i->file.npages) {
+		nh = XXH3_128bits(i->name, strlen(i->name));
+		*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
+		    .magic = POOL_HDR_MAGIC,
+		    .flags = POOL_HDR_SEALED,
+		    .generation = i->file.generation,
+		    .name_hash = {nh.low64, nh.high64},
+		    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
+		    .checksum = sum,
+		    .seal_time_ns = version,
+		    .npages = (uint32_t)i->file.npages,
+		};
+	}
+	i->flags = (uint16_t)((i->flags & ~F_REMOTE) | F_CACHED);
+	i->file.checked_ns = now_ns();
+	if (i->file.open == 0 && !lru_linked(&i->file.lru))
+		lru_push_old(&ns->lru, &i->file.lru);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	ns_abort(h); /* an empty reservation now, or the fetched bytes nobody wants */
+	return ret;
+}
+
+void ns_handle_set_version(struct ns_handle *h, uint64_t version)
+{
+	h->version = version;
+}
+
+int ns_local_blocks(struct ns *ns, struct ns_pub **out, size_t *n)
+{
+	struct ns_pub *v = NULL;
+	struct hnode *node = NULL;
+	uint64_t cursor = 0;
+	size_t k = 0, cap;
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	cap = ns->blocks + 1;
+	v = calloc(cap, sizeof(*v));
+	if (!v) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	while ((node = htable_next(&ns->inodes, &cursor, node))) {
+		struct inode *i = INODE_OF(node, ino_node);
+
+		if (i->kind != KIND_FILE || !i->file.sealed ||
+		    (i->flags & (F_DETACHED | F_REMOTE | F_CACHED)) || k == cap)
+			continue;
+		v[k] = (struct ns_pub){
+		    .parent = i->parent->ino,
+		    .name = strdup(i->name),
+		    .offset = block_offset(ns->pool, i),
+		    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
+		    .generation = i->file.generation,
+		    .version = i->file.version,
+		    .mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed),
+		    .mode = i->mode,
+		};
+		if (!v[k].name) {
+			ret = -ENOMEM;
+			break;
+		}
+		k++;
+	}
+out:
+	pthread_mutex_unlock(&ns->lock);
+	if (ret) {
+		ns_pubs_free(v, k);
+		return ret;
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void ns_pubs_free(struct ns_pub *p, size_t n)
+{
+	for (size_t k = 0; p && k < n; k++)
+		free((char *)p[k].name);
+	free(p);
+}
+
+int ns_drop(struct ns *ns, uint64_t parent, const char *name, uint64_t generation)
+{
+	struct inode *d, *i;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, parent, &d);
+	if (ret)
+		goto out;
+	i = find_child(d, name);
+	if (!i || i->kind != KIND_FILE)
+		ret = -ENOENT;
+	else if (!i->file.sealed)
+		ret = -EBUSY;
+	else if (generation && i->file.generation != generation)
+		ret = -ESTALE;
+	if (ret)
+		goto out;
+	if (ns->cfg.vanish)
+		ns->cfg.vanish(ns->cfg.vanish_arg, d->ino, i->name);
+	detach(ns, i);
+	i->flags |= F_EVICTED;
+	maybe_free(ns, i);
+out:
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_dir_ino(struct ns *ns, const char *path, uint64_t *ino)
+{
+	struct inode *d;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	ret = walk_dirs(ns, path, false, 0, &d);
+	if (!ret)
+		*ino = d->ino;
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+int ns_replicas(struct ns *ns, uint64_t ino, unsigned set)
+{
+	struct inode *d;
+	int ret;
+
+	if (set > 8)
+		return -EINVAL;
+	pthread_mutex_lock(&ns->lock);
+	ret = get_dir(ns, ino, &d);
+	if (!ret) {
+		if (set)
+			d->dir.replicas = (uint8_t)set;
+		ret = d->dir.replicas ? d->dir.replicas : 1;
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return ret;

@@ -35,12 +35,32 @@ struct ns_handle;
  * or call back into the namespace. */
 typedef void (*ns_vanish_fn)(void *arg, uint64_t parent_ino, const char *name);
 
+/* A block whose bytes are here became visible under a name: sealed by its writer, committed,
+ * or renamed (a new version). What a cluster announces to the block's entry owners. */
+struct ns_pub {
+	uint64_t parent; /* directory inode */
+	const char *name;
+	uint64_t offset; /* of the payload in the pool object (0 for an empty block) */
+	uint64_t length, generation;
+	uint64_t version; /* orders versions of one name across nodes (see ns_config) */
+	int64_t mtime_ns;
+	uint32_t mode;
+};
+/* Called under ns->lock: it must only queue the work. */
+typedef void (*ns_publish_fn)(void *arg, const struct ns_pub *p);
+
 struct ns_config {
 	uint64_t max_block_size;
 	unsigned evict_high; /* percent of capacity that wakes the evictor */
 	unsigned evict_low;  /* percent it evicts down to */
 	ns_vanish_fn vanish;
 	void *vanish_arg;
+	ns_publish_fn publish; /* NULL: single node */
+	void *publish_arg;
+	/* A block's version is its publication time in ns with the low 16 bits replaced by this
+	 * tag (the node id's low bits), so two nodes never publish equal versions of a name. It
+	 * is kept in the block header's seal_time_ns. */
+	uint16_t version_tag;
 };
 
 struct ns_attr {
@@ -53,6 +73,9 @@ struct ns_attr {
 	uint64_t alloc_bytes;
 	int64_t atime_ns, mtime_ns, ctime_ns;
 	bool writing; /* a block not sealed yet: its attributes still change */
+	bool remote;  /* the bytes are on other nodes (a stub) or this is a cached copy of them */
+	uint64_t version;
+	int64_t checked_ns; /* a remote block: when its entry was last confirmed */
 };
 
 /* What user.kvcachefs.* shows about a block. */
@@ -62,6 +85,10 @@ struct ns_block_info {
 	uint32_t refs;
 	int64_t last_access_ns;
 	uint64_t generation;
+	uint64_t version;
+	bool remote; /* no bytes here: a stub of a block held by other nodes */
+	bool cached; /* a local copy of a block held by other nodes */
+	unsigned replicas; /* of the directory (of a block: its directory's) */
 };
 
 struct ns_dirent {
@@ -201,5 +228,52 @@ int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *re
 const char *ns_handle_name(const struct ns_handle *h);
 /* Give a reservation up (its space is freed) and release h. */
 void ns_abort(struct ns_handle *h);
+
+/* ---- blocks shared with a cluster (fs/remote.c) ---- */
+
+/* A block known from its entry in the cluster, whose bytes are on other nodes. */
+struct ns_remote {
+	uint64_t size, version;
+	int64_t mtime_ns;
+	uint32_t mode;
+};
+/*
+ * Make name in parent stand for a remote block (a stub: no bytes here) and return its
+ * attributes with one kernel reference, as ns_lookup does. An existing local block (written
+ * here, a replica) is returned as it is; a stub or cached copy of the same version is
+ * refreshed (checked_ns); one of another version is replaced. EISDIR, ENOENT/ENOTDIR for
+ * the directory. A stub goes when the kernel forgets it.
+ */
+int ns_add_remote(struct ns *ns, uint64_t parent, const char *name, const struct ns_remote *r,
+		  struct ns_attr *attr);
+/* Remove the stub or cached copy ino of name if it is still there (its entry is gone or
+ * changed): 0, or ENOENT. A local block is never removed by this. */
+int ns_remove_remote(struct ns *ns, uint64_t ino);
+/* Where a stub is and what it stands for: its directory, name (buf: 256 bytes), size and
+ * version. ENOENT; EEXIST when ino has bytes here (nothing to fetch). */
+int ns_remote_info(struct ns *ns, uint64_t ino, uint64_t *parent, char *name, uint64_t *size,
+		   uint64_t *version);
+/* Give the bytes of reservation h (made by ns_reserve for the stub's name and size, filled,
+ * with checksum sum) to stub ino, which becomes a cached copy (evicted first, never
+ * announced). h is released in every case. ESTALE when the stub is gone or stands for
+ * another version now. */
+int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t sum);
+/* A reservation that is a replica of another node's block: publish it with this version
+ * (rather than a new one) when committed. */
+void ns_handle_set_version(struct ns_handle *h, uint64_t version);
+
+/* Every block whose bytes are here and that is published under a name (not stubs, not
+ * cached copies, not blocks being written): *out (free with ns_pubs_free), *n. */
+int ns_local_blocks(struct ns *ns, struct ns_pub **out, size_t *n);
+void ns_pubs_free(struct ns_pub *p, size_t n);
+/* Drop the local block name of parent if its generation is generation (0: any): another
+ * version replaced it elsewhere, or it was unlinked on another node. The kernel is told.
+ * 0, ENOENT, ESTALE (another generation), EBUSY (being written). */
+int ns_drop(struct ns *ns, uint64_t parent, const char *name, uint64_t generation);
+/* Look a directory up by path: its inode number. ENOENT, ENOTDIR. */
+int ns_dir_ino(struct ns *ns, const char *path, uint64_t *ino);
+/* Copies of each block of directory ino that a cluster keeps (1..8; default 1): set it when
+ * set > 0. Returns the value (after the change), or ENOENT/ENOTDIR. */
+int ns_replicas(struct ns *ns, uint64_t ino, unsigned set);
 
 #endif
