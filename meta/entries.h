@@ -109,9 +109,10 @@ void ents_drop_dir(struct ents *s, const char *dir);
 
 /* Move the entries of directory from and of every directory below it to to (and below). When
  * the target already has a name, the higher version stays and the other entry is dropped
- * (its holders are not told). Nothing happens when to is from or below it. Allocation failures
- * leave the affected directory where it was. Placement depends on dir: the moved entries may
- * now belong on other daemons, which is the caller's business (ents_foreach). */
+ * (its holders are not told). Nothing happens when one of from and to is the other or below
+ * it ("" is above everything). Allocation failures leave the affected directory where it was.
+ * Placement depends on dir: the moved entries may now belong on other daemons, which is the
+ * caller's business (ents_foreach). */
 void ents_rename_dir(struct ents *s, const char *from, const char *to);
 
 /* Entries in the store. */
