@@ -11,6 +11,7 @@
 #include "engine/pool.h"
 #include "engine/xfer.h"
 #include "fs/options.h"
+#include "fs/remote.h"
 #include "fs/uapi/kvcachefs.h"
 #include "meta/etcd.h"
 #include "meta/members.h"
@@ -42,6 +43,8 @@ struct cluster {
 	uint32_t pool_seg;
 	struct etcd *etcd;
 	struct members *members;
+	struct remote *remote;	   /* blocks shared across the cluster */
+	pthread_rwlock_t rpc_lock; /* the RPC handler (read) against cluster_stop (write) */
 	struct etcd_watch *dirs_watch;
 	char dirs_prefix[MEMBER_CLUSTER_MAX + 32]; /* /kvcachefs/<cluster>/dirs/ */
 	/* Publishes the pool's use to the member record every CLUSTER_REPORT_MS. */
@@ -109,9 +112,18 @@ static void apply_dir(struct cluster *c, enum etcd_event ev, const struct etcd_k
 		return;
 	path = kv->key + strlen(c->dirs_prefix);
 	if (ev == ETCD_EV_PUT) {
-		if (kv->len)
-			mode = strtoul(kv->value, NULL, 8) & 07777;
+		unsigned long replicas = 0;
+		uint64_t ino;
+		char *end = NULL;
+
+		if (kv->len) {
+			mode = strtoul(kv->value, &end, 8) & 07777;
+			if (end && *end == ' ')
+				replicas = strtoul(end + 1, NULL, 10);
+		}
 		ret = ns_mkdir_path(c->ns, path, (uint32_t)mode);
+		if (!ret && replicas >= 1 && replicas <= 8 && ns_dir_ino(c->ns, path, &ino) == 0)
+			(void)ns_replicas(c->ns, ino, (unsigned)replicas);
 	} else if (ev == ETCD_EV_DELETE) {
 		ret = ns_rmdir_path(c->ns, path);
 		if (ret == -ENOENT)
@@ -167,6 +179,59 @@ int cluster_mkdir(struct cluster *c, uint64_t ino, uint32_t mode)
 	if (ret)
 		syslog(LOG_ERR, "mkdir %s: cannot publish it in etcd: %s", path, strerror(-ret));
 	return ret;
+}
+
+int cluster_set_replicas(struct cluster *c, uint64_t ino, unsigned replicas)
+{
+	char path[4096], key[4352], val[32];
+	struct ns_attr a;
+	int ret = ns_path(c->ns, ino, path, sizeof(path));
+
+	if (!ret)
+		ret = ns_getattr(c->ns, ino, &a);
+	if (ret)
+		return ret;
+	if (!path[0])
+		return -EPERM; /* the root is not in etcd */
+	snprintf(key, sizeof(key), "%s%s", c->dirs_prefix, path);
+	snprintf(val, sizeof(val), "%04o %u", a.mode & 07777, replicas);
+	ret = etcd_put(c->etcd, key, val, strlen(val), 0, NULL);
+	if (ret)
+		syslog(LOG_ERR, "replicas of %s: cannot publish them in etcd: %s", path,
+		       strerror(-ret));
+	else
+		(void)ns_replicas(c->ns, ino, replicas);
+	return ret;
+}
+
+struct remote *cluster_remote(struct cluster *c)
+{
+	return c ? c->remote : NULL;
+}
+
+static int cluster_rpc(void *arg, uint64_t from, const void *req, size_t len, void **resp,
+		       size_t *resp_len)
+{
+	struct cluster *c = arg;
+	int ret = EAGAIN; /* not ready yet, or going away */
+
+	pthread_rwlock_rdlock(&c->rpc_lock);
+	if (c->remote)
+		ret = remote_rpc(c->remote, from, req, len, resp, resp_len);
+	pthread_rwlock_unlock(&c->rpc_lock);
+	return ret;
+}
+
+/* The member table changed: the block layer follows. */
+static void members_changed(void *arg, struct members *m)
+{
+	struct cluster *c = arg;
+	struct member *list = NULL;
+	size_t n = 0;
+
+	if (members_snapshot(m, &list, &n) == 0 && c->remote)
+		remote_members(c->remote, list, n);
+	free(list);
 }
 
 int cluster_rmdir(struct cluster *c, uint64_t parent, const char *name)
@@ -251,7 +316,8 @@ static void *reporter_main(void *arg)
 }
 
 int cluster_start(struct cluster **out, const struct kvc_options *o, const char *mountpoint,
-		  struct pool *pool, struct ns *ns, char *err, size_t errlen)
+		  struct pool *pool, struct ns *ns, remote_inval_fn inval, void *inval_arg,
+		  char *err, size_t errlen)
 {
 	uint8_t secret[AUTH_SECRET_MAX + 1];
 	char listen[128];
@@ -269,6 +335,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	c->pool = pool;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	pthread_rwlock_init(&c->rpc_lock, NULL);
 	snprintf(c->name, sizeof(c->name), "%s", o->cluster);
 	c->node_id = o->node_id ? o->node_id : cluster_default_node_id(mountpoint);
 
@@ -284,6 +351,8 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 				      .node_id = c->node_id,
 				      .secret = secret,
 				      .secret_len = secret_len,
+				      .rpc = cluster_rpc,
+				      .rpc_arg = c,
 				  });
 	explicit_bzero(secret, sizeof(secret));
 	if (ret) {
@@ -295,6 +364,27 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	if (ret) {
 		snprintf(err, errlen, "cannot export the pool: %s", strerror(-ret));
 		goto fail;
+	}
+	{
+		struct remote *r;
+
+		ret = remote_create(&r, &(struct remote_config){.node_id = c->node_id,
+								.ns = ns,
+								.pool = pool,
+								.xe = c->xe,
+								.pool_seg = c->pool_seg,
+								.inval = inval,
+								.inval_arg = inval_arg});
+		if (!ret)
+			ret = remote_start(r);
+		if (ret) {
+			remote_destroy(r);
+			snprintf(err, errlen, "cannot start the block layer: %s", strerror(-ret));
+			goto fail;
+		}
+		pthread_rwlock_wrlock(&c->rpc_lock);
+		c->remote = r;
+		pthread_rwlock_unlock(&c->rpc_lock);
 	}
 
 	ret = etcd_create(&c->etcd, o->etcd, CLUSTER_ETCD_TIMEOUT_MS);
@@ -317,7 +407,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	 * than a lease ago (a restart): wait for its lease to run out before calling it a
 	 * duplicate. */
 	for (int waited = 0;; waited++) {
-		ret = members_join(&c->members, c->etcd, c->name, &self, 0, NULL, NULL);
+		ret = members_join(&c->members, c->etcd, c->name, &self, 0, members_changed, c);
 		if (ret != -EEXIST || waited > MEMBERS_TTL_DEFAULT + 2)
 			break;
 		if (waited == 0)
@@ -371,7 +461,16 @@ void cluster_stop(struct cluster *c)
 		etcd_watch_stop(c->dirs_watch);
 	members_leave(c->members);
 	etcd_destroy(c->etcd);
+	if (c->remote) {
+		struct remote *r = c->remote;
+
+		pthread_rwlock_wrlock(&c->rpc_lock);
+		c->remote = NULL;
+		pthread_rwlock_unlock(&c->rpc_lock);
+		remote_destroy(r);
+	}
 	xfer_destroy(c->xe);
+	pthread_rwlock_destroy(&c->rpc_lock);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);

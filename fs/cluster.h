@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fs/remote.h"
+
 struct cluster;
 struct kvc_options;
 struct kvcachefs_nodes;
@@ -21,7 +23,12 @@ struct pool;
 
 /* Join the cluster the options name. On failure, err holds the one line to print. */
 int cluster_start(struct cluster **out, const struct kvc_options *o, const char *mountpoint,
-		  struct pool *pool, struct ns *ns, char *err, size_t errlen);
+		  struct pool *pool, struct ns *ns, remote_inval_fn inval, void *inval_arg,
+		  char *err, size_t errlen);
+/* The blocks shared across the cluster (fs/remote.h); NULL for NULL. */
+struct remote *cluster_remote(struct cluster *c);
+/* Set the replica count of directory ino (user.kvcachefs.replicas) in etcd, then here. */
+int cluster_set_replicas(struct cluster *c, uint64_t ino, unsigned replicas);
 /* Leave (revoke the lease: the others see this node go at once) and stop serving. */
 void cluster_stop(struct cluster *c);
 /* side_nodes_fn: the member list for KVCACHEFS_IOC_NODES. */

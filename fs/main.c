@@ -203,7 +203,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
-	if (o.etcd && cluster_start(&cluster, &o, mnt, pool, ns, cerr, sizeof(cerr)) < 0) {
+	if (o.etcd && cluster_start(&cluster, &o, mnt, pool, ns, inval_push, iv, cerr,
+				      sizeof(cerr)) < 0) {
 		log_msg(LOG_ERR, "%s", cerr);
 		goto out;
 	}

@@ -9,6 +9,7 @@
  */
 #include "fs/ops.h"
 #include "fs/cluster.h"
+#include "fs/remote.h"
 #include "fs/side.h"
 #include "fs/uapi/kvcachefs.h"
 #include "meta/namespace.h"
@@ -29,6 +30,8 @@
 /* An open directory: the readdir snapshot and the side-channel slots made through it. */
 struct dirh {
 	struct ns_dir dir;
+	struct remote_dir *rdir; /* cluster: the blocks, listed across members */
+	size_t nlocal;		 /* cluster: entries of dir listed before them (directories) */
 	struct side_owner owner;
 	struct dirh *prev, *next; /* kvc_fs.dirs, under kvc_fs.dirs_lock */
 };
@@ -57,6 +60,7 @@ static void dirh_free(struct kvc_fs *fs, struct dirh *d)
 		d->next->prev = d->prev;
 	pthread_mutex_unlock(&fs->dirs_lock);
 	ns_dir_free(&d->dir);
+	remote_closedir(d->rdir);
 	free(d);
 }
 
@@ -120,11 +124,19 @@ static void kvc_init(void *userdata, struct fuse_conn_info *conn)
 	kvc_fuse_conn_init(conn);
 }
 
+static struct remote *req_remote(fuse_req_t req)
+{
+	return cluster_remote(((struct kvc_fs *)fuse_req_userdata(req))->cluster);
+}
+
 static void kvc_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct remote *r = req_remote(req);
 	struct ns_attr a;
 
-	reply_entry_or_err(req, ns_lookup(req_ns(req), parent, name, &a), &a);
+	reply_entry_or_err(
+	    req, r ? remote_lookup(r, parent, name, &a) : ns_lookup(req_ns(req), parent, name, &a),
+	    &a);
 }
 
 static void kvc_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -237,8 +249,16 @@ static void kvc_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void kvc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ns *ns = req_ns(req);
+	struct ns_attr a;
 	char path[4096];
 	int ret = req_cluster(req) ? ns_path(ns, parent, path, sizeof(path)) : 0;
+
+	/* blocks held by other nodes keep a directory from being removed, as local ones do */
+	if (!ret && req_remote(req) && ns_lookup(ns, parent, name, &a) == 0) {
+		ns_forget(ns, a.ino, 1);
+		if ((a.mode & S_IFMT) == S_IFDIR)
+			ret = -remote_dir_empty(req_remote(req), a.ino);
+	}
 
 	if (!ret)
 		ret = ns_rmdir(ns, parent, name);
@@ -255,7 +275,11 @@ static void kvc_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void kvc_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -ns_unlink(req_ns(req), parent, name));
+	int ret = ns_unlink(req_ns(req), parent, name);
+
+	if (req_remote(req) && (ret == 0 || ret == -ENOENT))
+		ret = remote_unlink(req_remote(req), parent, name, ret == 0);
+	fuse_reply_err(req, -ret);
 }
 
 static void kvc_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -271,6 +295,10 @@ static void kvc_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		    cluster_rename_dir(req_cluster(req), parent, name, newparent, newname) < 0) {
 			(void)ns_rename(ns, newparent, newname, parent, name, 0);
 			ret = -EIO;
+		} else if ((a.mode & S_IFMT) != S_IFDIR) {
+			/* published under the new name (a new version), gone under the old */
+			remote_flush(req_remote(req));
+			(void)remote_unlink(req_remote(req), parent, name, true);
 		}
 	}
 	fuse_reply_err(req, -ret);
@@ -323,6 +351,15 @@ static void kvc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ns_handle *h;
 	int ret = ns_open(req_ns(req), ino, fi->flags, &h);
+
+	/* a block held by other nodes: fetch it here first */
+	if (ret == -EREMOTE && req_remote(req)) {
+		ret = remote_fetch(req_remote(req), ino);
+		if (!ret)
+			ret = ns_open(req_ns(req), ino, fi->flags, &h);
+		if (ret == -EREMOTE)
+			ret = -ENOENT;
+	}
 
 	if (ret) {
 		fuse_reply_err(req, -ret);
@@ -394,8 +431,13 @@ static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
  * the block is sealed at release, the last close; flush only reports a discarded block. */
 static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
+	int ret = ns_flush(h);
+
 	(void)ino;
-	fuse_reply_err(req, -ns_flush((struct ns_handle *)(uintptr_t)fi->fh));
+	if (!ret && req_remote(req) && ns_handle_is_writer(h))
+		remote_pending(req_remote(req), ns_handle_parent(h), ns_handle_name(h));
+	fuse_reply_err(req, -ret);
 }
 
 static void kvc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -406,8 +448,14 @@ static void kvc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_
 
 static void kvc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
+	bool writer = ns_handle_is_writer(h);
+
 	(void)ino;
-	ns_release((struct ns_handle *)(uintptr_t)fi->fh);
+	ns_release(h);
+	/* the block is sealed: its owners learn of it before the release is answered */
+	if (writer && req_remote(req))
+		remote_flush(req_remote(req));
 	fuse_reply_err(req, 0);
 }
 
@@ -421,10 +469,23 @@ static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		return;
 	}
 	ret = ns_opendir(req_ns(req), ino, &d->dir);
+	if (!ret && req_remote(req)) {
+		ret = remote_opendir(req_remote(req), ino, &d->rdir);
+		if (ret)
+			ns_dir_free(&d->dir);
+	}
 	if (ret) {
 		free(d);
 		fuse_reply_err(req, -ret);
 		return;
+	}
+	if (d->rdir) { /* the directories from here, the blocks from the members */
+		size_t k = 0;
+
+		for (size_t j = 0; j < d->dir.count; j++)
+			if ((d->dir.ents[j].mode & S_IFMT) == S_IFDIR)
+				d->dir.ents[k++] = d->dir.ents[j];
+		d->dir.count = k;
 	}
 	fi->fh = (uintptr_t)d;
 	dirh_link(fuse_req_userdata(req), d);
@@ -432,15 +493,37 @@ static void kvc_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		dirh_free(fuse_req_userdata(req), d);
 }
 
+/* A readdir reply being filled. */
+struct dirfill {
+	fuse_req_t req;
+	char *p;
+	size_t left;
+	uint64_t base; /* FUSE offset of remote position 0 */
+};
+
+static int dirfill_add(void *arg, const char *name, uint64_t ino, uint32_t mode, uint64_t next)
+{
+	struct dirfill *f = arg;
+	struct stat st = {.st_ino = ino, .st_mode = mode};
+	size_t need = fuse_add_direntry(f->req, f->p, f->left, name, &st, (off_t)(f->base + next));
+
+	if (need > f->left)
+		return 1;
+	f->p += need;
+	f->left -= need;
+	return 0;
+}
+
 static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			struct fuse_file_info *fi)
 {
-	struct ns_dir *d = &((struct dirh *)(uintptr_t)fi->fh)->dir;
+	struct dirh *dh = (struct dirh *)(uintptr_t)fi->fh;
+	struct ns_dir *d = &dh->dir;
 	char *buf, *p;
-	size_t left = size;
+	size_t left = size, k;
 	int ret;
 
-	if (off == 0 && d->ents) { /* rewinddir: take a fresh snapshot */
+	if (off == 0 && d->ents && !dh->rdir) { /* rewinddir: take a fresh snapshot */
 		struct ns_dir fresh;
 
 		ret = ns_opendir(req_ns(req), ino, &fresh);
@@ -457,7 +540,7 @@ static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	p = buf;
-	for (size_t k = (size_t)off; k < d->count; k++) {
+	for (k = (size_t)off; k < d->count; k++) {
 		struct stat st = {.st_ino = d->ents[k].ino, .st_mode = d->ents[k].mode};
 		size_t need = fuse_add_direntry(req, p, left, d->ents[k].name, &st, (off_t)(k + 1));
 
@@ -465,6 +548,19 @@ static void kvc_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		p += need;
 		left -= need;
+	}
+	if (dh->rdir && k >= d->count) {
+		/* then the blocks, page by page from each member */
+		struct dirfill f = {req, p, left, d->count};
+		uint64_t pos = (uint64_t)off > d->count ? (uint64_t)off - d->count : 0;
+
+		ret = remote_readdir(req_remote(req), dh->rdir, pos, dirfill_add, &f);
+		if (ret < 0 && f.left == left) {
+			free(buf);
+			fuse_reply_err(req, -ret);
+			return;
+		}
+		left = f.left;
 	}
 	fuse_reply_buf(req, buf, size - left);
 	free(buf);
@@ -503,20 +599,24 @@ static void kvc_statfs(fuse_req_t req, fuse_ino_t ino)
 /* ---- extended attributes: read-only views of a block's state ------------------------------ */
 
 static const char *const xattr_names[] = {
-    XATTR_PREFIX "tier",
-    XATTR_PREFIX "state",
-    XATTR_PREFIX "refs",
-    XATTR_PREFIX "last_access",
+    XATTR_PREFIX "tier",	XATTR_PREFIX "state",	 XATTR_PREFIX "refs",
+    XATTR_PREFIX "last_access", XATTR_PREFIX "replicas", XATTR_PREFIX "holders",
 };
+#define XATTR_DIR_FIRST	  4 /* a directory has replicas only */
+#define XATTR_CLUSTER_END 6 /* holders: cluster only */
 
 /* Format attribute `name` of a block into val; length, or -ENODATA. */
 static int xattr_value(const struct ns_block_info *bi, const char *name, char *val, size_t cap)
 {
-	if (bi->is_dir || strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
 		return -ENODATA;
 	name += strlen(XATTR_PREFIX);
+	if (!strcmp(name, "replicas"))
+		return snprintf(val, cap, "%u", bi->replicas);
+	if (bi->is_dir)
+		return -ENODATA;
 	if (!strcmp(name, "tier"))
-		return snprintf(val, cap, "dram");
+		return snprintf(val, cap, "%s", bi->remote ? "remote" : "dram");
 	if (!strcmp(name, "state"))
 		return snprintf(val, cap, "%s", bi->sealed ? "sealed" : "writing");
 	if (!strcmp(name, "refs"))
@@ -540,10 +640,14 @@ static void reply_xattr_buf(fuse_req_t req, const char *val, size_t len, size_t 
 static void kvc_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct ns_block_info bi;
-	char val[64];
+	char val[256];
 	int ret = ns_block_info(req_ns(req), ino, &bi);
 
-	if (!ret)
+	if (!ret && !strcmp(name, XATTR_PREFIX "holders"))
+		ret = !req_remote(req) || bi.is_dir
+			  ? -ENODATA
+			  : remote_holders(req_remote(req), ino, val, sizeof(val));
+	else if (!ret)
 		ret = xattr_value(&bi, name, val, sizeof(val));
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
@@ -562,11 +666,11 @@ static void kvc_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	if (!bi.is_dir)
-		for (size_t k = 0; k < sizeof(xattr_names) / sizeof(xattr_names[0]); k++) {
-			memcpy(list + len, xattr_names[k], strlen(xattr_names[k]) + 1);
-			len += strlen(xattr_names[k]) + 1;
-		}
+	for (size_t k = bi.is_dir ? XATTR_DIR_FIRST : 0;
+	     k < (bi.is_dir || !req_remote(req) ? XATTR_DIR_FIRST + 1 : XATTR_CLUSTER_END); k++) {
+		memcpy(list + len, xattr_names[k], strlen(xattr_names[k]) + 1);
+		len += strlen(xattr_names[k]) + 1;
+	}
 	reply_xattr_buf(req, list, len, size);
 }
 
@@ -576,11 +680,37 @@ static int xattr_refuse(const char *name)
 	return strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) == 0 ? EPERM : ENOTSUP;
 }
 
+/* user.kvcachefs.replicas of a directory is the one attribute that can be set: 1..8. */
 static void kvc_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
-	(void)ino, (void)value, (void)size, (void)flags;
-	fuse_reply_err(req, xattr_refuse(name));
+	struct ns_block_info bi;
+	char buf[8];
+	char *end;
+	unsigned long n;
+	int ret;
+
+	(void)flags;
+	if (strcmp(name, XATTR_PREFIX "replicas")) {
+		fuse_reply_err(req, xattr_refuse(name));
+		return;
+	}
+	ret = ns_block_info(req_ns(req), ino, &bi);
+	if (!ret && !bi.is_dir)
+		ret = -EPERM; /* a block's copies follow its directory */
+	if (!ret && (size == 0 || size >= sizeof(buf)))
+		ret = -EINVAL;
+	if (!ret) {
+		memcpy(buf, value, size);
+		buf[size] = '\0';
+		n = strtoul(buf, &end, 10);
+		if (end == buf || (*end && *end != '\n') || n < 1 || n > 8)
+			ret = -EINVAL;
+	}
+	if (!ret)
+		ret = req_cluster(req) ? cluster_set_replicas(req_cluster(req), ino, (unsigned)n)
+				       : ns_replicas(req_ns(req), ino, (unsigned)n);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 
 static void kvc_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

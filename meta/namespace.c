@@ -42,10 +42,11 @@
 #define NS_NAME_MAX 255
 
 enum { KIND_DIR = 1, KIND_FILE = 2 };
-#define F_DETACHED 0x1u /* no name leads to it anymore */
-#define F_EVICTED  0x2u /* its name vanished behind the kernel's back: ENOENT everywhere */
-#define F_REMOTE   0x4u /* a stub: the bytes are on other nodes (cluster) */
-#define F_CACHED   0x8u /* a local copy of another node's block: evicted first, not announced */
+#define F_DETACHED 0x1u	 /* no name leads to it anymore */
+#define F_EVICTED  0x2u	 /* its name vanished behind the kernel's back: ENOENT everywhere */
+#define F_REMOTE   0x4u	 /* a stub: the bytes are on other nodes (cluster) */
+#define F_CACHED   0x8u	 /* a local copy of another node's block: evicted first, not announced */
+#define F_REPLICA  0x10u /* a replica made for another node's block (announced) */
 
 struct inode {
 	struct hnode ino_node;	/* in ns->inodes */
@@ -352,8 +353,31 @@ static void publish(struct ns *ns, struct inode *i)
 	    .version = i->file.version,
 	    .mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed),
 	    .mode = i->mode,
+	    .replica = (i->flags & F_REPLICA) != 0,
 	};
 	ns->cfg.publish(ns->cfg.publish_arg, &p);
+}
+
+/* Block i (attached) loses its name behind the kernel's back: tell the kernel, and the
+ * cluster when the bytes were published from here. Caller holds ns->lock. */
+static void vanish(struct ns *ns, struct inode *i)
+{
+	if (ns->cfg.vanish)
+		ns->cfg.vanish(ns->cfg.vanish_arg, i->parent->ino, i->name);
+	if (ns->cfg.forget && i->kind == KIND_FILE && i->file.sealed &&
+	    !(i->flags & (F_REMOTE | F_CACHED)))
+		ns->cfg.forget(ns->cfg.publish_arg, i->parent->ino, i->name);
+}
+
+void ns_set_hooks(struct ns *ns, ns_publish_fn publish, ns_vanish_fn forget, void *arg,
+		  uint16_t version_tag)
+{
+	pthread_mutex_lock(&ns->lock);
+	ns->cfg.publish = publish;
+	ns->cfg.forget = forget;
+	ns->cfg.publish_arg = arg;
+	ns->cfg.version_tag = version_tag;
+	pthread_mutex_unlock(&ns->lock);
 }
 
 static uint64_t new_version(const struct ns *ns, int64_t now)
@@ -384,8 +408,7 @@ static bool evict_one(struct ns *ns)
 	if (!n)
 		return false;
 	i = LRU_INODE(n);
-	if (ns->cfg.vanish)
-		ns->cfg.vanish(ns->cfg.vanish_arg, i->parent->ino, i->name);
+	vanish(ns, i);
 	detach(ns, i);
 	i->flags |= F_EVICTED;
 	atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
@@ -739,8 +762,14 @@ int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newpare
 	if (src->kind == KIND_FILE && src->file.sealed) {
 		/* published anew under this name: a new version, which replaces older ones */
 		src->file.version = new_version(ns, src->ctime_ns);
-		if (src->file.npages)
-			pool_hdr(ns->pool, src->file.page)->seal_time_ns = src->file.version;
+		if (src->file.npages) {
+			struct pool_hdr *hdr = pool_hdr(ns->pool, src->file.page);
+			XXH128_hash_t nh = XXH3_128bits(nname, strlen(nname));
+
+			hdr->seal_time_ns = src->file.version;
+			hdr->name_hash[0] = nh.low64;
+			hdr->name_hash[1] = nh.high64;
+		}
 		publish(ns, src);
 	}
 out:
@@ -1111,6 +1140,8 @@ static int seal_locked(struct ns_handle *h)
 		};
 	}
 	i->file.version = h->version ? h->version : new_version(ns, now);
+	if (h->version)
+		i->flags |= F_REPLICA;
 	i->file.sealed = true;
 	i->file.closing = false;
 	pthread_cond_broadcast(&ns->seal_cond);
@@ -1575,6 +1606,16 @@ void ns_abort(struct ns_handle *h)
 	ns_release(h);
 }
 
+uint64_t ns_handle_parent(const struct ns_handle *h)
+{
+	uint64_t parent;
+
+	pthread_mutex_lock(&h->ns->lock);
+	parent = h->ino->parent && !(h->ino->flags & F_DETACHED) ? h->ino->parent->ino : 0;
+	pthread_mutex_unlock(&h->ns->lock);
+	return parent;
+}
+
 const char *ns_handle_name(const struct ns_handle *h)
 {
 	return h->ino->name;
@@ -1837,8 +1878,7 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 
 	pthread_mutex_lock(&ns->lock);
 	i = get_inode(ns, ino);
-	if (!i || (i->flags & F_DETACHED) || !(i->flags & F_REMOTE) ||
-	    i->file.version != version ||
+	if (!i || (i->flags & F_DETACHED) || !(i->flags & F_REMOTE) || i->file.version != version ||
 	    atomic_load_explicit(&i->file.size, memory_order_relaxed) !=
 		atomic_load_explicit(&r->file.size, memory_order_relaxed)) {
 		ret = -ESTALE;
@@ -1949,8 +1989,7 @@ int ns_drop(struct ns *ns, uint64_t parent, const char *name, uint64_t generatio
 		ret = -ESTALE;
 	if (ret)
 		goto out;
-	if (ns->cfg.vanish)
-		ns->cfg.vanish(ns->cfg.vanish_arg, d->ino, i->name);
+	vanish(ns, i);
 	detach(ns, i);
 	i->flags |= F_EVICTED;
 	maybe_free(ns, i);

@@ -45,6 +45,7 @@ struct ns_pub {
 	uint64_t version; /* orders versions of one name across nodes (see ns_config) */
 	int64_t mtime_ns;
 	uint32_t mode;
+	bool replica; /* a copy of another node's block (ns_handle_set_version) */
 };
 /* Called under ns->lock: it must only queue the work. */
 typedef void (*ns_publish_fn)(void *arg, const struct ns_pub *p);
@@ -55,7 +56,8 @@ struct ns_config {
 	unsigned evict_low;  /* percent it evicts down to */
 	ns_vanish_fn vanish;
 	void *vanish_arg;
-	ns_publish_fn publish; /* NULL: single node */
+	ns_publish_fn publish; /* NULL: single node (see ns_set_hooks) */
+	ns_vanish_fn forget;
 	void *publish_arg;
 	/* A block's version is its publication time in ns with the low 16 bits replaced by this
 	 * tag (the node id's low bits), so two nodes never publish equal versions of a name. It
@@ -86,8 +88,8 @@ struct ns_block_info {
 	int64_t last_access_ns;
 	uint64_t generation;
 	uint64_t version;
-	bool remote; /* no bytes here: a stub of a block held by other nodes */
-	bool cached; /* a local copy of a block held by other nodes */
+	bool remote;	   /* no bytes here: a stub of a block held by other nodes */
+	bool cached;	   /* a local copy of a block held by other nodes */
 	unsigned replicas; /* of the directory (of a block: its directory's) */
 };
 
@@ -224,12 +226,20 @@ void *ns_handle_data(struct ns_handle *h);
  * EISDIR) the reservation stays, sealed, and may be committed again or aborted. */
 int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *replaced,
 	      struct ns_loc *loc);
+/* The directory of h's block (0 when it has none: a reservation, a detached block). */
+uint64_t ns_handle_parent(const struct ns_handle *h);
 /* The name a reservation will be published under. */
 const char *ns_handle_name(const struct ns_handle *h);
 /* Give a reservation up (its space is freed) and release h. */
 void ns_abort(struct ns_handle *h);
 
 /* ---- blocks shared with a cluster (fs/remote.c) ---- */
+
+/* Install the cluster's hooks (before the mount serves requests): publish (see ns_pub),
+ * forget — called under ns->lock when a block published here loses its bytes here
+ * (eviction, ns_drop) — and the version tag (see ns_config). */
+void ns_set_hooks(struct ns *ns, ns_publish_fn publish, ns_vanish_fn forget, void *arg,
+		  uint16_t version_tag);
 
 /* A block known from its entry in the cluster, whose bytes are on other nodes. */
 struct ns_remote {

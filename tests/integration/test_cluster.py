@@ -92,7 +92,10 @@ def setUpModule():
         raise unittest.SkipTest("etcd is not installed (Debian package etcd-server)")
 
 
-class Cluster(kvc.TestCase):
+class ClusterBase(kvc.TestCase):
+    """One etcd and a secret file per class; daemons per test (also used by
+    test_cluster_blocks.py)."""
+
     @classmethod
     def setUpClass(cls):
         cls.etcd = Etcd()
@@ -121,6 +124,8 @@ class Cluster(kvc.TestCase):
         self.assertTrue(ok, "%s sees %d members, expected %d" % (
             m.mnt, nodes(m.mnt)["total"], n))
 
+
+class Cluster(ClusterBase):
     def test_three_nodes_see_each_other(self):
         ms = [self.join() for _ in range(3)]
         for m in ms:

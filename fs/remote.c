@@ -1,0 +1,1432 @@
+/*
+ * remote: blocks shared across a cluster (see remote.h).
+ *
+ * Threads: the engine's RPC handler (remote_rpc) runs on an engine thread and never waits on
+ * the network: what needs the network (dropping superseded copies, making replicas) goes to
+ * the worker as a job. Callers of remote_lookup/fetch/unlink/readdir are FUSE threads and
+ * make RPCs themselves. Locks: r->mlock (members and peers), r->qlock (the queue of
+ * publications and jobs), r->drain_mu (one drain at a time, so announcements keep their
+ * order); never two at once, never across an RPC.
+ */
+#include "fs/remote.h"
+#include "engine/checksum.h"
+#include "engine/pool.h"
+#include "engine/xfer.h"
+#include "meta/entries.h"
+#include "meta/members.h"
+#include "meta/mrpc.h"
+#include "meta/namespace.h"
+#include "meta/placement.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <xxhash.h>
+
+#define RPC_TIMEOUT_MS	 3000
+#define FETCH_TIMEOUT_MS 5000
+#define RESCAN_MS	 3000	      /* owners check replica counts this often */
+#define CHECK_NS	 1000000000ll /* a stub's entry is trusted this long */
+#define PEER_RETRY_NS	 500000000ull /* after a failed connect */
+#define LIST_PAGE	 1024
+#define OWNERS		 2 /* an entry lives on its owner and one stand-in */
+#define DIR_MAX		 (MR_DIR_MAX + 1)
+/* An entry announced at the writer's close(), before its seal: mode bit, and a version older
+ * than any real one (so the sealed block replaces it). */
+#define PENDING_MODE	0x80000000u
+#define PENDING_VERSION 1
+#define PENDING_WAIT_NS 2000000000ll
+
+struct rnode {
+	uint64_t id;
+	char addr[MEMBER_ADDR_MAX];
+	struct xfer_peer *peer; /* opened on first use; closed at destroy */
+	uint64_t retry_at;	/* monotonic ns: no connect before */
+	bool live;
+	bool sb;		    /* hdr_off/data_off known */
+	uint64_t hdr_off, data_off; /* of its pool, from its superblock */
+};
+
+/* A publication or forget from the namespace hooks, or a job for the worker. */
+enum qkind { Q_PUBLISH = 1, Q_FORGET, J_DROP, J_REPLICATE };
+struct qrec {
+	struct qrec *next;
+	enum qkind kind;
+	uint64_t parent; /* Q_*: directory inode */
+	uint64_t node;	 /* J_DROP: whom to tell */
+	uint64_t generation;
+	struct ent_info info; /* Q_PUBLISH: one holder (this node); J_REPLICATE: the holders */
+	bool again;	      /* Q_PUBLISH: a re-announcement or a replica (no replica requests) */
+	bool routed;	      /* Q_*: dir is set and the owners were sent it */
+	char dir[DIR_MAX];    /* J_* */
+	char name[MR_NAME_MAX + 1];
+};
+
+struct remote {
+	struct remote_config cfg;
+	struct ents *ents;
+
+	pthread_mutex_t mlock;
+	struct rnode *nodes; /* every member ever seen */
+	size_t nnodes, cap;
+	/* peers of nodes that moved (restarted elsewhere): another thread may still be using
+	 * one, so they are closed at destroy */
+	struct xfer_peer **grave;
+	size_t ngrave;
+	uint64_t *live; /* live member ids, sorted */
+	size_t nlive;
+
+	pthread_mutex_t qlock;
+	pthread_cond_t qcond;
+	struct qrec *qhead, *qtail; /* publications, in order */
+	struct qrec *jhead, *jtail; /* jobs */
+	bool reannounce;	    /* the members changed: announce everything again */
+	uint64_t rescan_at;	    /* monotonic ns of the next replica check */
+	bool stop;
+	pthread_t worker;
+	bool started;
+
+	pthread_mutex_t drain_mu;
+};
+
+struct remote_dir {
+	char path[DIR_MAX];
+	uint64_t *members; /* whom to ask, in turn */
+	size_t nmembers, cur;
+	uint64_t cursor;
+	bool member_done;
+	/* the page in hand: positions base .. base + count - 1 */
+	uint64_t base;
+	size_t count;
+	struct mr_list_item *items;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- members and peers -------------------------------------------------------------------- */
+
+static struct rnode *node_find(struct remote *r, uint64_t id)
+{
+	for (size_t k = 0; k < r->nnodes; k++)
+		if (r->nodes[k].id == id)
+			return &r->nodes[k];
+	return NULL;
+}
+
+static bool is_live_locked(struct remote *r, uint64_t id)
+{
+	for (size_t k = 0; k < r->nlive; k++)
+		if (r->live[k] == id)
+			return true;
+	return false;
+}
+
+static bool is_live(struct remote *r, uint64_t id)
+{
+	bool live;
+
+	pthread_mutex_lock(&r->mlock);
+	live = is_live_locked(r, id);
+	pthread_mutex_unlock(&r->mlock);
+	return live;
+}
+
+void remote_members(struct remote *r, const struct member *list, size_t n)
+{
+	uint64_t *live = calloc(n ? n : 1, sizeof(*live));
+	bool changed;
+
+	if (!live)
+		return;
+	pthread_mutex_lock(&r->mlock);
+	for (size_t k = 0; k < r->nnodes; k++)
+		r->nodes[k].live = false;
+	for (size_t k = 0; k < n; k++) {
+		struct rnode *d = node_find(r, list[k].node_id);
+
+		live[k] = list[k].node_id;
+		if (!d && r->nnodes == r->cap) {
+			size_t cap = r->cap ? 2 * r->cap : 8;
+			struct rnode *v = realloc(r->nodes, cap * sizeof(*v));
+
+			if (!v)
+				continue;
+			r->nodes = v;
+			r->cap = cap;
+		}
+		if (!d) {
+			d = &r->nodes[r->nnodes++];
+			memset(d, 0, sizeof(*d));
+			d->id = list[k].node_id;
+		}
+		if (strcmp(d->addr, list[k].addr)) {
+			/* a new address (a restart): the old peer stays until destroy, unused */
+			snprintf(d->addr, sizeof(d->addr), "%s", list[k].addr);
+			if (d->peer) {
+				struct xfer_peer **g =
+				    realloc(r->grave, (r->ngrave + 1) * sizeof(*g));
+
+				if (g) {
+					r->grave = g;
+					g[r->ngrave++] = d->peer;
+				}
+				d->peer = NULL;
+			}
+			d->sb = false;
+			d->retry_at = 0;
+		}
+		d->live = true;
+	}
+	changed = n != r->nlive || memcmp(live, r->live, n * sizeof(*live));
+	free(r->live);
+	r->live = live;
+	r->nlive = n;
+	pthread_mutex_unlock(&r->mlock);
+	if (changed) {
+		pthread_mutex_lock(&r->qlock);
+		r->reannounce = true;
+		r->rescan_at = mono_ns() + 1000000000ull; /* after the announcements settle */
+		pthread_cond_signal(&r->qcond);
+		pthread_mutex_unlock(&r->qlock);
+	}
+}
+
+/* The OWNERS best live members for (dir, name): count. */
+static size_t owners_of(struct remote *r, const char *dir, const char *name, uint64_t *out,
+			size_t k)
+{
+	size_t n;
+
+	pthread_mutex_lock(&r->mlock);
+	n = placement_owners(r->live, r->nlive, dir, name, out, k);
+	pthread_mutex_unlock(&r->mlock);
+	return n;
+}
+
+/* The peer of node id, connecting when needed; NULL when it cannot be reached now. */
+static struct xfer_peer *peer_get(struct remote *r, uint64_t id)
+{
+	struct xfer_peer *p = NULL;
+	char addr[MEMBER_ADDR_MAX];
+	struct rnode *d;
+	int ret;
+
+	pthread_mutex_lock(&r->mlock);
+	d = node_find(r, id);
+	if (d && d->peer)
+		p = d->peer;
+	if (p || !d || !d->live || mono_ns() < d->retry_at) {
+		pthread_mutex_unlock(&r->mlock);
+		return p;
+	}
+	snprintf(addr, sizeof(addr), "%s", d->addr);
+	pthread_mutex_unlock(&r->mlock);
+
+	ret = xfer_open_peer(r->cfg.xe, addr, &p);
+	pthread_mutex_lock(&r->mlock);
+	d = node_find(r, id);
+	if (ret) {
+		if (d)
+			d->retry_at = mono_ns() + PEER_RETRY_NS;
+		pthread_mutex_unlock(&r->mlock);
+		syslog(LOG_WARNING, "node %016" PRIx64 " at %s: %s", id, addr, strerror(-ret));
+		return NULL;
+	}
+	if (d && !d->peer && !strcmp(d->addr, addr)) {
+		d->peer = p;
+	} else { /* someone else connected first, or the node moved */
+		struct xfer_peer *mine = p;
+
+		p = d ? d->peer : NULL;
+		pthread_mutex_unlock(&r->mlock);
+		xfer_close_peer(mine);
+		return p;
+	}
+	pthread_mutex_unlock(&r->mlock);
+	return p;
+}
+
+/* One metadata RPC to node (to ourselves without the network): 0 with *resp, or -errno. */
+static int call(struct remote *r, uint64_t node, const struct mr_buf *req, void **resp,
+		size_t *resp_len)
+{
+	struct xfer_peer *p;
+	int ret;
+
+	*resp = NULL;
+	*resp_len = 0;
+	if (node == r->cfg.node_id) {
+		ret = remote_rpc(r, node, req->data, req->len, resp, resp_len);
+		return -ret;
+	}
+	p = peer_get(r, node);
+	if (!p)
+		return -ENOTCONN;
+	return xfer_call(p, req->data, req->len, resp, resp_len, RPC_TIMEOUT_MS);
+}
+
+/* ---- fetching a block's bytes --------------------------------------------------------------- */
+
+static int read_remote(struct remote *r, struct xfer_peer *p, void *dst, uint64_t off, uint64_t len)
+{
+	struct xfer_req q = {.op = XFER_READ,
+			     .local = dst,
+			     .len = len,
+			     .peer = p,
+			     .remote_seg = r->cfg.pool_seg,
+			     .remote_off = off};
+	struct xfer_batch *b;
+	int ret = xfer_submit(r->cfg.xe, &q, 1, &b);
+
+	if (ret)
+		return ret;
+	if (xfer_wait(b, FETCH_TIMEOUT_MS) < 1)
+		xfer_cancel(b);
+	ret = atomic_load(&q.status) == XFER_DONE ? 0 : q.error ? -q.error : -ETIMEDOUT;
+	xfer_batch_free(b);
+	return ret;
+}
+
+/* Where holder id's block headers are: read its pool superblock once. */
+static int holder_layout(struct remote *r, uint64_t id, struct xfer_peer *p, uint64_t *hdr_off,
+			 uint64_t *data_off)
+{
+	struct pool_super sb;
+	struct rnode *d;
+	int ret;
+
+	pthread_mutex_lock(&r->mlock);
+	d = node_find(r, id);
+	if (d && d->sb) {
+		*hdr_off = d->hdr_off;
+		*data_off = d->data_off;
+		pthread_mutex_unlock(&r->mlock);
+		return 0;
+	}
+	pthread_mutex_unlock(&r->mlock);
+	ret = read_remote(r, p, &sb, 0, sizeof(sb));
+	if (ret)
+		return ret;
+	if (sb.magic != POOL_SUPER_MAGIC || sb.page_size != POOL_PAGE_SIZE ||
+	    sb.data_off <= sb.hdr_off)
+		return -EPROTO;
+	pthread_mutex_lock(&r->mlock);
+	d = node_find(r, id);
+	if (d) {
+		d->hdr_off = sb.hdr_off;
+		d->data_off = sb.data_off;
+		d->sb = true;
+	}
+	pthread_mutex_unlock(&r->mlock);
+	*hdr_off = sb.hdr_off;
+	*data_off = sb.data_off;
+	return 0;
+}
+
+/* Copy version info->version of name from one of its live holders into dst, checked against
+ * the holder's block header: 0 with *sum, or -ENOENT when no holder could give it. */
+static int fetch_bytes(struct remote *r, const char *name, const struct ent_info *info, void *dst,
+		       uint64_t *sum)
+{
+	XXH128_hash_t nh = XXH3_128bits(name, strlen(name));
+
+	if (info->size == 0) {
+		*sum = checksum(NULL, 0);
+		return 0;
+	}
+	for (unsigned k = 0; k < info->nholders; k++) {
+		const struct ent_holder *h = &info->holders[k];
+		struct pool_hdr hdr;
+		uint64_t hdr_off, data_off;
+		struct xfer_peer *p;
+		int ret;
+
+		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
+		    !(p = peer_get(r, h->node)))
+			continue;
+		ret = holder_layout(r, h->node, p, &hdr_off, &data_off);
+		if (!ret && (h->offset < data_off || (h->offset - data_off) % POOL_PAGE_SIZE))
+			ret = -EPROTO;
+		if (!ret)
+			ret = read_remote(r, p, dst, h->offset, info->size);
+		/* the header after the bytes: unchanged means the bytes were that block's */
+		if (!ret)
+			ret = read_remote(r, p, &hdr,
+					  hdr_off + sizeof(hdr) *
+							((h->offset - data_off) / POOL_PAGE_SIZE),
+					  sizeof(hdr));
+		if (ret) {
+			syslog(LOG_NOTICE, "fetch of %s from node %016" PRIx64 ": %s", name,
+			       h->node, strerror(-ret));
+			continue;
+		}
+		if (hdr.magic != POOL_HDR_MAGIC || !(hdr.flags & POOL_HDR_SEALED) ||
+		    hdr.generation != h->generation || hdr.length != info->size ||
+		    hdr.name_hash[0] != nh.low64 || hdr.name_hash[1] != nh.high64 ||
+		    hdr.seal_time_ns != info->version)
+			continue; /* evicted or replaced there since the entry was made */
+		*sum = checksum(dst, info->size);
+		if (*sum != hdr.checksum) {
+			syslog(LOG_WARNING,
+			       "fetch of %s from node %016" PRIx64 ": checksum mismatch, dropped",
+			       name, h->node);
+			continue;
+		}
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* ---- entries: asking the owners ----------------------------------------------------------- */
+
+/* Keep only the live holders of info (never this node's copies: they are local). */
+static void live_holders(struct remote *r, struct ent_info *info)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&r->mlock);
+	for (unsigned k = 0; k < info->nholders; k++)
+		if (is_live_locked(r, info->holders[k].node))
+			info->holders[n++] = info->holders[k];
+	pthread_mutex_unlock(&r->mlock);
+	info->nholders = (uint8_t)n;
+}
+
+/* The entry of (dir, name) from its owner, else its stand-in: 0, or -ENOENT. */
+static int get_entry(struct remote *r, const char *dir, const char *name, struct ent_info *info)
+{
+	uint64_t owners[OWNERS];
+	size_t n = owners_of(r, dir, name, owners, OWNERS);
+	struct mr_buf b;
+	int ret = -ENOENT;
+
+	mr_buf_init(&b);
+	if (mr_get_encode(&b, dir, name) < 0) {
+		mr_buf_free(&b);
+		return -ENOENT;
+	}
+	for (size_t k = 0; k < n; k++) {
+		void *resp;
+		size_t len;
+
+		ret = call(r, owners[k], &b, &resp, &len);
+		if (!ret)
+			ret = mr_info_decode(resp, len, info) < 0 ? -EIO : 0;
+		free(resp);
+		if (!ret)
+			break;
+	}
+	mr_buf_free(&b);
+	return ret ? -ENOENT : 0;
+}
+
+static int dir_path(struct remote *r, uint64_t ino, char *buf)
+{
+	int ret = ns_path(r->cfg.ns, ino, buf, DIR_MAX);
+
+	return ret == -ENAMETOOLONG ? -ENOENT : ret;
+}
+
+int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns_attr *attr)
+{
+	struct ns *ns = r->cfg.ns;
+	struct ent_info info;
+	char dir[DIR_MAX];
+	int ret = ns_lookup(ns, parent, name, attr);
+
+	if (ret != -ENOENT && ret)
+		return ret;
+	if (!ret && (!attr->remote || real_ns() - attr->checked_ns < CHECK_NS))
+		return 0;
+	if (!ret)
+		ns_forget(ns, attr->ino, 1); /* asked again below */
+	if (!mr_name_ok(name) || dir_path(r, parent, dir) || get_entry(r, dir, name, &info))
+		goto gone;
+	/* its writer has closed it: the seal is on its way */
+	for (int64_t t0 = real_ns(); info.mode & PENDING_MODE;) {
+		struct timespec ts = {0, 2000000};
+
+		if (real_ns() - t0 > PENDING_WAIT_NS)
+			goto gone;
+		nanosleep(&ts, NULL);
+		if (get_entry(r, dir, name, &info))
+			goto gone;
+	}
+	live_holders(r, &info);
+	if (!info.nholders)
+		goto gone;
+	return ns_add_remote(ns, parent, name,
+			     &(struct ns_remote){.size = info.size,
+						 .version = info.version,
+						 .mtime_ns = info.mtime_ns,
+						 .mode = info.mode},
+			     attr);
+gone:
+	if (!ret) /* a stub or cached copy of a block the cluster no longer has */
+		(void)ns_remove_remote(ns, attr->ino);
+	return -ENOENT;
+}
+
+/* Fetch version `version` of name in parent (size bytes) into a reservation. */
+static int fetch_into(struct remote *r, uint64_t parent, const char *name, const char *dir,
+		      uint64_t version, struct ns_handle **hp, struct ent_info *info, uint64_t *sum)
+{
+	int ret = get_entry(r, dir, name, info);
+
+	if (ret)
+		return ret;
+	if (info->version != version && version)
+		return -ENOENT; /* replaced meanwhile: the caller looks it up again */
+	ret = ns_reserve(r->cfg.ns, parent, name, info->size, info->mode & 07777, 0, 0, hp);
+	if (ret)
+		return ret;
+	ret = fetch_bytes(r, name, info, ns_handle_data(*hp), sum);
+	if (ret) {
+		ns_abort(*hp);
+		*hp = NULL;
+	}
+	return ret;
+}
+
+int remote_fetch(struct remote *r, uint64_t ino)
+{
+	char name[MR_NAME_MAX + 1], dir[DIR_MAX];
+	struct ns_handle *h;
+	struct ent_info info;
+	uint64_t parent, size, version, sum;
+	int ret = ns_remote_info(r->cfg.ns, ino, &parent, name, &size, &version);
+
+	if (ret == -EEXIST)
+		return 0;
+	if (!ret)
+		ret = dir_path(r, parent, dir);
+	if (!ret)
+		ret = fetch_into(r, parent, name, dir, version, &h, &info, &sum);
+	if (!ret)
+		ret = ns_fill_remote(h, ino, version, sum);
+	if (ret == -ESTALE)
+		return 0; /* filled by another reader meanwhile, or gone: ns_open tells */
+	if (ret == -ENOENT)
+		(void)ns_remove_remote(r->cfg.ns, ino);
+	return ret;
+}
+
+int remote_prefetch(struct remote *r, uint64_t parent, const char *name)
+{
+	struct ns_attr a;
+	int ret = remote_lookup(r, parent, name, &a);
+
+	if (ret)
+		return ret;
+	ret = a.remote ? remote_fetch(r, a.ino) : 0;
+	ns_forget(r->cfg.ns, a.ino, 1);
+	return ret;
+}
+
+int remote_holders(struct remote *r, uint64_t ino, char *buf, size_t len)
+{
+	struct ent_info info;
+	char path[DIR_MAX + MR_NAME_MAX + 2], *name;
+	size_t used = 0;
+
+	if (ns_path(r->cfg.ns, ino, path, sizeof(path)))
+		return -ENODATA;
+	name = strrchr(path, '/');
+	if (name)
+		*name++ = '\0';
+	else
+		name = path;
+	if (get_entry(r, name == path ? "" : path, name, &info))
+		return -ENODATA;
+	live_holders(r, &info);
+	buf[0] = '\0';
+	for (unsigned k = 0; k < info.nholders; k++) {
+		int n = snprintf(buf + used, len - used, "%s%016" PRIx64, k ? "," : "",
+				 info.holders[k].node);
+
+		if (n < 0 || (size_t)n >= len - used)
+			return -ERANGE;
+		used += (size_t)n;
+	}
+	return (int)used;
+}
+
+/* Tell node to drop its copy of (dir, name) at generation. */
+static void send_drop(struct remote *r, uint64_t node, const char *dir, const char *name,
+		      uint64_t generation)
+{
+	struct mr_buf b;
+	void *resp;
+	size_t len;
+
+	mr_buf_init(&b);
+	if (!mr_drop_encode(&b, dir, name, generation)) {
+		(void)call(r, node, &b, &resp, &len);
+		free(resp);
+	}
+	mr_buf_free(&b);
+}
+
+int remote_unlink(struct remote *r, uint64_t parent, const char *name, bool local)
+{
+	uint64_t owners[OWNERS];
+	char dir[DIR_MAX];
+	struct ent_info info;
+	bool found = local;
+	struct mr_buf b;
+	size_t n;
+
+	if (!mr_name_ok(name) || dir_path(r, parent, dir))
+		return local ? 0 : -ENOENT;
+	n = owners_of(r, dir, name, owners, OWNERS);
+	mr_buf_init(&b);
+	if (mr_unlink_encode(&b, dir, name, UINT64_MAX) < 0)
+		n = 0;
+	for (size_t k = 0; k < n; k++) {
+		void *resp;
+		size_t len;
+
+		if (call(r, owners[k], &b, &resp, &len) == 0 &&
+		    mr_info_decode(resp, len, &info) == 0) {
+			found = true;
+			for (unsigned j = 0; j < info.nholders; j++)
+				if (info.holders[j].node != r->cfg.node_id)
+					send_drop(r, info.holders[j].node, dir, name,
+						  info.holders[j].generation);
+		}
+		free(resp);
+	}
+	mr_buf_free(&b);
+	return found ? 0 : -ENOENT;
+}
+
+/* ---- announcing what is published here ----------------------------------------------------- */
+
+static void queue_push(struct remote *r, struct qrec *q)
+{
+	pthread_mutex_lock(&r->qlock);
+	q->next = NULL;
+	if (q->kind == Q_PUBLISH || q->kind == Q_FORGET) {
+		if (r->qtail)
+			r->qtail->next = q;
+		else
+			r->qhead = q;
+		r->qtail = q;
+	} else {
+		if (r->jtail)
+			r->jtail->next = q;
+		else
+			r->jhead = q;
+		r->jtail = q;
+	}
+	pthread_cond_signal(&r->qcond);
+	pthread_mutex_unlock(&r->qlock);
+}
+
+static struct qrec *qrec_pub(struct remote *r, const struct ns_pub *p)
+{
+	struct qrec *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return NULL;
+	q->kind = Q_PUBLISH;
+	q->parent = p->parent;
+	snprintf(q->name, sizeof(q->name), "%s", p->name);
+	q->info = (struct ent_info){.size = p->length,
+				    .version = p->version,
+				    .mtime_ns = p->mtime_ns,
+				    .mode = p->mode,
+				    .replicas = 1,
+				    .nholders = 1};
+	q->info.holders[0] = (struct ent_holder){r->cfg.node_id, p->offset, p->generation};
+	q->again = p->replica; /* a replica asks for no more copies */
+	return q;
+}
+
+/* ns hooks, under ns->lock: only queue. */
+static void on_publish(void *arg, const struct ns_pub *p)
+{
+	struct remote *r = arg;
+	struct qrec *q = qrec_pub(r, p);
+
+	if (q) /* else: announced at the next membership change */
+		queue_push(r, q);
+}
+
+static void on_forget(void *arg, uint64_t parent, const char *name)
+{
+	struct remote *r = arg;
+	struct qrec *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return;
+	q->kind = Q_FORGET;
+	q->parent = parent;
+	snprintf(q->name, sizeof(q->name), "%s", name);
+	queue_push(r, q);
+}
+
+/* A batch for one owner. */
+struct obatch {
+	uint64_t node;
+	struct mr_buf ann, fgt;
+	struct qrec **recs; /* the announced records, in order */
+	size_t nrecs;
+};
+
+/* Send and empty the batches; superseded local blocks are dropped. */
+static void obatch_send(struct remote *r, struct obatch *ob, size_t nob)
+{
+	for (size_t k = 0; k < nob; k++) {
+		struct mr_status *st;
+		void *resp;
+		size_t len;
+		int n;
+
+		if (ob[k].ann.count && call(r, ob[k].node, &ob[k].ann, &resp, &len) == 0 &&
+		    (st = calloc(ob[k].nrecs, sizeof(*st)))) {
+			n = mr_status_decode(resp, len, st, (unsigned)ob[k].nrecs);
+			for (int j = 0; j < n; j++)
+				if (st[j].status == ESTALE) /* a newer version exists elsewhere */
+					(void)ns_drop(r->cfg.ns, ob[k].recs[j]->parent,
+						      ob[k].recs[j]->name,
+						      ob[k].recs[j]->info.holders[0].generation);
+			free(st);
+			free(resp);
+		}
+		if (ob[k].fgt.count && call(r, ob[k].node, &ob[k].fgt, &resp, &len) == 0)
+			free(resp);
+		mr_announce_start(&ob[k].ann);
+		mr_forget_start(&ob[k].fgt);
+		ob[k].ann.count = ob[k].fgt.count = 0;
+		ob[k].nrecs = 0;
+	}
+}
+
+/* Add q (with its directory path) to the batches of its owners. */
+static void obatch_add(struct remote *r, struct obatch **obp, size_t *nob, size_t *cap,
+		       struct qrec *q, const char *dir, size_t maxrecs)
+{
+	uint64_t owners[OWNERS];
+	size_t n = owners_of(r, dir, q->name, owners, OWNERS);
+
+	for (size_t k = 0; k < n; k++) {
+		struct obatch *ob = NULL;
+		int ret;
+
+		for (size_t j = 0; j < *nob; j++)
+			if ((*obp)[j].node == owners[k])
+				ob = &(*obp)[j];
+		if (!ob) {
+			if (*nob == *cap) {
+				size_t c = *cap ? 2 * *cap : 4;
+				struct obatch *v = realloc(*obp, c * sizeof(*v));
+
+				if (!v)
+					continue;
+				*obp = v;
+				*cap = c;
+			}
+			ob = &(*obp)[(*nob)++];
+			memset(ob, 0, sizeof(*ob));
+			ob->node = owners[k];
+			ob->recs = calloc(maxrecs, sizeof(*ob->recs));
+			mr_announce_start(&ob->ann);
+			mr_forget_start(&ob->fgt);
+			if (!ob->recs) {
+				(*nob)--;
+				continue;
+			}
+		}
+		if (q->kind == Q_PUBLISH) {
+			ret =
+			    mr_announce_add(&ob->ann, dir, q->name, &q->info, &q->info.holders[0]);
+			if (ret == -E2BIG) {
+				obatch_send(r, *obp, *nob);
+				ret = mr_announce_add(&ob->ann, dir, q->name, &q->info,
+						      &q->info.holders[0]);
+			}
+			if (!ret)
+				ob->recs[ob->nrecs++] = q;
+		} else {
+			ret = mr_forget_add(&ob->fgt, dir, q->name, r->cfg.node_id, 0);
+			if (ret == -E2BIG) {
+				obatch_send(r, *obp, *nob);
+				(void)mr_forget_add(&ob->fgt, dir, q->name, r->cfg.node_id, 0);
+			}
+		}
+	}
+}
+
+void remote_pending(struct remote *r, uint64_t parent, const char *name)
+{
+	struct qrec q = {.kind = Q_PUBLISH, .parent = parent, .routed = true};
+	struct obatch *ob = NULL;
+	size_t nob = 0, cap = 0;
+
+	if (!parent || !mr_name_ok(name) || dir_path(r, parent, q.dir))
+		return;
+	snprintf(q.name, sizeof(q.name), "%s", name);
+	q.info = (struct ent_info){.version = PENDING_VERSION,
+				   .mtime_ns = real_ns(),
+				   .mode = PENDING_MODE | 0644,
+				   .replicas = 1,
+				   .nholders = 1};
+	q.info.holders[0] = (struct ent_holder){r->cfg.node_id, 0, 0};
+	obatch_add(r, &ob, &nob, &cap, &q, q.dir, 1);
+	/* statuses are ignored: a sealed version already there is fine (ESTALE) */
+	for (size_t k = 0; k < nob; k++) {
+		void *resp;
+		size_t len;
+
+		if (call(r, ob[k].node, &ob[k].ann, &resp, &len) == 0)
+			free(resp);
+		mr_buf_free(&ob[k].ann);
+		mr_buf_free(&ob[k].fgt);
+		free(ob[k].recs);
+	}
+	free(ob);
+}
+
+/* Ask the next nodes by rendezvous order for copies of a block published here. */
+static void ask_replicas(struct remote *r, const char *dir, struct qrec *q, unsigned want)
+{
+	uint64_t order[ENT_MAX_HOLDERS + 1];
+	size_t n = owners_of(r, dir, q->name, order, ENT_MAX_HOLDERS + 1);
+	struct mr_buf b;
+
+	mr_buf_init(&b);
+	q->info.replicas = (uint8_t)want;
+	if (mr_replicate_encode(&b, dir, q->name, &q->info) == 0)
+		for (size_t k = 0; k < n && want > 1; k++) {
+			void *resp;
+			size_t len;
+
+			if (order[k] == r->cfg.node_id)
+				continue;
+			if (call(r, order[k], &b, &resp, &len) == 0)
+				want--;
+			free(resp);
+		}
+	mr_buf_free(&b);
+}
+
+/* Announce and forget what the hooks queued, in order; then ask for replicas. */
+static void drain(struct remote *r, struct qrec *list)
+{
+	struct obatch *ob = NULL;
+	size_t nob = 0, cap = 0, count = 0;
+	uint64_t cached_parent = 0;
+	char dir[DIR_MAX] = "";
+	bool dir_ok = false;
+	struct qrec *q, *next;
+
+	for (q = list; q; q = q->next)
+		count++;
+	for (q = list; q; q = q->next) {
+		if (q->parent != cached_parent || !cached_parent) {
+			cached_parent = q->parent;
+			dir_ok = dir_path(r, q->parent, dir) == 0 && mr_name_ok(q->name);
+		}
+		if (!dir_ok)
+			continue;
+		snprintf(q->dir, sizeof(q->dir), "%s", dir);
+		q->routed = true;
+		if (q->kind == Q_PUBLISH) {
+			int rep = ns_replicas(r->cfg.ns, q->parent, 0);
+
+			q->info.replicas = (uint8_t)(rep > 0 ? rep : 1);
+		}
+		obatch_add(r, &ob, &nob, &cap, q, dir, count);
+	}
+	obatch_send(r, ob, nob);
+	for (size_t k = 0; k < nob; k++) {
+		mr_buf_free(&ob[k].ann);
+		mr_buf_free(&ob[k].fgt);
+		free(ob[k].recs);
+	}
+	free(ob);
+	for (q = list; q; q = next) {
+		next = q->next;
+		if (q->kind == Q_PUBLISH && q->routed && !q->again && q->info.replicas > 1)
+			ask_replicas(r, q->dir, q, q->info.replicas);
+		free(q);
+	}
+}
+
+void remote_flush(struct remote *r)
+{
+	struct qrec *list;
+
+	pthread_mutex_lock(&r->drain_mu);
+	pthread_mutex_lock(&r->qlock);
+	list = r->qhead;
+	r->qhead = r->qtail = NULL;
+	pthread_mutex_unlock(&r->qlock);
+	if (list)
+		drain(r, list);
+	pthread_mutex_unlock(&r->drain_mu);
+}
+
+/* Announce every block held here again (the members changed): no replica requests, the
+ * owners' checks see to those. */
+static void reannounce(struct remote *r)
+{
+	struct qrec *head = NULL, **tail = &head;
+	struct ns_pub *v;
+	size_t n;
+
+	remote_flush(r); /* what was queued before goes first */
+	if (ns_local_blocks(r->cfg.ns, &v, &n))
+		return;
+	for (size_t k = 0; k < n; k++) {
+		struct qrec *q = qrec_pub(r, &v[k]);
+
+		if (!q)
+			break;
+		q->again = true;
+		*tail = q;
+		tail = &q->next;
+	}
+	ns_pubs_free(v, n);
+	if (head) {
+		pthread_mutex_lock(&r->drain_mu);
+		drain(r, head);
+		pthread_mutex_unlock(&r->drain_mu);
+	}
+}
+
+/* ---- the owner's replica check ----------------------------------------------------------------
+ */
+
+struct scan_item {
+	char dir[DIR_MAX];
+	char name[MR_NAME_MAX + 1];
+	struct ent_info info;
+};
+
+struct scan {
+	struct remote *r;
+	struct scan_item *items;
+	size_t n, cap;
+};
+
+static int scan_visit(void *arg, const char *dir, const char *name, const struct ent_info *info)
+{
+	struct scan *s = arg;
+	struct remote *r = s->r;
+	uint64_t owner;
+	unsigned live = 0;
+
+	if ((info->mode & PENDING_MODE) ||
+	    placement_owners(r->live, r->nlive, dir, name, &owner, 1) != 1 ||
+	    owner != r->cfg.node_id)
+		return 0;
+	for (unsigned k = 0; k < info->nholders; k++)
+		live += is_live_locked(r, info->holders[k].node);
+	if (live == info->nholders && live >= info->replicas)
+		return 0;
+	if (s->n == s->cap) {
+		size_t c = s->cap ? 2 * s->cap : 64;
+		struct scan_item *v;
+
+		if (c > 65536)
+			return 1; /* enough for one pass */
+		v = realloc(s->items, c * sizeof(*v));
+		if (!v)
+			return 1;
+		s->items = v;
+		s->cap = c;
+	}
+	snprintf(s->items[s->n].dir, DIR_MAX, "%s", dir);
+	snprintf(s->items[s->n].name, MR_NAME_MAX + 1, "%s", name);
+	s->items[s->n++].info = *info;
+	return 0;
+}
+
+/* Entries this node owns: forget dead holders, and have copies made where too few live. */
+static void rescan(struct remote *r)
+{
+	struct scan s = {.r = r};
+
+	pthread_mutex_lock(&r->mlock); /* scan_visit reads the live list */
+	(void)ents_foreach(r->ents, scan_visit, &s);
+	pthread_mutex_unlock(&r->mlock);
+	for (size_t k = 0; k < s.n; k++) {
+		struct scan_item *it = &s.items[k];
+		struct ent_info live = it->info;
+		uint64_t order[ENT_MAX_HOLDERS * 2];
+		unsigned want;
+		size_t n;
+		struct mr_buf b;
+
+		for (unsigned j = 0; j < it->info.nholders; j++)
+			if (!is_live(r, it->info.holders[j].node))
+				(void)ents_forget(r->ents, it->dir, it->name,
+						  it->info.holders[j].node, 0);
+		live_holders(r, &live);
+		if (!live.nholders || live.nholders >= live.replicas)
+			continue; /* lost (a clean miss), or enough */
+		want = live.replicas - live.nholders;
+		n = owners_of(r, it->dir, it->name, order, ENT_MAX_HOLDERS * 2);
+		mr_buf_init(&b);
+		if (mr_replicate_encode(&b, it->dir, it->name, &live) == 0)
+			for (size_t j = 0; j < n && want; j++) {
+				bool holds = false;
+				void *resp;
+				size_t len;
+
+				for (unsigned h = 0; h < live.nholders; h++)
+					holds |= live.holders[h].node == order[j];
+				if (holds)
+					continue;
+				if (call(r, order[j], &b, &resp, &len) == 0)
+					want--;
+				free(resp);
+			}
+		mr_buf_free(&b);
+	}
+	free(s.items);
+}
+
+/* Make a replica of a block held elsewhere (a REPLICATE job). */
+static void replicate(struct remote *r, struct qrec *q)
+{
+	struct ns *ns = r->cfg.ns;
+	struct ns_handle *h;
+	struct ns_attr a;
+	struct ns_loc loc;
+	uint64_t parent, sum;
+	bool replaced = false;
+	int ret;
+
+	if (ns_dir_ino(ns, q->dir, &parent))
+		return;
+	if (ns_lookup(ns, parent, q->name, &a) == 0) {
+		ns_forget(ns, a.ino, 1);
+		if (!a.remote && a.version >= q->info.version)
+			return; /* a copy of it, or of a newer version, is here already */
+	}
+	ret = ns_reserve(ns, parent, q->name, q->info.size, q->info.mode & 07777, 0, 0, &h);
+	if (ret) {
+		syslog(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
+		return;
+	}
+	ret = fetch_bytes(r, q->name, &q->info, ns_handle_data(h), &sum);
+	if (!ret) {
+		ns_handle_set_version(h, q->info.version);
+		ret = ns_commit(h, 0, &sum, &replaced, &loc);
+	}
+	if (ret) {
+		ns_abort(h);
+		syslog(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
+		return;
+	}
+	if (replaced && r->cfg.inval)
+		r->cfg.inval(r->cfg.inval_arg, parent, q->name);
+	remote_flush(r); /* announce this node as a holder */
+}
+
+static void *worker_main(void *arg)
+{
+	struct remote *r = arg;
+
+	pthread_mutex_lock(&r->qlock);
+	while (!r->stop) {
+		uint64_t now = mono_ns();
+		struct qrec *job = r->jhead;
+
+		if (r->qhead) {
+			pthread_mutex_unlock(&r->qlock);
+			remote_flush(r);
+		} else if (r->reannounce) {
+			r->reannounce = false;
+			pthread_mutex_unlock(&r->qlock);
+			reannounce(r);
+		} else if (job) {
+			r->jhead = job->next;
+			if (!r->jhead)
+				r->jtail = NULL;
+			pthread_mutex_unlock(&r->qlock);
+			if (job->kind == J_DROP)
+				send_drop(r, job->node, job->dir, job->name, job->generation);
+			else
+				replicate(r, job);
+			free(job);
+		} else if (now >= r->rescan_at) {
+			r->rescan_at = now + RESCAN_MS * 1000000ull;
+			pthread_mutex_unlock(&r->qlock);
+			rescan(r);
+		} else {
+			struct timespec ts;
+			uint64_t wait = r->rescan_at - now;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (time_t)(wait / 1000000000ull);
+			ts.tv_nsec += (long)(wait % 1000000000ull);
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&r->qcond, &r->qlock, &ts);
+			continue;
+		}
+		pthread_mutex_lock(&r->qlock);
+	}
+	pthread_mutex_unlock(&r->qlock);
+	return NULL;
+}
+
+/* ---- the RPC handler ------------------------------------------------------------------------ */
+
+struct list_ctx {
+	struct remote *r;
+	struct mr_buf *b;
+	const char *dir;
+};
+
+/* LIST: only the entries this node owns under the current members, so that each name is
+ * listed by one node. Called with r->mlock held. */
+static void list_fill(void *arg, const char *name, const struct ent_info *info)
+{
+	struct list_ctx *c = arg;
+	uint64_t owner;
+
+	if (!(info->mode & PENDING_MODE) &&
+	    placement_owners(c->r->live, c->r->nlive, c->dir, name, &owner, 1) == 1 &&
+	    owner == c->r->cfg.node_id)
+		(void)mr_list_reply_add(c->b, name, info->size, info->mtime_ns, info->mode);
+}
+
+static int job_push(struct remote *r, enum qkind kind, const char *dir, const char *name,
+		    uint64_t node, uint64_t generation, const struct ent_info *info)
+{
+	struct qrec *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return ENOMEM;
+	q->kind = kind;
+	q->node = node;
+	q->generation = generation;
+	if (info)
+		q->info = *info;
+	snprintf(q->dir, sizeof(q->dir), "%s", dir);
+	snprintf(q->name, sizeof(q->name), "%s", name);
+	queue_push(r, q);
+	return 0;
+}
+
+static int handle_announce(struct remote *r, struct mr_req *m, struct mr_buf *b)
+{
+	struct mr_announce_item it;
+	struct ent_holder old[ENT_MAX_HOLDERS];
+	struct ent_info cur;
+
+	mr_status_start(b);
+	while (mr_announce_next(m, &it)) {
+		unsigned nold = 0;
+		int ret =
+		    ents_add(r->ents, it.dir, it.name, &it.info, &it.holder, old, &nold, &cur);
+
+		/* a newer version replaced theirs (a node replacing its own did so already) */
+		for (unsigned k = 0; k < nold; k++)
+			if (old[k].node != it.holder.node && old[k].generation) /* 0: pending */
+				(void)job_push(r, J_DROP, it.dir, it.name, old[k].node,
+					       old[k].generation, NULL);
+		if (mr_status_add(b,
+				  ret == -ESTALE ? ESTALE
+				  : ret < 0	 ? (uint32_t)-ret
+						 : 0,
+				  ret == -ESTALE ? cur.version : it.info.version) < 0)
+			return EMSGSIZE;
+	}
+	return 0;
+}
+
+int remote_rpc(void *arg, uint64_t from_node, const void *req, size_t len, void **resp,
+	       size_t *resp_len)
+{
+	struct remote *r = arg;
+	struct mr_req *m = malloc(sizeof(*m));
+	struct mr_forget_item fi;
+	struct ent_info info;
+	struct mr_buf b;
+	uint64_t parent;
+	bool done;
+	int ret = 0;
+
+	(void)from_node;
+	if (!m)
+		return ENOMEM;
+	mr_buf_init(&b);
+	if (mr_req_decode(req, len, m) < 0) {
+		free(m);
+		return EBADMSG;
+	}
+	switch (m->op) {
+	case MR_ANNOUNCE:
+		ret = handle_announce(r, m, &b);
+		break;
+	case MR_FORGET:
+		while (mr_forget_next(m, &fi))
+			(void)ents_forget(r->ents, fi.dir, fi.name, fi.node, fi.generation);
+		break;
+	case MR_GET:
+		ret = -ents_get(r->ents, m->dir, m->name, &info);
+		if (!ret)
+			ret = -mr_info_encode(&b, &info);
+		break;
+	case MR_UNLINK:
+		ret = -ents_remove(r->ents, m->dir, m->name, m->version, &info);
+		if (!ret)
+			ret = -mr_info_encode(&b, &info);
+		break;
+	case MR_LIST: {
+		struct list_ctx c = {r, &b, m->dir};
+
+		mr_list_reply_start(&b);
+		pthread_mutex_lock(&r->mlock);
+		ret = ents_list(r->ents, m->dir, &m->cursor, m->max, &done, list_fill, &c);
+		pthread_mutex_unlock(&r->mlock);
+		if (ret == -ENOENT) {
+			m->cursor = 0;
+			done = true;
+		}
+		ret = -mr_list_reply_finish(&b, m->cursor, done);
+		break;
+	}
+	case MR_REPLICATE:
+		ret = job_push(r, J_REPLICATE, m->dir, m->name, 0, 0, &m->info);
+		break;
+	case MR_DROP: /* generation 0 (a pending record) names no block */
+		if (m->generation && ns_dir_ino(r->cfg.ns, m->dir, &parent) == 0)
+			(void)ns_drop(r->cfg.ns, parent, m->name, m->generation);
+		break;
+	}
+	free(m);
+	if (ret) {
+		mr_buf_free(&b);
+		return ret;
+	}
+	*resp = b.data;
+	*resp_len = b.len;
+	return 0;
+}
+
+/* ---- listing -------------------------------------------------------------------------------- */
+
+int remote_dir_empty(struct remote *r, uint64_t dir)
+{
+	struct remote_dir *d;
+	int ret = remote_opendir(r, dir, &d), found = 0;
+
+	if (ret)
+		return -ret;
+	ret = remote_readdir(r, d, 0, NULL, &found);
+	remote_closedir(d);
+	if (ret)
+		return EIO;
+	return found ? ENOTEMPTY : 0;
+}
+
+int remote_opendir(struct remote *r, uint64_t dir, struct remote_dir **out)
+{
+	struct remote_dir *d = calloc(1, sizeof(*d));
+	int ret;
+
+	if (!d)
+		return -ENOMEM;
+	ret = dir_path(r, dir, d->path);
+	if (ret) {
+		free(d);
+		return ret;
+	}
+	pthread_mutex_lock(&r->mlock);
+	d->members = calloc(r->nlive ? r->nlive : 1, sizeof(*d->members));
+	if (d->members) {
+		memcpy(d->members, r->live, r->nlive * sizeof(*d->members));
+		d->nmembers = r->nlive;
+	}
+	pthread_mutex_unlock(&r->mlock);
+	if (!d->members) {
+		free(d);
+		return -ENOMEM;
+	}
+	*out = d;
+	return 0;
+}
+
+void remote_closedir(struct remote_dir *d)
+{
+	if (!d)
+		return;
+	free(d->items);
+	free(d->members);
+	free(d);
+}
+
+/* The next page into d->items: 1, or 0 at the end of the listing. */
+static int next_page(struct remote *r, struct remote_dir *d)
+{
+	d->base += d->count;
+	d->count = 0;
+	while (d->cur < d->nmembers) {
+		struct mr_list_reply lr;
+		struct mr_buf b;
+		void *resp;
+		size_t len;
+		int ret;
+
+		mr_buf_init(&b);
+		ret = mr_list_encode(&b, d->path, d->cursor, LIST_PAGE);
+		if (!ret)
+			ret = call(r, d->members[d->cur], &b, &resp, &len);
+		mr_buf_free(&b);
+		if (!ret && mr_list_reply_decode(resp, len, &lr) == 0) {
+			if (!d->items)
+				d->items = calloc(LIST_PAGE, sizeof(*d->items));
+			while (d->items && d->count < LIST_PAGE &&
+			       mr_list_next(&lr, &d->items[d->count]))
+				d->count++;
+			d->cursor = lr.next_cursor;
+			if (lr.done) {
+				d->cur++;
+				d->cursor = 0;
+			}
+		} else {
+			/* a member that does not answer: its entries are missed this time */
+			d->cur++;
+			d->cursor = 0;
+		}
+		free(ret ? NULL : resp);
+		if (d->count)
+			return 1;
+	}
+	return 0;
+}
+
+static void rewind_dir(struct remote_dir *d)
+{
+	d->cur = 0;
+	d->cursor = 0;
+	d->base = 0;
+	d->count = 0;
+}
+
+int remote_readdir(struct remote *r, struct remote_dir *d, uint64_t pos, remote_add_fn add,
+		   void *arg)
+{
+	if (pos < d->base)
+		rewind_dir(d);
+	for (;;) {
+		while (pos >= d->base + d->count)
+			if (!next_page(r, d))
+				return 0;
+		if (!add) { /* remote_dir_empty */
+			*(int *)arg = 1;
+			return 0;
+		}
+		for (; pos < d->base + d->count; pos++) {
+			const struct mr_list_item *it = &d->items[pos - d->base];
+			uint64_t ino = XXH3_64bits(it->name, strlen(it->name)) | 1;
+
+			if (add(arg, it->name, ino, S_IFREG | (it->mode & 07777), pos + 1))
+				return 0;
+		}
+	}
+}
+
+/* ---- life ----------------------------------------------------------------------------------- */
+
+int remote_create(struct remote **out, const struct remote_config *cfg)
+{
+	struct remote *r = calloc(1, sizeof(*r));
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	r->cfg = *cfg;
+	ret = ents_create(&r->ents);
+	if (ret) {
+		free(r);
+		return ret;
+	}
+	pthread_mutex_init(&r->mlock, NULL);
+	pthread_mutex_init(&r->qlock, NULL);
+	pthread_mutex_init(&r->drain_mu, NULL);
+	pthread_cond_init(&r->qcond, NULL);
+	r->rescan_at = mono_ns() + RESCAN_MS * 1000000ull;
+	*out = r;
+	return 0;
+}
+
+int remote_start(struct remote *r)
+{
+	int ret = pthread_create(&r->worker, NULL, worker_main, r);
+
+	if (ret)
+		return -ret;
+	r->started = true;
+	ns_set_hooks(r->cfg.ns, on_publish, on_forget, r, (uint16_t)r->cfg.node_id);
+	return 0;
+}
+
+static void qlist_free(struct qrec *q)
+{
+	while (q) {
+		struct qrec *next = q->next;
+
+		free(q);
+		q = next;
+	}
+}
+
+void remote_destroy(struct remote *r)
+{
+	if (!r)
+		return;
+	ns_set_hooks(r->cfg.ns, NULL, NULL, NULL, 0);
+	if (r->started) {
+		pthread_mutex_lock(&r->qlock);
+		r->stop = true;
+		pthread_cond_signal(&r->qcond);
+		pthread_mutex_unlock(&r->qlock);
+		pthread_join(r->worker, NULL);
+	}
+	qlist_free(r->qhead);
+	qlist_free(r->jhead);
+	for (size_t k = 0; k < r->nnodes; k++)
+		if (r->nodes[k].peer)
+			xfer_close_peer(r->nodes[k].peer);
+	for (size_t k = 0; k < r->ngrave; k++)
+		xfer_close_peer(r->grave[k]);
+	free(r->grave);
+	free(r->nodes);
+	free(r->live);
+	ents_destroy(r->ents);
+	pthread_cond_destroy(&r->qcond);
+	pthread_mutex_destroy(&r->drain_mu);
+	pthread_mutex_destroy(&r->qlock);
+	pthread_mutex_destroy(&r->mlock);
+	free(r);
+}

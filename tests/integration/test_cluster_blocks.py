@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Blocks shared across a cluster, with a real etcd on free loopback ports and several daemons
+with their own mountpoints: a block written on one node read on every other, stat/ls/xattrs
+the same everywhere, a directory listed across nodes, rename-publish and replace, unlink from
+another node, concurrent writers of one name on two nodes, replicas and what survives a
+kill -9 of a holder, etcd stopped under reads and writes, a restarted node, and a node with
+the wrong cluster secret getting nothing."""
+
+import errno
+import os
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+import kvc
+from kvc import wait_until
+import test_cluster as tc
+from test_cluster import ETCD, TTL, nodes
+
+
+def setUpModule():
+    kvc.require_environment()
+    if not ETCD:
+        raise unittest.SkipTest("etcd is not installed (Debian package etcd-server)")
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def xattr(path, name):
+    return os.getxattr(path, "user.kvcachefs." + name).decode()
+
+
+def node_id(m):
+    return [n["node_id"] for n in nodes(m.mnt)["nodes"] if n["self"]][0]
+
+
+class Blocks(tc.ClusterBase):
+    def three(self):
+        ms = [self.join() for _ in range(3)]
+        for m in ms:
+            self.wait_total(m, 3, timeout=5)
+        return ms
+
+    def test_written_on_one_read_on_all(self):
+        a, b, c = self.three()
+        data = {("blk%d" % i): os.urandom(n) for i, n in
+                enumerate([0, 1, 4095, 4096, 65536, 1 << 20, (2 << 20) + 17])}
+        for name, d in data.items():
+            kvc.write_block(a.path(name), d)
+        for m in (b, c):
+            for name, d in data.items():
+                self.assertEqual(os.stat(m.path(name)).st_size, len(d), name)
+                self.assertEqual(read(m.path(name)), d, "%s on %s" % (name, m.mnt))
+        # the same attributes everywhere
+        for name, d in data.items():
+            sa, sb = os.stat(a.path(name)), os.stat(c.path(name))
+            self.assertEqual((sa.st_size, sa.st_mode, int(sa.st_mtime)),
+                             (sb.st_size, sb.st_mode, int(sb.st_mtime)))
+        self.assertEqual(xattr(b.path("blk5"), "holders"), node_id(a))
+        self.assertEqual(xattr(c.path("blk5"), "holders"), node_id(a))
+        self.assertEqual(xattr(b.path("blk5"), "replicas"), "1")
+        # a name nobody has
+        for m in (a, b, c):
+            with self.assertRaises(FileNotFoundError):
+                os.stat(m.path("nope"))
+
+    def test_listing_across_nodes(self):
+        a, b, c = self.three()
+        os.mkdir(a.path("d"))
+        self.assertTrue(wait_until(lambda: all(os.path.isdir(m.path("d")) for m in (b, c)),
+                                   timeout=2, interval=0.02))
+        names = set()
+        for i, m in enumerate((a, b, c)):
+            for j in range(400):
+                n = "n%d-%03d" % (i, j)
+                kvc.write_block(m.path("d", n), b"%d" % j)
+                names.add(n)
+        os.mkdir(b.path("d", "sub"))
+        self.assertTrue(wait_until(lambda: os.path.isdir(c.path("d", "sub")), timeout=2))
+        for m in (a, b, c):
+            got = os.listdir(m.path("d"))
+            self.assertEqual(len(got), len(set(got)), "duplicates on %s" % m.mnt)
+            self.assertEqual(set(got), names | {"sub"}, m.mnt)
+        # ls -l works (stat of every entry)
+        r = subprocess.run(["ls", "-l", c.path("d")], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(r.stdout.strip().splitlines()), len(names) + 2)  # + total, sub
+        # a directory with blocks on other nodes is not empty anywhere
+        with self.assertRaises(OSError) as cm:
+            os.rmdir(c.path("d"))
+        self.assertEqual(cm.exception.errno, errno.ENOTEMPTY)
+
+    def test_rename_publish_and_replace(self):
+        a, b, c = self.three()
+        kvc.write_block(a.path("final"), b"old" * 1000)
+        self.assertEqual(read(b.path("final")), b"old" * 1000)
+        kvc.write_block(a.path("final.tmp"), b"new" * 2000)
+        os.rename(a.path("final.tmp"), a.path("final"))
+        # the kernel may keep its entry for up to the entry timeout (1 s)
+        self.assertTrue(wait_until(lambda: read(b.path("final")) == b"new" * 2000,
+                                   timeout=3, interval=0.1))
+        self.assertEqual(read(c.path("final")), b"new" * 2000)
+        self.assertTrue(wait_until(lambda: not os.path.exists(c.path("final.tmp")), timeout=3))
+        self.assertNotIn("final.tmp", os.listdir(c.mnt))
+        # renaming a block held elsewhere is a cross-device move (mv copies it)
+        with self.assertRaises(OSError) as cm:
+            os.rename(b.path("final"), b.path("moved"))
+        self.assertEqual(cm.exception.errno, errno.EXDEV)
+        # unlink on another node removes it everywhere
+        os.unlink(c.path("final"))
+        for m in (a, b, c):
+            self.assertTrue(wait_until(lambda: not os.path.exists(m.path("final")), timeout=3),
+                            m.mnt)
+        with self.assertRaises(FileNotFoundError):
+            os.unlink(b.path("final"))
+
+    def test_same_name_on_two_nodes(self):
+        a, b, c = self.three()
+        def write(path, data):
+            try:
+                kvc.write_block(path, data)
+            except OSError as e:  # the other node's version got there first
+                self.assertIn(e.errno, (errno.EPERM, errno.EEXIST, errno.EBUSY))
+
+        for rnd in range(5):
+            name = "race%d" % rnd
+            va, vb = bytes([65 + rnd]) * 300000, bytes([97 + rnd]) * 200000
+            t = threading.Thread(target=write, args=(a.path(name), va))
+            t.start()
+            write(b.path(name), vb)
+            t.join()
+
+            def converged():
+                try:  # a reader of a version being replaced may get ENOENT, then retries
+                    got = [read(m.path(name)) for m in (a, b, c)]
+                except FileNotFoundError:
+                    return False
+                return all(g == got[0] for g in got) and got[0] in (va, vb)
+            self.assertTrue(wait_until(converged, timeout=5, interval=0.1),
+                            "nodes disagree on %s" % name)
+
+    def test_replicas_survive_kill(self):
+        a, b, c = self.three()
+        os.mkdir(a.path("r2"))
+        os.setxattr(a.path("r2"), "user.kvcachefs.replicas", b"2")
+        self.assertTrue(wait_until(lambda: os.path.isdir(c.path("r2")) and
+                                   xattr(c.path("r2"), "replicas") == "2", timeout=2))
+        os.mkdir(a.path("r1"))
+        self.assertTrue(wait_until(lambda: os.path.isdir(c.path("r1")), timeout=2))
+        blocks = {"b%d" % i: os.urandom(100000 + i) for i in range(20)}
+        for n, d in blocks.items():
+            kvc.write_block(b.path("r2", n), d)
+            kvc.write_block(b.path("r1", n), d)
+        self.assertTrue(wait_until(lambda: all(
+            len(xattr(c.path("r2", n), "holders").split(",")) == 2 for n in blocks),
+            timeout=10, interval=0.2), "replicas were not made")
+        os.kill(b.pid, signal.SIGKILL)
+        self.assertTrue(wait_until(lambda: not kvc.pid_alive(b.pid), timeout=5))
+        b.pid = None
+        kvc.unmount(b.mnt)
+        self.wait_total(a, 2, timeout=TTL + 5)
+        for m in (a, c):
+            for n, d in blocks.items():
+                self.assertEqual(read(m.path("r2", n)), d, n)
+                # the only copy was on b: a clean miss
+                t0 = time.monotonic()
+                with self.assertRaises(FileNotFoundError):
+                    read(m.path("r1", n))
+                self.assertLess(time.monotonic() - t0, 5)
+        # the count is restored on the survivors
+        self.assertTrue(wait_until(lambda: all(
+            len(xattr(a.path("r2", n), "holders").split(",")) == 2 for n in blocks),
+            timeout=15, interval=0.5), "replicas were not restored after the kill")
+
+    def test_etcd_outage_keeps_blocks_flowing(self):
+        a, b = self.join(), self.join()
+        self.wait_total(a, 2, timeout=5)
+        kvc.write_block(a.path("before"), b"1" * 70000)
+        self.etcd.stop()
+        try:
+            kvc.write_block(a.path("during"), b"2" * 70000)
+            self.assertEqual(read(b.path("before")), b"1" * 70000)
+            self.assertEqual(read(b.path("during")), b"2" * 70000)
+        finally:
+            self.etcd.start()
+        for m in (a, b):
+            self.assertTrue(wait_until(lambda: not nodes(m.mnt)["stale"] and
+                                       nodes(m.mnt)["total"] == 2, timeout=TTL + 5))
+        kvc.write_block(b.path("after"), b"3" * 70000)
+        self.assertEqual(read(a.path("after")), b"3" * 70000)
+
+    def test_restarted_node_rejoins(self):
+        a = self.join()
+        b = self.join("--node-id", "0xb1")
+        self.wait_total(a, 2, timeout=5)
+        kvc.write_block(a.path("x"), b"x" * 5000)
+        self.assertEqual(read(b.path("x")), b"x" * 5000)
+        b.stop()
+        self.wait_total(a, 1, timeout=5)
+        b2 = self.join("--node-id", "0xb1")
+        self.wait_total(a, 2, timeout=5)
+        self.assertEqual(read(b2.path("x")), b"x" * 5000)
+        kvc.write_block(b2.path("y"), b"y" * 5000)
+        self.assertEqual(read(a.path("y")), b"y" * 5000)
+
+    def test_wrong_secret_gets_nothing(self):
+        a = self.join()
+        kvc.write_block(a.path("secret-block"), b"s" * 5000)
+        bad = os.path.join(self.tmp, "bad-secret")
+        with open(bad, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(bad, 0o600)
+        args = self.cluster_args()
+        args[args.index("--secret-file") + 1] = bad
+        m = kvc.Mount.for_test(self, *args, pool_size=None)
+        self.wait_total(a, 2, timeout=5)
+        with self.assertRaises(FileNotFoundError):
+            read(m.path("secret-block"))
+        self.assertEqual(read(a.path("secret-block")), b"s" * 5000)
+
+
+if __name__ == "__main__":
+    unittest.main()
