@@ -103,6 +103,12 @@ static struct fuse_session *session_new_quiet(struct fuse_args *args, struct kvc
 	return se;
 }
 
+/* side_prefetch_fn: a block held by another node, fetched into the local pool. */
+static int prefetch(void *r, uint64_t parent, const char *name)
+{
+	return remote_prefetch(r, parent, name);
+}
+
 int main(int argc, char **argv)
 {
 	struct kvc_options o;
@@ -203,8 +209,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
-	if (o.etcd && cluster_start(&cluster, &o, mnt, pool, ns, inval_push, iv, cerr,
-				      sizeof(cerr)) < 0) {
+	if (o.etcd &&
+	    cluster_start(&cluster, &o, mnt, pool, ns, inval_push, iv, cerr, sizeof(cerr)) < 0) {
 		log_msg(LOG_ERR, "%s", cerr);
 		goto out;
 	}
@@ -214,6 +220,8 @@ int main(int argc, char **argv)
 				     .max_block_size = o.max_block_size,
 				     .nodes = cluster ? cluster_nodes : NULL,
 				     .nodes_arg = cluster,
+				     .prefetch = cluster ? prefetch : NULL,
+				     .prefetch_arg = cluster_remote(cluster),
 				 });
 	if (ret || kvc_fs_init(&fs, ns, side) < 0) {
 		log_msg(LOG_ERR, "out of memory");

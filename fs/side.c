@@ -369,10 +369,30 @@ static int do_lookup(struct side *s, fuse_ino_t ino, struct kvcachefs_lookup *lk
 	if (ret)
 		return ret;
 	ret = ns_lookup_prefix(s->cfg.ns, ino, lk->count, names_at, &nm);
+	/* in a cluster, a name held by another node is fetched here and the lookup goes on */
+	while (ret >= 0 && (uint32_t)ret < lk->count && s->cfg.prefetch) {
+		char buf[256];
+		const char *name = names_at(&nm, (size_t)ret, buf);
+
+		if (!name || s->cfg.prefetch(s->cfg.prefetch_arg, ino, name))
+			break;
+		ret = ns_lookup_prefix(s->cfg.ns, ino, lk->count, names_at, &nm);
+	}
 	if (ret < 0)
 		return ret;
 	lk->found = (uint32_t)ret;
 	return 0;
+}
+
+/* Open name of directory ino for a pin, fetching it first when another node holds it. */
+static int open_name(struct side *s, fuse_ino_t ino, const char *name, struct ns_handle **h)
+{
+	int ret = ns_open_name(s->cfg.ns, ino, name, h);
+
+	if (ret == -ENOENT && name && s->cfg.prefetch &&
+	    s->cfg.prefetch(s->cfg.prefetch_arg, ino, name) == 0)
+		ret = ns_open_name(s->cfg.ns, ino, name, h);
+	return ret;
 }
 
 static int do_pin(struct side *s, fuse_ino_t ino, struct side_owner *o, struct kvcachefs_pin *pn)
@@ -396,7 +416,7 @@ static int do_pin(struct side *s, fuse_ino_t ino, struct side_owner *o, struct k
 		struct ns_handle *h;
 		struct ns_loc loc;
 
-		ret = ns_open_name(s->cfg.ns, ino, names_at(&nm, k, buf), &h);
+		ret = open_name(s, ino, names_at(&nm, k, buf), &h);
 		if (ret) {
 			r->error = -ret;
 			continue;
@@ -443,10 +463,11 @@ static int do_locate(struct side *s, fuse_ino_t ino, struct kvcachefs_locate *lc
 	if (ret)
 		return ret;
 	for (uint32_t k = 0; k < lc->count; k++) {
-		if (errs[k] == EAGAIN) { /* about to be sealed: wait for it as an open would */
+		/* about to be sealed: wait for it as an open would; held elsewhere: fetch it */
+		if (errs[k] == EAGAIN || (errs[k] == ENOENT && s->cfg.prefetch)) {
 			struct ns_handle *h;
 
-			errs[k] = -ns_open_name(s->cfg.ns, ino, names_at(&nm, k, buf), &h);
+			errs[k] = -open_name(s, ino, names_at(&nm, k, buf), &h);
 			if (!errs[k]) {
 				ns_handle_loc(h, &locs[k]);
 				ns_release(h);

@@ -29,12 +29,18 @@ struct side_owner {
 struct kvcachefs_nodes;
 typedef void (*side_nodes_fn)(void *arg, struct kvcachefs_nodes *out);
 
+/* Makes block name of directory parent local if another node holds it (cluster mode):
+ * 0, or a negative errno (ENOENT: nowhere). */
+typedef int (*side_prefetch_fn)(void *arg, uint64_t parent, const char *name);
+
 struct side_config {
 	struct ns *ns;
 	struct pool *pool;
 	uint64_t max_block_size;
 	side_nodes_fn nodes;
 	void *nodes_arg;
+	side_prefetch_fn prefetch; /* NULL: single node */
+	void *prefetch_arg;
 };
 
 int side_create(struct side **out, const struct side_config *cfg);

@@ -69,6 +69,20 @@ class Blocks(tc.ClusterBase):
             with self.assertRaises(FileNotFoundError):
                 os.stat(m.path("nope"))
 
+    def test_side_channel_lookup_fetches_remote_blocks(self):
+        a, b = self.join(), self.join()
+        self.wait_total(a, 2, timeout=5)
+        names = ["%032x" % i for i in range(1, 6)]
+        for n in names[:3]:
+            kvc.write_block(a.path(n), n.encode() * 1000)
+        r = kvc.run_ctl("lookup", b.mnt, *names)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split()[0], "3", r.stdout)
+        # they are local copies on b now
+        self.assertEqual(kvc.ctl_status_json(b.mnt)["blocks"], 3)
+        for n in names[:3]:
+            self.assertEqual(read(b.path(n)), n.encode() * 1000)
+
     def test_listing_across_nodes(self):
         a, b, c = self.three()
         os.mkdir(a.path("d"))
