@@ -11,7 +11,9 @@
  *                         against memcpy from private memory;
  *   kvcache-bench transfer  the transfer engine's READ and WRITE throughput and latency over
  *                         loopback TCP against a kvcache-xfer serve process, with iperf3 on
- *                         the same loopback as the baseline (no mount).
+ *                         the same loopback as the baseline (no mount);
+ *   kvcache-bench cluster  remote reads and stat between two nodes of a cluster against Redis
+ *                         GET/EXISTS and iperf3, all on loopback (bench_cluster.c).
  *
  * Every filesystem is mounted on a fresh directory made with mkdtemp under /tmp and is
  * unmounted and removed before exit, on errors and on SIGINT/SIGTERM too: the signal handler
@@ -25,6 +27,7 @@
  */
 #include "engine/wire.h"
 #include "engine/xfer.h"
+#include "tools/bench_cluster.h"
 #include "tools/pattern.h"
 #include "fs/options.h"
 #include "fs/uapi/kvcache.h"
@@ -80,7 +83,7 @@
 #define MEM_NDIRS	     256
 #define MEM_TARGET_BASE	     256 /* bytes per block allowed beyond the name */
 
-static volatile sig_atomic_t stop;
+volatile sig_atomic_t stop; /* shared with bench_cluster.c */
 
 static void on_signal(int sig)
 {
@@ -89,7 +92,7 @@ static void on_signal(int sig)
 }
 
 /* No SA_RESTART: a blocked syscall returns EINTR and the loop around it sees `stop`. */
-static void install_signals(void)
+void install_signals(void)
 {
 	struct sigaction sa = {.sa_handler = on_signal};
 
@@ -2524,7 +2527,7 @@ static int tr_iperf3_parse(const char *json, double *gbps)
 }
 
 /* One iperf3 run over loopback with `parallel` streams for `seconds`: GB/s received. */
-static int tr_iperf3(int parallel, int seconds, double *gbps)
+int tr_iperf3(int parallel, int seconds, double *gbps)
 {
 	char port_s[16], par_s[16], secs_s[16], *json = NULL;
 	pid_t srv = 0, cli = 0;
@@ -3184,8 +3187,9 @@ static void usage(FILE *out)
 		     "  memory   daemon memory per stored block, beyond the pool\n"
 		     "  zerocopy libkvcache load/lookup/put vs read()/stat()/write() and memcpy\n"
 		     "  transfer transfer engine READ/WRITE over loopback TCP vs iperf3\n"
-		     "Run 'kvcache-bench COMMAND --help' for its options. fs, memory and zerocopy\n"
-		     "need root (mounts).\n"
+		     "  cluster  remote reads/stat between two nodes vs Redis GET/EXISTS, iperf3\n"
+		     "Run 'kvcache-bench COMMAND --help' for its options. fs, memory, zerocopy\n"
+		     "and cluster need root (mounts).\n"
 		     "Environment: KVC_BIN_DIR, the directory of kvcachefs, kvcache-memfs and\n"
 		     "kvcache-xfer (default: this binary's directory).\n");
 }
@@ -3208,6 +3212,8 @@ int main(int argc, char **argv)
 		return cmd_zerocopy(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "transfer"))
 		return cmd_transfer(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "cluster"))
+		return cmd_cluster(argc - 1, argv + 1);
 	fprintf(stderr, "kvcache-bench: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -33,6 +33,7 @@ packages=(
 	libibverbs-dev librdmacm-dev libsodium-dev
 	iperf3
 	etcd-server
+	redis-server
 	attr python3 xxhash
 	clang libclang-rt-14-dev
 )
@@ -53,6 +54,11 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	# etcd-server's package would start a system etcd; the tests start their own.
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# So would redis-server's (on port 6379, enabled at boot): kvcache-bench cluster starts
+	# its own on a free port, so a service installed just now is stopped and disabled.
+	if [[ " ${missing[*]} " == *" redis-server "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now redis-server >/dev/null 2>&1 || true
+	fi
 fi
 if ! [ -e /dev/fuse ]; then
 	echo "setup.sh: warning: /dev/fuse is missing; mounting needs the fuse kernel module" >&2
