@@ -1708,7 +1708,7 @@ static void cl_print(const struct cl_run *r)
 {
 	const struct cl_results *z = &r->z;
 	const char *rem_none = z->remote_failed ? "failed" : "-";
-	char sz[24], b1[32], b2[32], b3[32], b4[32], b5[32];
+	char sz[24], b1[32], b2[32], b3[32], b4[32], b5[32], title[64];
 	double base = cl_iperf(z);
 	int t = cl_target_index();
 
@@ -1750,8 +1750,9 @@ static void cl_print(const struct cl_run *r)
 		       cl_fig(cl_ratio(loc, base), "%.2f", "-", b5, sizeof(b5)));
 	}
 	rem_none = z->rstat_failed ? "failed" : "-";
-	printf("\nlatency (us), %" PRIu64 " names each, none looked up before    %8s %8s\n",
-	       r->nstat, "p50", "p99");
+	snprintf(title, sizeof(title), "latency (us), %" PRIu64 " names each, never looked up",
+		 r->nstat);
+	printf("\n%-50s %8s %8s\n", title, "p50", "p99");
 	printf("%-50s %8s %8s\n", "stat() on A of a block of A (local)",
 	       cl_fig(z->stat_a[0], "%.1f", "-", b1, sizeof(b1)),
 	       cl_fig(z->stat_a[1], "%.1f", "-", b2, sizeof(b2)));
