@@ -37,6 +37,7 @@
 #define LIST_PAGE	 1024
 #define OWNERS		 2 /* an entry lives on its owner and one stand-in */
 #define DIR_MAX		 (MR_DIR_MAX + 1)
+#define SEEN_SLOTS	 1024
 /* An entry announced at the writer's close(), before its seal: mode bit, and a version older
  * than any real one (so the sealed block replaces it). */
 #define PENDING_MODE	0x80000000u
@@ -91,8 +92,15 @@ struct remote {
 	bool stop;
 	pthread_t worker;
 	bool started;
-
 	pthread_mutex_t drain_mu;
+
+	/* the entries of the stubs most recently made, so that the open that follows a lookup
+	 * fetches without asking the owner again (direct-mapped by inode number) */
+	pthread_mutex_t seen_mu;
+	struct seen {
+		uint64_t ino;
+		struct ent_info info;
+	} seen[SEEN_SLOTS];
 };
 
 struct remote_dir {
@@ -384,14 +392,27 @@ static int fetch_bytes(struct remote *r, const char *name, const struct ent_info
 		    hdr.generation != h->generation || hdr.length != info->size ||
 		    hdr.name_hash[0] != nh.low64 || hdr.name_hash[1] != nh.high64 ||
 		    hdr.seal_time_ns != info->version)
-			continue; /* evicted or replaced there since the entry was made */
-		*sum = checksum(dst, info->size);
-		if (*sum != hdr.checksum) {
-			syslog(LOG_WARNING,
-			       "fetch of %s from node %016" PRIx64 ": checksum mismatch, dropped",
-			       name, h->node);
 			continue;
-		}
+			    /* evicted or replaced there since the entry was made */ /* The header
+										      * was read
+										      * after the
+										      * bytes and is
+										      * unchanged:
+										      * the holder
+										      * clears a
+										      * header
+										      * before its
+										      * pages can be
+										      * reused, so
+										      * the bytes
+										      * were that
+										      * block's, and
+										      * its checksum
+										      * is theirs
+										      * (the cached
+										      * copy keeps
+										      * it). */
+		*sum = hdr.checksum;
 		return 0;
 	}
 	return -ENOENT;
@@ -475,12 +496,21 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 	live_holders(r, &info);
 	if (!info.nholders)
 		goto gone;
-	return ns_add_remote(ns, parent, name,
-			     &(struct ns_remote){.size = info.size,
-						 .version = info.version,
-						 .mtime_ns = info.mtime_ns,
-						 .mode = info.mode},
-			     attr);
+	ret = ns_add_remote(ns, parent, name,
+			    &(struct ns_remote){.size = info.size,
+						.version = info.version,
+						.mtime_ns = info.mtime_ns,
+						.mode = info.mode},
+			    attr);
+	if (!ret && attr->remote) {
+		struct seen *sl = &r->seen[attr->ino % SEEN_SLOTS];
+
+		pthread_mutex_lock(&r->seen_mu);
+		sl->ino = attr->ino;
+		sl->info = info;
+		pthread_mutex_unlock(&r->seen_mu);
+	}
+	return ret;
 gone:
 	if (!ret) /* a stub or cached copy of a block the cluster no longer has */
 		(void)ns_remove_remote(ns, attr->ino);
@@ -488,11 +518,21 @@ gone:
 }
 
 /* Fetch version `version` of name in parent (size bytes) into a reservation. */
-static int fetch_into(struct remote *r, uint64_t parent, const char *name, const char *dir,
-		      uint64_t version, struct ns_handle **hp, struct ent_info *info, uint64_t *sum)
+static int fetch_into(struct remote *r, uint64_t ino, uint64_t parent, const char *name,
+		      const char *dir, uint64_t version, struct ns_handle **hp,
+		      struct ent_info *info, uint64_t *sum)
 {
-	int ret = get_entry(r, dir, name, info);
+	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
+	bool known;
+	int ret = 0;
 
+	pthread_mutex_lock(&r->seen_mu);
+	known = ino && sl->ino == ino && sl->info.version == version;
+	if (known)
+		*info = sl->info;
+	pthread_mutex_unlock(&r->seen_mu);
+	if (!known)
+		ret = get_entry(r, dir, name, info);
 	if (ret)
 		return ret;
 	if (info->version != version && version)
@@ -501,6 +541,13 @@ static int fetch_into(struct remote *r, uint64_t parent, const char *name, const
 	if (ret)
 		return ret;
 	ret = fetch_bytes(r, name, info, ns_handle_data(*hp), sum);
+	if (ret == -ENOENT && known) { /* the holders we knew are gone: ask the owner */
+		ret = get_entry(r, dir, name, info);
+		if (!ret && info->version == version)
+			ret = fetch_bytes(r, name, info, ns_handle_data(*hp), sum);
+		else if (!ret)
+			ret = -ENOENT;
+	}
 	if (ret) {
 		ns_abort(*hp);
 		*hp = NULL;
@@ -521,7 +568,7 @@ int remote_fetch(struct remote *r, uint64_t ino)
 	if (!ret)
 		ret = dir_path(r, parent, dir);
 	if (!ret)
-		ret = fetch_into(r, parent, name, dir, version, &h, &info, &sum);
+		ret = fetch_into(r, ino, parent, name, dir, version, &h, &info, &sum);
 	if (!ret)
 		ret = ns_fill_remote(h, ino, version, sum);
 	if (ret == -ESTALE)
@@ -1374,6 +1421,7 @@ int remote_create(struct remote **out, const struct remote_config *cfg)
 	pthread_mutex_init(&r->mlock, NULL);
 	pthread_mutex_init(&r->qlock, NULL);
 	pthread_mutex_init(&r->drain_mu, NULL);
+	pthread_mutex_init(&r->seen_mu, NULL);
 	pthread_cond_init(&r->qcond, NULL);
 	r->rescan_at = mono_ns() + RESCAN_MS * 1000000ull;
 	*out = r;
@@ -1426,6 +1474,7 @@ void remote_destroy(struct remote *r)
 	ents_destroy(r->ents);
 	pthread_cond_destroy(&r->qcond);
 	pthread_mutex_destroy(&r->drain_mu);
+	pthread_mutex_destroy(&r->seen_mu);
 	pthread_mutex_destroy(&r->qlock);
 	pthread_mutex_destroy(&r->mlock);
 	free(r);
