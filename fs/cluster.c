@@ -293,6 +293,48 @@ int cluster_rename_dir(struct cluster *c, uint64_t oldparent, const char *oldnam
 	return ret;
 }
 
+/* A node whose secret differs from the others' would be listed as a member but refused by
+ * every peer, leaving the entries it owns unreachable: connect to a few members first and
+ * refuse to join when they refuse us (EACCES) or speak another protocol (EPROTO). Members
+ * that cannot be reached say nothing about the secret and are skipped. */
+static int check_secret(struct cluster *c, char *err, size_t errlen)
+{
+	struct member *list = NULL;
+	size_t n = 0, tried = 0;
+	int ret = 0;
+
+	if (members_snapshot(c->members, &list, &n) < 0)
+		return 0;
+	for (size_t k = 0; k < n && tried < 3 && !ret; k++) {
+		struct xfer_peer *p;
+		int r;
+
+		if (list[k].self)
+			continue;
+		tried++;
+		r = xfer_open_peer(c->xe, list[k].addr, &p);
+		if (r == 0) {
+			xfer_close_peer(p);
+			break; /* one member accepted us: the secret is the cluster's */
+		}
+		if (r == -EACCES)
+			snprintf(
+			    err, errlen,
+			    "node %016llx at %s refused this node: the secret in the secret file "
+			    "is not cluster %s's",
+			    (unsigned long long)list[k].node_id, list[k].addr, c->name);
+		else if (r == -EPROTO)
+			snprintf(err, errlen,
+				 "node %016llx at %s speaks another protocol version (version %s "
+				 "here)",
+				 (unsigned long long)list[k].node_id, list[k].addr, KVC_VERSION);
+		if (r == -EACCES || r == -EPROTO)
+			ret = r;
+	}
+	free(list);
+	return ret;
+}
+
 static void *reporter_main(void *arg)
 {
 	struct cluster *c = arg;
@@ -429,6 +471,9 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 			 o->etcd, strerror(-ret));
 		goto fail;
 	}
+	ret = check_secret(c, err, errlen);
+	if (ret)
+		goto fail;
 	snprintf(c->dirs_prefix, sizeof(c->dirs_prefix), "/kvcachefs/%s/dirs/", c->name);
 	ret = dirs_follow(c);
 	if (ret) {

@@ -287,7 +287,17 @@ static void kvc_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 {
 	struct ns *ns = req_ns(req);
 	struct ns_attr a;
-	int ret = ns_rename(ns, parent, name, newparent, newname, flags);
+	int ret = 0;
+
+	/* Entries are filed by directory path on their owners: a directory whose tree holds
+	 * blocks is not renamed in a cluster (EXDEV: mv copies it instead). */
+	if (req_remote(req) && ns_lookup(ns, parent, name, &a) == 0) {
+		ns_forget(ns, a.ino, 1);
+		if ((a.mode & S_IFMT) == S_IFDIR && remote_tree_empty(req_remote(req), a.ino))
+			ret = -EXDEV;
+	}
+	if (!ret)
+		ret = ns_rename(ns, parent, name, newparent, newname, flags);
 
 	if (!ret && req_cluster(req) && ns_lookup(ns, newparent, newname, &a) == 0) {
 		ns_forget(ns, a.ino, 1);

@@ -393,25 +393,25 @@ static int fetch_bytes(struct remote *r, const char *name, const struct ent_info
 		    hdr.name_hash[0] != nh.low64 || hdr.name_hash[1] != nh.high64 ||
 		    hdr.seal_time_ns != info->version)
 			continue;
-			    /* evicted or replaced there since the entry was made */ /* The header
-										      * was read
-										      * after the
-										      * bytes and is
-										      * unchanged:
-										      * the holder
-										      * clears a
-										      * header
-										      * before its
-										      * pages can be
-										      * reused, so
-										      * the bytes
-										      * were that
-										      * block's, and
-										      * its checksum
-										      * is theirs
-										      * (the cached
-										      * copy keeps
-										      * it). */
+		/* evicted or replaced there since the entry was made */ /* The header
+									  * was read
+									  * after the
+									  * bytes and is
+									  * unchanged:
+									  * the holder
+									  * clears a
+									  * header
+									  * before its
+									  * pages can be
+									  * reused, so
+									  * the bytes
+									  * were that
+									  * block's, and
+									  * its checksum
+									  * is theirs
+									  * (the cached
+									  * copy keeps
+									  * it). */
 		*sum = hdr.checksum;
 		return 0;
 	}
@@ -1294,6 +1294,22 @@ int remote_dir_empty(struct remote *r, uint64_t dir)
 	if (ret)
 		return EIO;
 	return found ? ENOTEMPTY : 0;
+}
+
+int remote_tree_empty(struct remote *r, uint64_t dir)
+{
+	struct ns_dir d;
+	int ret = remote_dir_empty(r, dir);
+
+	if (ret || ns_opendir(r->cfg.ns, dir, &d))
+		return ret;
+	for (size_t k = 2; k < d.count && !ret; k++) /* after "." and ".." */
+		if ((d.ents[k].mode & S_IFMT) == S_IFDIR)
+			ret = remote_tree_empty(r, d.ents[k].ino);
+		else
+			ret = ENOTEMPTY; /* a block here, being written or not */
+	ns_dir_free(&d);
+	return ret;
 }
 
 int remote_opendir(struct remote *r, uint64_t dir, struct remote_dir **out)

@@ -96,6 +96,10 @@ int remote_holders(struct remote *r, uint64_t ino, char *buf, size_t len);
 /* Is the directory empty across the cluster (no entry on any member)? 0, ENOTEMPTY, EIO. */
 int remote_dir_empty(struct remote *r, uint64_t dir);
 
+/* Is the tree under directory dir free of blocks on every member (subdirectories included)?
+ * 0, ENOTEMPTY, EIO. */
+int remote_tree_empty(struct remote *r, uint64_t dir);
+
 /* Listing a directory across the cluster, page by page from each member. */
 int remote_opendir(struct remote *r, uint64_t dir, struct remote_dir **out);
 void remote_closedir(struct remote_dir *d);

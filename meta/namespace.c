@@ -243,8 +243,8 @@ static int attach(struct ns *ns, struct inode *parent, struct inode *child)
 	if (child->kind == KIND_DIR) {
 		parent->dir.nsubdirs++;
 		ns->dirs++;
-	} else if (child->file.sealed) {
-		ns->blocks++;
+	} else if (child->file.sealed && !(child->flags & F_REMOTE)) {
+		ns->blocks++; /* a stub has no bytes here: not a block of this node */
 	}
 	parent->mtime_ns = parent->ctime_ns = now_ns();
 	return 0;
@@ -261,7 +261,7 @@ static void detach(struct ns *ns, struct inode *child)
 		parent->dir.nsubdirs--;
 		ns->dirs--;
 	} else {
-		if (child->file.sealed)
+		if (child->file.sealed && !(child->flags & F_REMOTE))
 			ns->blocks--;
 		if (lru_linked(&child->file.lru))
 			lru_remove(&ns->lru, &child->file.lru);
@@ -1803,15 +1803,16 @@ int ns_add_remote(struct ns *ns, uint64_t parent, const char *name, const struct
 		maybe_free(ns, i);
 	}
 	i = inode_new(ns, KIND_FILE, name, r->mode, 0, 0);
-	if (i)
+	if (i) {
 		i->file.sealed = true;
+		i->flags |= F_REMOTE;
+	}
 	if (!i || attach(ns, d, i) < 0) {
 		if (i)
 			inode_free(ns, i);
 		ret = -ENOMEM;
 		goto out;
 	}
-	i->flags |= F_REMOTE;
 	i->mode = S_IFREG | (r->mode & 07777);
 	i->uid = (uint32_t)getuid();
 	i->gid = (uint32_t)getgid();
@@ -1902,6 +1903,7 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 		};
 	}
 	i->flags = (uint16_t)((i->flags & ~F_REMOTE) | F_CACHED);
+	ns->blocks++; /* now it has bytes here */
 	i->file.checked_ns = now_ns();
 	if (i->file.open == 0 && !lru_linked(&i->file.lru))
 		lru_push_old(&ns->lru, &i->file.lru);

@@ -10,6 +10,7 @@ import errno
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -125,6 +126,16 @@ class Blocks(tc.ClusterBase):
         with self.assertRaises(OSError) as cm:
             os.rename(b.path("final"), b.path("moved"))
         self.assertEqual(cm.exception.errno, errno.EXDEV)
+        # a directory holding blocks is not renamed in a cluster (mv copies it instead)
+        os.mkdir(a.path("dd"))
+        kvc.write_block(a.path("dd", "k"), b"k")
+        self.assertTrue(wait_until(lambda: os.path.isdir(b.path("dd")), timeout=2))
+        with self.assertRaises(OSError) as cm:
+            os.rename(b.path("dd"), b.path("ee"))
+        self.assertEqual(cm.exception.errno, errno.EXDEV)
+        os.mkdir(a.path("empty"))
+        os.rename(a.path("empty"), a.path("empty2"))
+        self.assertTrue(wait_until(lambda: os.path.isdir(c.path("empty2")), timeout=2))
         # unlink on another node removes it everywhere
         os.unlink(c.path("final"))
         for m in (a, b, c):
@@ -222,7 +233,7 @@ class Blocks(tc.ClusterBase):
         kvc.write_block(b2.path("y"), b"y" * 5000)
         self.assertEqual(read(a.path("y")), b"y" * 5000)
 
-    def test_wrong_secret_gets_nothing(self):
+    def test_wrong_secret_refused(self):
         a = self.join()
         kvc.write_block(a.path("secret-block"), b"s" * 5000)
         bad = os.path.join(self.tmp, "bad-secret")
@@ -231,10 +242,15 @@ class Blocks(tc.ClusterBase):
         os.chmod(bad, 0o600)
         args = self.cluster_args()
         args[args.index("--secret-file") + 1] = bad
-        m = kvc.Mount.for_test(self, *args, pool_size=None)
-        self.wait_total(a, 2, timeout=5)
-        with self.assertRaises(FileNotFoundError):
-            read(m.path("secret-block"))
+        mnt = os.path.realpath(tempfile.mkdtemp(prefix="kvc-itest-mnt-"))
+        self.addCleanup(os.rmdir, mnt)
+        r, reports = kvc.run_daemon(args + [mnt], timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"secret", r.stderr)
+        self.assertFalse(kvc.is_mounted(mnt))
+        self.assertEqual(reports, [])
+        # the cluster is untouched
+        self.assertEqual(nodes(a.mnt)["total"], 1)
         self.assertEqual(read(a.path("secret-block")), b"s" * 5000)
 
 
