@@ -110,6 +110,35 @@ class Blocks(tc.ClusterBase):
             os.rmdir(c.path("d"))
         self.assertEqual(cm.exception.errno, errno.ENOTEMPTY)
 
+    def test_listing_in_pages(self):
+        """A directory larger than one LIST page (1024 names) on its owners."""
+        a, b = self.join(), self.join()
+        self.wait_total(a, 2, timeout=5)
+        os.mkdir(a.path("big"))
+        self.assertTrue(wait_until(lambda: os.path.isdir(b.path("big")), timeout=2))
+        names = {"%032x" % i for i in range(2600)}
+        for n in names:
+            kvc.write_block(a.path("big", n), b"v")
+        got = os.listdir(b.path("big"))
+        self.assertEqual(len(got), len(names))
+        self.assertEqual(set(got), names)
+
+    def test_eviction_updates_entries(self):
+        a, b = self.join(), self.join()
+        self.wait_total(a, 2, timeout=5)
+        blocks = ["e%02d" % i for i in range(48)]  # 48 MiB into a 32 MiB pool
+        for n in blocks:
+            kvc.write_block(a.path(n), n.encode() * (1 << 19))
+        self.assertGreater(kvc.ctl_status_json(a.mnt)["evictions"], 0)
+        present = [n for n in blocks if os.path.exists(a.path(n))]
+        gone = [n for n in blocks if n not in present]
+        self.assertTrue(present and gone)
+        for n in gone:
+            with self.assertRaises(FileNotFoundError):
+                read(b.path(n))
+        for n in present[-4:]:
+            self.assertEqual(read(b.path(n)), n.encode() * (1 << 19))
+
     def test_rename_publish_and_replace(self):
         a, b, c = self.three()
         kvc.write_block(a.path("final"), b"old" * 1000)
