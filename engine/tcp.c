@@ -1139,7 +1139,10 @@ static void *rc_main(void *arg)
 			pp = &c->rc_next;
 		}
 		if (!best) {
-			pthread_cond_wait(&x->rc_cv, &x->rc_mu);
+			/* tcp_stop may have set rc_stop (and signalled) while rc_mu was dropped
+			 * above: a wait now would never end */
+			if (!x->rc_stop)
+				pthread_cond_wait(&x->rc_cv, &x->rc_mu);
 			continue;
 		}
 		now = xfer_now_ns();
