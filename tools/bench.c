@@ -14,6 +14,8 @@
  *                         the same loopback as the baseline (no mount);
  *   kvcache-bench cluster  remote reads and stat between two nodes of a cluster against Redis
  *                         GET/EXISTS and iperf3, all on loopback (bench_cluster.c).
+ * What every command uses (the signals, the clock, children, full reads and writes, option
+ * values, probes of the machine) is in bench_util.c.
  *
  * Every filesystem is mounted on a fresh directory made with mkdtemp under /tmp and is
  * unmounted and removed before exit, on errors and on SIGINT/SIGTERM too: the signal handler
@@ -28,20 +30,18 @@
 #include "engine/wire.h"
 #include "engine/xfer.h"
 #include "tools/bench_cluster.h"
+#include "tools/bench_util.h"
 #include "tools/pattern.h"
 #include "fs/options.h"
 #include "fs/uapi/kvcache.h"
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -52,9 +52,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
@@ -83,49 +81,6 @@
 #define MEM_NDIRS	     256
 #define MEM_TARGET_BASE	     256 /* bytes per block allowed beyond the name */
 
-volatile sig_atomic_t stop; /* shared with bench_cluster.c */
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
-
-/* No SA_RESTART: a blocked syscall returns EINTR and the loop around it sees `stop`. */
-void install_signals(void)
-{
-	struct sigaction sa = {.sa_handler = on_signal};
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* "2M", "256K", "1536K", "4097": the shortest exact form that opt_parse_size reads back. */
-static void fmt_size(uint64_t v, char *buf, size_t cap)
-{
-	static const char units[] = "KMGT";
-	int k = -1;
-
-	while (v && v % 1024 == 0 && k < 3) {
-		v /= 1024;
-		k++;
-	}
-	if (k < 0)
-		snprintf(buf, cap, "%" PRIu64, v);
-	else
-		snprintf(buf, cap, "%" PRIu64 "%c", v, units[k]);
-}
-
 static uint64_t round_up(uint64_t v, uint64_t to)
 {
 	return (v + to - 1) / to * to;
@@ -138,16 +93,6 @@ static int arg_positive(const char *opt, const char *arg, uint64_t *out)
 	*out = strtoull(arg, NULL, 10);
 	if (!*out) {
 		fprintf(stderr, "kvcache-bench: %s: a positive number\n", opt);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int arg_int(const char *opt, const char *arg, int lo, int hi, int *out)
-{
-	*out = atoi(arg);
-	if (*out < lo || *out > hi) {
-		fprintf(stderr, "kvcache-bench: %s: %d to %d\n", opt, lo, hi);
 		return -EINVAL;
 	}
 	return 0;
@@ -177,75 +122,6 @@ static int arg_common(int c, uint64_t *pool, bool *json, void (*usage)(FILE *out
 }
 
 /* ---- processes and mounts -------------------------------------------------------------- */
-
-/* Directory of our own binary, or $KVC_BIN_DIR. Prints the error. */
-static int bin_dir(char *out, size_t cap)
-{
-	const char *env = getenv("KVC_BIN_DIR");
-	char self[PATH_MAX];
-	ssize_t n;
-
-	if (env && *env) {
-		snprintf(out, cap, "%s", env);
-		return 0;
-	}
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n < 0) {
-		n = -errno;
-		fprintf(stderr, "kvcache-bench: cannot find my own directory\n");
-		return (int)n;
-	}
-	self[n] = '\0';
-	snprintf(out, cap, "%s", dirname(self));
-	return 0;
-}
-
-/* Run argv (searched in PATH) in its own process group, wait, return its exit status (0..255),
- * 128 + signal if killed, or -errno if it could not be started. */
-static int run_cmd(char *const argv[], bool quiet)
-{
-	pid_t pid = fork();
-	int st;
-
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		setpgid(0, 0);
-		if (quiet) {
-			int null = open("/dev/null", O_WRONLY);
-
-			if (null >= 0) {
-				dup2(null, 1);
-				dup2(null, 2);
-			}
-		}
-		execvp(argv[0], argv);
-		fprintf(stderr, "kvcache-bench: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(st))
-		return WEXITSTATUS(st);
-	return 128 + WTERMSIG(st);
-}
-
-/* Is dir the mount point of a mount in our namespace? */
-static bool is_mounted(const char *dir)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-	char line[4096], mp[PATH_MAX];
-	bool found = false;
-
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && !strcmp(mp, dir))
-			found = true;
-	fclose(f);
-	return found;
-}
 
 /* The pid of the running process whose argv[0] ends in `prog` and whose argv holds `arg`;
  * 0 if none. */
@@ -292,22 +168,10 @@ static pid_t find_daemon(const char *prog, const char *arg)
 /* A field of /proc/<pid>/status in bytes (the kernel prints kB), or -errno. */
 static int64_t proc_status_bytes(pid_t pid, const char *field)
 {
-	char path[64], line[256];
-	size_t flen = strlen(field);
-	int64_t v = -ENOENT;
-	FILE *f;
+	char path[64];
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, flen) && line[flen] == ':') {
-			v = strtoll(line + flen + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
+	return bench_proc_kb(path, field);
 }
 
 enum target_kind { TARGET_KVCACHEFS, TARGET_TMPFS, TARGET_MEMFS, TARGET_NKINDS };
@@ -378,7 +242,7 @@ static int target_mount(struct target *t, uint64_t size)
 	}
 	snprintf(t->dir, sizeof(t->dir), "%s", dirtmpl);
 	live[t->kind] = t;
-	fmt_size(size, sz, sizeof(sz));
+	bench_fmt_size(size, sz, sizeof(sz));
 	if (t->kind == TARGET_TMPFS) {
 		snprintf(opts, sizeof(opts), "size=%s,mode=0755", sz);
 		if (mount("tmpfs", t->dir, "tmpfs", 0, opts) < 0) {
@@ -390,10 +254,10 @@ static int target_mount(struct target *t, uint64_t size)
 		return target_check(t);
 	}
 	if (t->kind == TARGET_KVCACHEFS && !strcmp(base, "kvcachefs"))
-		ret = run_cmd((char *const[]){t->bin, "--pool-size", sz, t->dir, NULL}, false);
+		ret = bench_run((char *const[]){t->bin, "--pool-size", sz, t->dir, NULL}, false);
 	else
-		ret = run_cmd((char *const[]){t->bin, t->dir, NULL}, false);
-	if (ret != 0 || !is_mounted(t->dir)) {
+		ret = bench_run((char *const[]){t->bin, t->dir, NULL}, false);
+	if (ret != 0 || !bench_mounted(t->dir)) {
 		fprintf(stderr, "kvcache-bench: %s %s failed (exit status %d)\n", t->bin, t->dir,
 			ret);
 		return ret < 0 ? ret : -EIO;
@@ -408,7 +272,7 @@ static void target_cleanup(struct target *t)
 {
 	if (!t->dir[0])
 		return;
-	if (is_mounted(t->dir)) {
+	if (bench_mounted(t->dir)) {
 		int ret;
 
 		if (t->kind == TARGET_TMPFS) {
@@ -416,10 +280,10 @@ static void target_cleanup(struct target *t)
 			if (ret)
 				ret = umount2(t->dir, MNT_DETACH) < 0 ? -errno : 0;
 		} else {
-			ret = run_cmd((char *const[]){"fusermount3", "-u", t->dir, NULL}, true);
+			ret = bench_run((char *const[]){"fusermount3", "-u", t->dir, NULL}, true);
 			if (ret)
-				ret = run_cmd((char *const[]){"fusermount3", "-uz", t->dir, NULL},
-					      false);
+				ret = bench_run((char *const[]){"fusermount3", "-uz", t->dir, NULL},
+						false);
 		}
 		if (ret)
 			fprintf(stderr, "kvcache-bench: cannot unmount %s (%d)\n", t->dir, ret);
@@ -449,42 +313,6 @@ static void finish(int ret)
 }
 
 /* ---- block I/O ------------------------------------------------------------------------- */
-
-static int write_full(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0) {
-			if (errno == EINTR && !stop)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Read up to len bytes; returns the count read (short only at EOF) or -errno. */
-static ssize_t read_full(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, buf + got, len - got);
-
-		if (n < 0) {
-			if (errno == EINTR && !stop)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
 
 /* Non-trivial content: a xorshift stream, shared by every block of a size. */
 static void fill_pattern(char *buf, size_t len, uint64_t seed)
@@ -544,12 +372,6 @@ static int fs_fail(const struct target *t, const char *what, const char *path, i
 	return err;
 }
 
-static void keep_best(double *best, double v)
-{
-	if (v > *best)
-		*best = v;
-}
-
 /* One repetition on one target: write, stat, read the blocks of rep into a fresh directory,
  * then delete them (not timed). */
 static int fs_rep(struct fs_run *r, const struct target *t, int rep, struct fs_result *res)
@@ -570,7 +392,7 @@ static int fs_rep(struct fs_run *r, const struct target *t, int rep, struct fs_r
 		return fs_fail(t, "mkdir", r->path, -errno);
 
 	/* write: create + one write() + close per block */
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (i = 0; i < r->count && !stop; i++) {
 		block_path(r, t, rep, i);
 		stamp(r->wbuf, r->size, block_id(rep, i));
@@ -580,7 +402,7 @@ static int fs_rep(struct fs_run *r, const struct target *t, int rep, struct fs_r
 			goto out;
 		}
 		made = i + 1;
-		ret = write_full(fd, r->wbuf, r->size);
+		ret = bench_write_full(fd, r->wbuf, r->size);
 		if (close(fd) < 0 && !ret)
 			ret = -errno;
 		if (ret) {
@@ -590,12 +412,12 @@ static int fs_rep(struct fs_run *r, const struct target *t, int rep, struct fs_r
 	}
 	if (stop)
 		goto out;
-	secs = (double)(now_ns() - t0) / 1e9;
-	keep_best(&res->write_mbps, mb / secs);
-	keep_best(&res->create_ops, (double)r->count / secs);
+	secs = (double)(bench_now_ns() - t0) / 1e9;
+	bench_keep_best(&res->write_mbps, mb / secs);
+	bench_keep_best(&res->create_ops, (double)r->count / secs);
 
 	/* stat every block */
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (i = 0; i < r->count && !stop; i++) {
 		block_path(r, t, rep, i);
 		if (stat(r->path, &st) < 0) {
@@ -611,22 +433,22 @@ static int fs_rep(struct fs_run *r, const struct target *t, int rep, struct fs_r
 	}
 	if (stop)
 		goto out;
-	secs = (double)(now_ns() - t0) / 1e9;
-	keep_best(&res->stat_ops, (double)r->count / secs);
+	secs = (double)(bench_now_ns() - t0) / 1e9;
+	bench_keep_best(&res->stat_ops, (double)r->count / secs);
 
 	/* read: open + read the whole block + close; the clock stops while a sample is checked */
 	elapsed = 0;
 	for (i = 0; i < r->count && !stop; i++) {
 		block_path(r, t, rep, i);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		fd = open(r->path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			ret = fs_fail(t, "open", r->path, -errno);
 			goto out;
 		}
-		n = read_full(fd, r->rbuf, r->size);
+		n = bench_read_full(fd, r->rbuf, r->size);
 		close(fd);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (n < 0) {
 			ret = fs_fail(t, "read", r->path, (int)n);
 			goto out;
@@ -650,7 +472,7 @@ static int fs_rep(struct fs_run *r, const struct target *t, int rep, struct fs_r
 	}
 	if (stop)
 		goto out;
-	keep_best(&res->read_mbps, mb / ((double)elapsed / 1e9));
+	bench_keep_best(&res->read_mbps, mb / ((double)elapsed / 1e9));
 
 out:
 	for (i = 0; i < made; i++) {
@@ -685,11 +507,6 @@ static void fs_usage(FILE *out)
 /* The baselines kvcachefs is compared with, in the order their ratios are printed. */
 #define FS_NBASELINES 2
 static const enum target_kind fs_baselines[FS_NBASELINES] = {TARGET_MEMFS, TARGET_TMPFS};
-
-static double ratio(double a, double b)
-{
-	return b > 0 ? a / b : 0;
-}
 
 static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, const bool *use,
 		     struct fs_result res[][TARGET_NKINDS], int reps, uint64_t pool, bool json)
@@ -729,9 +546,9 @@ static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, 
 					printf(", \"read_kvcachefs_%s\": %.3f, "
 					       "\"write_kvcachefs_%s\": %.3f",
 					       target_names[k],
-					       ratio(r[K].read_mbps, r[k].read_mbps),
+					       bench_ratio(r[K].read_mbps, r[k].read_mbps),
 					       target_names[k],
-					       ratio(r[K].write_mbps, r[k].write_mbps));
+					       bench_ratio(r[K].write_mbps, r[k].write_mbps));
 			}
 			printf("}");
 		}
@@ -742,7 +559,7 @@ static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, 
 	printf("%-6s %6s  %-10s %12s %10s %10s %12s\n", "size", "count", "target", "write MB/s",
 	       "create/s", "stat/s", "read MB/s");
 	for (int s = 0; s < nsizes; s++) {
-		fmt_size(sizes[s], sz, sizeof(sz));
+		bench_fmt_size(sizes[s], sz, sizeof(sz));
 		for (int k = 0; k < TARGET_NKINDS; k++) {
 			const struct fs_result *r = &res[s][k];
 
@@ -760,14 +577,15 @@ static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, 
 	for (int s = 0; s < nsizes; s++) {
 		const struct fs_result *r = res[s];
 
-		fmt_size(sizes[s], sz, sizeof(sz));
+		bench_fmt_size(sizes[s], sz, sizeof(sz));
 		printf("%-6s", sz);
 		for (int b = 0; b < FS_NBASELINES; b++) {
 			const int k = fs_baselines[b];
 
 			if (use[k])
-				printf(" %12.2f %12.2f", ratio(r[K].read_mbps, r[k].read_mbps),
-				       ratio(r[K].write_mbps, r[k].write_mbps));
+				printf(" %12.2f %12.2f",
+				       bench_ratio(r[K].read_mbps, r[k].read_mbps),
+				       bench_ratio(r[K].write_mbps, r[k].write_mbps));
 			else
 				printf(" %12s %12s", "-", "-");
 		}
@@ -845,7 +663,7 @@ static int cmd_fs(int argc, char **argv)
 			}
 			break;
 		case 'r':
-			if (arg_int("--reps", optarg, 1, 100, &reps) < 0)
+			if (bench_arg_int("--reps", optarg, 1, 100, &reps) < 0)
 				return 2;
 			break;
 		case 't':
@@ -885,7 +703,7 @@ static int cmd_fs(int argc, char **argv)
 	}
 	memset(res, 0, sizeof(res));
 
-	if (bin_dir(bindir, sizeof(bindir)) < 0)
+	if (bench_bin_dir(bindir, sizeof(bindir)) < 0)
 		return 1;
 	run.path_cap = PATH_MAX;
 	run.path = malloc(run.path_cap);
@@ -897,7 +715,7 @@ static int cmd_fs(int argc, char **argv)
 		goto out;
 	}
 	install_signals();
-	fmt_size(pool, sz, sizeof(sz));
+	bench_fmt_size(pool, sz, sizeof(sz));
 	for (int k = 0; k < TARGET_NKINDS; k++) {
 		struct target *t = &targets[k];
 
@@ -919,7 +737,7 @@ static int cmd_fs(int argc, char **argv)
 		run.size = sizes[s];
 		run.count = counts[s];
 		fill_pattern(run.wbuf, run.size, 0x9e3779b97f4a7c15ull ^ run.size);
-		fmt_size(run.size, sz, sizeof(sz));
+		bench_fmt_size(run.size, sz, sizeof(sz));
 		fprintf(stderr, "kvcache-bench: %s x %" PRIu64 ":", sz, run.count);
 		for (int rep = 0; rep < reps; rep++) {
 			for (int k = 0; k < TARGET_NKINDS; k++) {
@@ -1016,7 +834,7 @@ static int cmd_memory(int argc, char **argv)
 				return 2;
 			break;
 		case 'l':
-			if (arg_int("--name-len", optarg, 2, 255, &name_len) < 0)
+			if (bench_arg_int("--name-len", optarg, 2, 255, &name_len) < 0)
 				return 2;
 			break;
 		default:
@@ -1031,7 +849,7 @@ static int cmd_memory(int argc, char **argv)
 	}
 	if (!pool)
 		pool = round_up(blocks * 4096 + blocks * 4096 / 10 + 64 * MIB, 64 * MIB);
-	if (bin_dir(bindir, sizeof(bindir)) < 0)
+	if (bench_bin_dir(bindir, sizeof(bindir)) < 0)
 		return 1;
 	if (target_bin(&t, bindir) < 0)
 		return 1;
@@ -1045,7 +863,7 @@ static int cmd_memory(int argc, char **argv)
 		ret = -ESRCH;
 		goto out;
 	}
-	fmt_size(pool, sz, sizeof(sz));
+	bench_fmt_size(pool, sz, sizeof(sz));
 	fprintf(stderr, "kvcache-bench: %s (pid %d) mounted on %s, pool %s\n", t.bin, (int)t.pid,
 		t.dir, sz);
 	for (int d = 0; d < MEM_NDIRS; d++) {
@@ -1062,7 +880,7 @@ static int cmd_memory(int argc, char **argv)
 		goto out;
 	}
 
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	next_report = blocks / 10 ? blocks / 10 : 1;
 	for (i = 0; i < blocks && !stop; i++) {
 		mem_name(i, name_len, name);
@@ -1074,7 +892,7 @@ static int cmd_memory(int argc, char **argv)
 				i, strerror(errno));
 			goto out;
 		}
-		ret = write_full(fd, "k", 1);
+		ret = bench_write_full(fd, "k", 1);
 		if (close(fd) < 0 && !ret)
 			ret = -errno;
 		if (ret) {
@@ -1084,7 +902,7 @@ static int cmd_memory(int argc, char **argv)
 			goto out;
 		}
 		if (i + 1 == next_report || i + 1 == blocks) {
-			double secs = (double)(now_ns() - t0) / 1e9;
+			double secs = (double)(bench_now_ns() - t0) / 1e9;
 			int64_t rss = proc_status_bytes(t.pid, "RssAnon");
 
 			fprintf(stderr,
@@ -1233,7 +1051,7 @@ static void zc_dirname(char *out, size_t cap, const char *phase, uint64_t size, 
 {
 	char sz[32];
 
-	fmt_size(size, sz, sizeof(sz));
+	bench_fmt_size(size, sz, sizeof(sz));
 	snprintf(out, cap, "%s-%s-r%d", phase, sz, rep);
 }
 
@@ -1323,7 +1141,7 @@ static int zc_check_file(struct zc_run *r, const char *dir, uint64_t i, uint64_t
 
 	if (fd < 0)
 		return zc_fail("open", r->path, -errno);
-	n = read_full(fd, r->dst, r->size);
+	n = bench_read_full(fd, r->dst, r->size);
 	close(fd);
 	if (n < 0)
 		return zc_fail("read", r->path, (int)n);
@@ -1362,26 +1180,26 @@ static int zc_load_get(struct zc_run *r, struct kvc_dir *d, double *best)
 	int ret;
 
 	for (uint64_t i = 0; i < r->count && !stop; i++) {
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ret = kvc_get(d, r->names[i], &b);
 		if (ret < 0)
 			return zc_fail("kvc_get", r->names[i], ret);
 		memcpy(r->dst, b.data, b.len < r->size ? b.len : r->size);
 		zc_clobber(r->dst);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (zc_sample(r, i) && (ret = zc_check_block(r, &b, i, "kvc_get")) < 0) {
 			kvc_release(&b);
 			return ret;
 		}
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ret = kvc_release(&b);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (ret < 0)
 			return zc_fail("kvc_release", r->names[i], ret);
 	}
 	if (stop)
 		return -EINTR;
-	keep_best(best, zc_mbps(r, elapsed));
+	bench_keep_best(best, zc_mbps(r, elapsed));
 	return 0;
 }
 
@@ -1394,7 +1212,7 @@ static int zc_load_batch(struct zc_run *r, struct kvc_dir *d, double *best)
 	for (uint64_t i = 0; i < r->count && !stop; i += ZC_BATCH) {
 		size_t n = r->count - i < ZC_BATCH ? (size_t)(r->count - i) : ZC_BATCH, j;
 
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ret = kvc_get_batch(d, r->nameptrs + i, n, r->blocks, r->errs);
 		if (ret < 0)
 			return zc_fail("kvc_get_batch", r->names[i], ret);
@@ -1402,7 +1220,7 @@ static int zc_load_batch(struct zc_run *r, struct kvc_dir *d, double *best)
 			const struct kvc_block *b = &r->blocks[j];
 
 			if (!b->data) {
-				elapsed += now_ns() - t0;
+				elapsed += bench_now_ns() - t0;
 				ret = zc_fail("kvc_get_batch", r->names[i + j],
 					      r->errs[j] ? -r->errs[j] : -EIO);
 				break;
@@ -1410,11 +1228,11 @@ static int zc_load_batch(struct zc_run *r, struct kvc_dir *d, double *best)
 			memcpy(r->dst, b->data, b->len < r->size ? b->len : r->size);
 			zc_clobber(r->dst);
 			if (zc_sample(r, i + j)) {
-				elapsed += now_ns() - t0;
+				elapsed += bench_now_ns() - t0;
 				ret = zc_check_block(r, b, i + j, "kvc_get_batch");
 				if (ret < 0)
 					break;
-				t0 = now_ns();
+				t0 = bench_now_ns();
 			}
 		}
 		if (j < n) {
@@ -1422,13 +1240,13 @@ static int zc_load_batch(struct zc_run *r, struct kvc_dir *d, double *best)
 			return ret;
 		}
 		ret = kvc_release_batch(r->blocks, n);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (ret < 0)
 			return zc_fail("kvc_release_batch", r->names[i], ret);
 	}
 	if (stop)
 		return -EINTR;
-	keep_best(best, zc_mbps(r, elapsed));
+	bench_keep_best(best, zc_mbps(r, elapsed));
 	return 0;
 }
 
@@ -1449,10 +1267,10 @@ static int zc_load_locate(struct zc_run *r, struct kvc_dir *d, double *best)
 	for (uint64_t i = 0; i < r->count && !stop; i += ZC_LOAD_BATCH) {
 		size_t n = r->count - i < ZC_LOAD_BATCH ? (size_t)(r->count - i) : ZC_LOAD_BATCH;
 
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ret = kvc_load_batch(d, r->nameptrs + i, n, dst, cap, len, errs);
 		zc_clobber(r->dst);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (ret < 0)
 			return zc_fail("kvc_load_batch", r->names[i], ret);
 		for (size_t j = 0; j < n; j++)
@@ -1466,7 +1284,7 @@ static int zc_load_locate(struct zc_run *r, struct kvc_dir *d, double *best)
 	}
 	if (stop)
 		return -EINTR;
-	keep_best(best, zc_mbps(r, elapsed));
+	bench_keep_best(best, zc_mbps(r, elapsed));
 	return 0;
 }
 
@@ -1479,13 +1297,13 @@ static int zc_load_read(struct zc_run *r, const char *dir, double *best)
 
 	for (uint64_t i = 0; i < r->count && !stop; i++) {
 		zc_path(r, dir, r->names[i]);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		fd = open(r->path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			return zc_fail("open", r->path, -errno);
-		n = read_full(fd, r->dst, r->size);
+		n = bench_read_full(fd, r->dst, r->size);
 		close(fd);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (n < 0)
 			return zc_fail("read", r->path, (int)n);
 		if (zc_sample(r, i) || (uint64_t)n != r->size) {
@@ -1497,7 +1315,7 @@ static int zc_load_read(struct zc_run *r, const char *dir, double *best)
 	}
 	if (stop)
 		return -EINTR;
-	keep_best(best, zc_mbps(r, elapsed));
+	bench_keep_best(best, zc_mbps(r, elapsed));
 	return 0;
 }
 
@@ -1508,10 +1326,10 @@ static int zc_load_memcpy(struct zc_run *r, double *best)
 	int ret;
 
 	for (uint64_t i = 0; i < r->count && !stop; i++) {
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		memcpy(r->dst, r->src + i * r->size, r->size);
 		zc_clobber(r->dst);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (zc_sample(r, i)) {
 			ret = zc_check(r, r->dst, r->size, zc_id(ZC_SET_LOAD, r->size, 0, i),
 				       "memcpy", r->names[i]);
@@ -1521,7 +1339,7 @@ static int zc_load_memcpy(struct zc_run *r, double *best)
 	}
 	if (stop)
 		return -EINTR;
-	keep_best(best, zc_mbps(r, elapsed));
+	bench_keep_best(best, zc_mbps(r, elapsed));
 	return 0;
 }
 
@@ -1551,11 +1369,11 @@ static int zc_lookup_rep(struct zc_run *r, uint64_t n, int rep, struct zc_lookup
 	if (ret || stop)
 		goto out;
 
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	do {
 		found = kvc_lookup(d, r->nameptrs, n);
 		calls++;
-		elapsed = now_ns() - t0;
+		elapsed = bench_now_ns() - t0;
 	} while (found == (int)n && elapsed < ZC_LOOKUP_MIN_NS && !stop);
 	if (found != (int)n) {
 		if (found < 0)
@@ -1569,10 +1387,10 @@ static int zc_lookup_rep(struct zc_run *r, uint64_t n, int rep, struct zc_lookup
 		}
 		goto out;
 	}
-	keep_best(&res->kvc_names, (double)(calls * n) / ((double)elapsed / 1e9));
+	bench_keep_best(&res->kvc_names, (double)(calls * n) / ((double)elapsed / 1e9));
 
 	for (int pass = 0; pass < 2 && !stop; pass++) {
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		for (uint64_t i = 0; i < n && !stop; i++) {
 			if (stat(zc_path(r, dir, r->names[i]), &st) < 0) {
 				ret = zc_fail("stat", r->path, -errno);
@@ -1583,9 +1401,9 @@ static int zc_lookup_rep(struct zc_run *r, uint64_t n, int rep, struct zc_lookup
 				goto out;
 			}
 		}
-		elapsed = now_ns() - t0;
-		keep_best(pass ? &res->stat_cached_names : &res->stat_names,
-			  (double)n / ((double)elapsed / 1e9));
+		elapsed = bench_now_ns() - t0;
+		bench_keep_best(pass ? &res->stat_cached_names : &res->stat_names,
+				(double)n / ((double)elapsed / 1e9));
 	}
 out:
 	return zc_rmdir(r, d, dir, n, ret);
@@ -1632,7 +1450,7 @@ static int zc_put_one(struct zc_run *r, struct kvc_dir *d, enum zc_put_how how, 
 			  0644);
 		if (fd < 0)
 			return zc_fail("create", r->path, -errno);
-		ret = write_full(fd, r->wbuf, r->size);
+		ret = bench_write_full(fd, r->wbuf, r->size);
 		if (close(fd) < 0 && !ret)
 			ret = -errno;
 		return ret ? zc_fail("write", r->path, ret) : 0;
@@ -1658,15 +1476,15 @@ static int zc_put_rep(struct zc_run *r, enum zc_put_how how, int rep, double *be
 	for (uint64_t i = 0; i < r->count && !stop; i++) {
 		stamp(r->wbuf, r->size, zc_id(zc_put_sets[how], r->size, rep, i));
 		made = i + 1; /* a failed put may leave the block behind */
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		ret = zc_put_one(r, d, how, dir, i);
-		elapsed += now_ns() - t0;
+		elapsed += bench_now_ns() - t0;
 		if (ret < 0)
 			goto out;
 	}
 	if (stop)
 		goto out;
-	keep_best(best, zc_mbps(r, elapsed));
+	bench_keep_best(best, zc_mbps(r, elapsed));
 	for (uint64_t i = 0; i < r->count && !ret && !stop; i++)
 		if (zc_sample(r, i))
 			ret = zc_check_file(r, dir, i, zc_id(zc_put_sets[how], r->size, rep, i));
@@ -1711,37 +1529,18 @@ static void zc_usage(FILE *out)
 	    ZC_MAX_COUNT, ZC_DEFAULT_REPS, KVC_LOOKUP_MAX, ZC_SUFFIX_MAX);
 }
 
-/* A /proc/meminfo field in bytes, 0 if unknown. */
-static uint64_t meminfo_bytes(const char *field)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	size_t flen = strlen(field);
-	char line[256];
-	uint64_t v = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, flen) && line[flen] == ':') {
-			v = strtoull(line + flen + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 /* Will the pool (in /dev/shm) and our private copy of the data set fit? Prints why not. */
 static int zc_check_memory(uint64_t pool, uint64_t private_bytes)
 {
-	uint64_t avail = meminfo_bytes("MemAvailable"), shm = 0;
+	uint64_t avail = bench_meminfo("MemAvailable"), shm = 0;
 	struct statvfs sv;
 	char a[32], b[32];
 
 	if (statvfs("/dev/shm", &sv) == 0)
 		shm = (uint64_t)sv.f_bavail * sv.f_frsize;
 	if (shm && shm < pool) {
-		fmt_size(round_up(pool, MIB), a, sizeof(a));
-		fmt_size(round_up(shm, MIB) - MIB, b, sizeof(b));
+		bench_fmt_size(round_up(pool, MIB), a, sizeof(a));
+		bench_fmt_size(round_up(shm, MIB) - MIB, b, sizeof(b));
 		fprintf(stderr,
 			"kvcache-bench: zerocopy: a pool of %s does not fit in /dev/shm (%s "
 			"free); lower --count\n",
@@ -1749,8 +1548,8 @@ static int zc_check_memory(uint64_t pool, uint64_t private_bytes)
 		return -ENOSPC;
 	}
 	if (avail && avail < pool + private_bytes + 64 * MIB) {
-		fmt_size(round_up(pool + private_bytes, MIB), a, sizeof(a));
-		fmt_size(round_up(avail, MIB) - MIB, b, sizeof(b));
+		bench_fmt_size(round_up(pool + private_bytes, MIB), a, sizeof(a));
+		bench_fmt_size(round_up(avail, MIB) - MIB, b, sizeof(b));
 		fprintf(stderr,
 			"kvcache-bench: zerocopy: needs %s of memory, %s available; lower "
 			"--count\n",
@@ -1788,11 +1587,11 @@ struct zc_results {
 /* Are the targets met? Each ratio is checked where both sides were measured. */
 static bool zc_met(const struct zc_results *z)
 {
-	bool met = ratio(z->lookup.kvc_names, z->lookup.stat_names) >= ZC_TARGET_LOOKUP;
+	bool met = bench_ratio(z->lookup.kvc_names, z->lookup.stat_names) >= ZC_TARGET_LOOKUP;
 
 	for (int s = 0; s < z->nsizes; s++) {
-		met = met && ratio(z->load[s].kvc_load, z->load[s].memcpy) >= ZC_TARGET_LOAD;
-		met = met && ratio(z->put[s].kvc_put, z->put[s].write) >= ZC_TARGET_PUT;
+		met = met && bench_ratio(z->load[s].kvc_load, z->load[s].memcpy) >= ZC_TARGET_LOAD;
+		met = met && bench_ratio(z->put[s].kvc_put, z->put[s].write) >= ZC_TARGET_PUT;
 	}
 	return met;
 }
@@ -1814,9 +1613,9 @@ static void zc_print_json(const struct zc_results *z)
 		       ", \"kvc_batch_memcpy\": %.3f, \"kvc_load_read\": %.3f, \"kvc_get_memcpy\": "
 		       "%.3f}",
 		       s ? "," : "", z->sizes[s], z->counts[s], r->kvc_load, r->kvc_get,
-		       r->kvc_batch, r->read, r->memcpy, ratio(r->kvc_load, r->memcpy),
-		       ratio(r->kvc_batch, r->memcpy), ratio(r->kvc_load, r->read),
-		       ratio(r->kvc_get, r->memcpy));
+		       r->kvc_batch, r->read, r->memcpy, bench_ratio(r->kvc_load, r->memcpy),
+		       bench_ratio(r->kvc_batch, r->memcpy), bench_ratio(r->kvc_load, r->read),
+		       bench_ratio(r->kvc_get, r->memcpy));
 	}
 	printf("],\n \"lookup\": {\"names\": %" PRIu64 ", \"suffix\": \"%s\", "
 	       "\"kvc_lookup_per_s\": %.1f, \"kvc_lookup_names_per_s\": %.0f, "
@@ -1825,7 +1624,8 @@ static void zc_print_json(const struct zc_results *z)
 	       "\"kvc_stat\": %.2f, \"kvc_stat_cached\": %.2f},\n \"put\": [",
 	       z->lookup_n, z->suffix, l->kvc_names / n, l->kvc_names, l->stat_names / n,
 	       l->stat_names, l->stat_cached_names / n, l->stat_cached_names,
-	       ratio(l->kvc_names, l->stat_names), ratio(l->kvc_names, l->stat_cached_names));
+	       bench_ratio(l->kvc_names, l->stat_names),
+	       bench_ratio(l->kvc_names, l->stat_cached_names));
 	for (int s = 0; s < z->nsizes; s++) {
 		const struct zc_put_result *r = &z->put[s];
 
@@ -1837,7 +1637,7 @@ static void zc_print_json(const struct zc_results *z)
 		else
 			printf("\"inplace_MBps\": %.1f, ", r->inplace);
 		printf("\"kvc_put_write\": %.3f, \"inplace_write\": %.3f}",
-		       ratio(r->kvc_put, r->write), ratio(r->inplace, r->write));
+		       bench_ratio(r->kvc_put, r->write), bench_ratio(r->inplace, r->write));
 	}
 	printf("],\n \"inplace_error\": %s%s%s, \"evictions\": %" PRId64
 	       ",\n \"targets\": {\"load_kvc_load_memcpy\": %.1f, \"lookup_kvc_stat\": %.0f, "
@@ -1866,7 +1666,7 @@ static void zc_print(const struct zc_results *z)
 	for (int s = 0; s < z->nsizes; s++) {
 		const struct zc_load_result *r = &z->load[s];
 
-		fmt_size(z->sizes[s], sz, sizeof(sz));
+		bench_fmt_size(z->sizes[s], sz, sizeof(sz));
 		printf("%-6s %6" PRIu64 " %12.1f %12.1f %12.1f %12.1f %12.1f\n", sz, z->counts[s],
 		       r->kvc_load, r->kvc_batch, r->kvc_get, r->read, r->memcpy);
 	}
@@ -1882,7 +1682,7 @@ static void zc_print(const struct zc_results *z)
 	for (int s = 0; s < z->nsizes; s++) {
 		const struct zc_put_result *r = &z->put[s];
 
-		fmt_size(z->sizes[s], sz, sizeof(sz));
+		bench_fmt_size(z->sizes[s], sz, sizeof(sz));
 		printf("%-6s %6" PRIu64 " %12.1f %12.1f", sz, z->counts[s], r->kvc_put, r->write);
 		if (z->inplace_err)
 			printf(" %12s\n", "-");
@@ -1901,22 +1701,23 @@ static void zc_print(const struct zc_results *z)
 	for (int s = 0; s < z->nsizes; s++) {
 		const struct zc_load_result *r = &z->load[s];
 		const struct zc_put_result *p = &z->put[s];
-		double lr = ratio(r->kvc_load, r->memcpy), pr = ratio(p->kvc_put, p->write);
+		double lr = bench_ratio(r->kvc_load, r->memcpy),
+		       pr = bench_ratio(p->kvc_put, p->write);
 
-		fmt_size(z->sizes[s], sz, sizeof(sz));
+		bench_fmt_size(z->sizes[s], sz, sizeof(sz));
 		printf("%-6s %14.2f%c %12.2f %14.2f %14.2f %14.2f%c", sz, lr,
-		       zc_mark(lr, ZC_TARGET_LOAD), ratio(r->kvc_load, r->read),
-		       ratio(r->kvc_batch, r->memcpy), ratio(r->kvc_get, r->memcpy), pr,
+		       zc_mark(lr, ZC_TARGET_LOAD), bench_ratio(r->kvc_load, r->read),
+		       bench_ratio(r->kvc_batch, r->memcpy), bench_ratio(r->kvc_get, r->memcpy), pr,
 		       zc_mark(pr, ZC_TARGET_PUT));
 		if (z->inplace_err)
 			printf(" %16s\n", "-");
 		else
-			printf(" %16.2f\n", ratio(p->inplace, p->write));
+			printf(" %16.2f\n", bench_ratio(p->inplace, p->write));
 	}
 	printf("lookup kvc_lookup/stat(): %.1f%c uncached (target >= %.0f), %.1f cached\n",
-	       ratio(l->kvc_names, l->stat_names),
-	       zc_mark(ratio(l->kvc_names, l->stat_names), ZC_TARGET_LOOKUP), ZC_TARGET_LOOKUP,
-	       ratio(l->kvc_names, l->stat_cached_names));
+	       bench_ratio(l->kvc_names, l->stat_names),
+	       zc_mark(bench_ratio(l->kvc_names, l->stat_names), ZC_TARGET_LOOKUP),
+	       ZC_TARGET_LOOKUP, bench_ratio(l->kvc_names, l->stat_cached_names));
 	if (!zc_met(z))
 		printf("* below its target\n");
 	if (z->evictions)
@@ -2012,11 +1813,12 @@ static int cmd_zerocopy(int argc, char **argv)
 			}
 			break;
 		case 'r':
-			if (arg_int("--reps", optarg, 1, 100, &z.reps) < 0)
+			if (bench_arg_int("--reps", optarg, 1, 100, &z.reps) < 0)
 				return 2;
 			break;
 		case 'l':
-			if (arg_int("--lookup-blocks", optarg, 1, KVC_LOOKUP_MAX, &lookup_n) < 0)
+			if (bench_arg_int("--lookup-blocks", optarg, 1, KVC_LOOKUP_MAX, &lookup_n) <
+			    0)
 				return 2;
 			z.lookup_n = (uint64_t)lookup_n;
 			break;
@@ -2071,7 +1873,7 @@ static int cmd_zerocopy(int argc, char **argv)
 	if (zc_check_memory(z.pool, maxset) < 0)
 		return 1;
 
-	if (bin_dir(bindir, sizeof(bindir)) < 0 || target_bin(&r.t, bindir) < 0)
+	if (bench_bin_dir(bindir, sizeof(bindir)) < 0 || target_bin(&r.t, bindir) < 0)
 		return 1;
 	r.names = calloc(maxcount, sizeof(*r.names));
 	r.nameptrs = calloc(maxcount, sizeof(*r.nameptrs));
@@ -2094,7 +1896,7 @@ static int cmd_zerocopy(int argc, char **argv)
 	ret = target_mount(&r.t, z.pool);
 	if (ret < 0)
 		goto out;
-	fmt_size(z.pool, sz, sizeof(sz));
+	bench_fmt_size(z.pool, sz, sizeof(sz));
 	fprintf(stderr, "kvcache-bench: kvcachefs mounted on %s (%s)\n", r.t.dir, sz);
 	ret = kvc_open(r.t.dir, 0, &r.k);
 	if (ret < 0) {
@@ -2115,7 +1917,7 @@ static int cmd_zerocopy(int argc, char **argv)
 		r.size = z.sizes[s];
 		r.count = z.counts[s];
 		fill_pattern(r.wbuf, r.size, 0x9e3779b97f4a7c15ull ^ r.size);
-		fmt_size(r.size, sz, sizeof(sz));
+		bench_fmt_size(r.size, sz, sizeof(sz));
 		fprintf(stderr, "kvcache-bench: load %s x %" PRIu64 ":", sz, r.count);
 		ret = zc_load_size(&r, &z, s);
 		fprintf(stderr, "\n");
@@ -2136,7 +1938,7 @@ static int cmd_zerocopy(int argc, char **argv)
 		r.size = z.sizes[s];
 		r.count = z.counts[s];
 		fill_pattern(r.wbuf, r.size, 0x9e3779b97f4a7c15ull ^ r.size);
-		fmt_size(r.size, sz, sizeof(sz));
+		bench_fmt_size(r.size, sz, sizeof(sz));
 		fprintf(stderr, "kvcache-bench: put %s x %" PRIu64 ":", sz, r.count);
 		ret = zc_put_size(&r, &z, s);
 		fprintf(stderr, "\n");
@@ -2258,50 +2060,25 @@ static void tr_kid_track(pid_t pid, bool add)
 		}
 }
 
-/* Start argv in its own process group with stdout on out_fd (-1: /dev/null), stderr on
- * /dev/null when quiet; the child gets SIGTERM if we die. Returns its pid or -errno. */
+/* bench_spawn with stdout on out_fd (-1: /dev/null) and stderr on /dev/null when quiet,
+ * tracked in tr_kids. */
 static pid_t tr_spawn(char *const argv[], int out_fd, bool quiet)
 {
-	pid_t pid = fork();
+	pid_t pid = bench_spawn(argv, out_fd, quiet ? -1 : STDERR_FILENO);
 
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-
-		setpgid(0, 0);
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(out_fd >= 0 ? out_fd : null, 1);
-			if (quiet)
-				dup2(null, 2);
-		} else if (out_fd >= 0) {
-			dup2(out_fd, 1);
-		}
-		execvp(argv[0], argv);
-		fprintf(stderr, "kvcache-bench: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	setpgid(pid, pid); /* also here: no window where a Ctrl-C would reach it */
-	tr_kid_track(pid, true);
+	if (pid > 0)
+		tr_kid_track(pid, true);
 	return pid;
 }
 
-/* Wait up to timeout_ms for pid to exit; its wait status in *st. 0 or -ETIMEDOUT. */
+/* bench_reap, and a child reaped is no longer tracked. */
 static int tr_reap(pid_t pid, int timeout_ms, int *st)
 {
-	for (int waited = 0;; waited += 10) {
-		pid_t r = waitpid(pid, st, WNOHANG);
+	int ret = bench_reap(pid, timeout_ms, st);
 
-		if (r == pid || (r < 0 && errno == ECHILD)) {
-			tr_kid_track(pid, false);
-			return 0;
-		}
-		if (waited >= timeout_ms)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
+	if (!ret)
+		tr_kid_track(pid, false);
+	return ret;
 }
 
 /* Stop a child: SIGTERM, then SIGKILL after 5 s. Returns its wait status, -1 if unknown. */
@@ -2309,13 +2086,8 @@ static int tr_stop(pid_t pid)
 {
 	int st = -1;
 
-	if (pid <= 0)
-		return -1;
-	kill(pid, SIGTERM);
-	if (tr_reap(pid, 5000, &st) < 0) {
-		kill(pid, SIGKILL);
-		tr_reap(pid, 5000, &st);
-	}
+	if (pid > 0 && bench_kill(pid, 5000, &st) == 0)
+		tr_kid_track(pid, false);
 	return st;
 }
 
@@ -2330,12 +2102,12 @@ static void tr_stop_all(void)
  * line, within timeout_ms. Returns the length, -ETIMEDOUT, -EINTR (stop) or -errno. */
 static ssize_t tr_read_until(int fd, char *buf, size_t cap, bool line, int timeout_ms)
 {
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t deadline = bench_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	size_t got = 0;
 
 	buf[0] = '\0';
 	while (!stop) {
-		uint64_t now = now_ns();
+		uint64_t now = bench_now_ns();
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		ssize_t n;
 		int r;
@@ -2362,25 +2134,6 @@ static ssize_t tr_read_until(int fd, char *buf, size_t cap, bool line, int timeo
 	return -EINTR;
 }
 
-/* Is a program in PATH? */
-static bool tr_in_path(const char *prog)
-{
-	const char *path = getenv("PATH");
-	char dir[PATH_MAX + 64];
-
-	if (!path)
-		path = "/usr/bin:/bin";
-	while (*path) {
-		size_t n = strcspn(path, ":");
-
-		snprintf(dir, sizeof(dir), "%.*s/%s", (int)n, n ? path : ".", prog);
-		if (access(dir, X_OK) == 0)
-			return true;
-		path += n + (path[n] == ':');
-	}
-	return false;
-}
-
 /* ---- the server ---- */
 
 /* A 0600 temp file with a fresh random secret. */
@@ -2401,7 +2154,7 @@ static int tr_secret(struct tr_run *r)
 		r->secret_path[0] = '\0';
 		return tr_fail("mkstemp", ret);
 	}
-	if (write_full(fd, r->secret, strlen(r->secret)) < 0 || close(fd) < 0)
+	if (bench_write_full(fd, r->secret, strlen(r->secret)) < 0 || close(fd) < 0)
 		ret = tr_fail(r->secret_path, -errno);
 	return ret;
 }
@@ -2462,23 +2215,6 @@ static int tr_server_start(struct tr_run *r)
 
 /* ---- iperf3 ---- */
 
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-static int tr_free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ret;
-
-	if (fd < 0)
-		return -errno;
-	ret = bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-		      getsockname(fd, (struct sockaddr *)&a, &len) < 0
-		  ? -errno
-		  : ntohs(a.sin_port);
-	close(fd);
-	return ret;
-}
-
 /* Does something listen on 127.0.0.1:port (IPv4)? */
 static bool tr_listening(int port)
 {
@@ -2534,7 +2270,7 @@ int tr_iperf3(int parallel, int seconds, double *gbps)
 	int port, pfd[2] = {-1, -1}, st, ret;
 	ssize_t n;
 
-	port = tr_free_port();
+	port = bench_free_port();
 	if (port < 0)
 		return tr_fail("a free port for iperf3", port);
 	snprintf(port_s, sizeof(port_s), "%d", port);
@@ -2720,33 +2456,33 @@ static int tr_throughput(struct tr_run *r, enum tr_op op, uint64_t size, size_t 
 	uint64_t t0, elapsed, bytes = 0, limit = (uint64_t)seconds * 1000000000ull;
 	int ret = tr_batch(r, op, size, n);
 
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	do {
 		if (!ret)
 			ret = tr_batch(r, op, size, n);
 		bytes += size * n;
-		elapsed = now_ns() - t0;
+		elapsed = bench_now_ns() - t0;
 	} while (!ret && !stop && elapsed < limit);
 	if (stop)
 		return -EINTR;
 	if (ret)
 		return ret;
-	keep_best(best, (double)bytes / ((double)elapsed / 1e9) / 1e9);
+	bench_keep_best(best, (double)bytes / ((double)elapsed / 1e9) / 1e9);
 	return 0;
 }
 
 /* Single 64 KiB requests for `seconds`: their latencies appended to the samples. */
 static int tr_latency(struct tr_run *r, struct tr_results *z, enum tr_op op, int seconds)
 {
-	uint64_t t0 = now_ns(), limit = (uint64_t)seconds * 1000000000ull;
+	uint64_t t0 = bench_now_ns(), limit = (uint64_t)seconds * 1000000000ull;
 	int ret = tr_batch(r, op, TR_LAT_SIZE, 1); /* warm-up */
 
-	while (!ret && !stop && now_ns() - t0 < limit) {
-		uint64_t t = now_ns();
+	while (!ret && !stop && bench_now_ns() - t0 < limit) {
+		uint64_t t = bench_now_ns();
 
 		ret = tr_batch(r, op, TR_LAT_SIZE, 1);
 		if (!ret && z->nlat[op] < TR_LAT_MAX)
-			z->lat[op][z->nlat[op]++] = now_ns() - t;
+			z->lat[op][z->nlat[op]++] = bench_now_ns() - t;
 	}
 	return stop ? -EINTR : ret;
 }
@@ -2799,7 +2535,7 @@ static int tr_rep(struct tr_run *r, struct tr_results *z, int rep)
 					    tr_check(r, op, size,
 						     op == TR_READ ? TR_SEED : tr_write_seed(size));
 			}
-			fmt_size(size, sz, sizeof(sz));
+			bench_fmt_size(size, sz, sizeof(sz));
 			if (!ret)
 				fprintf(stderr, " %s %s", tr_op_names[op], sz);
 		}
@@ -2810,23 +2546,6 @@ static int tr_rep(struct tr_run *r, struct tr_results *z, int rep)
 }
 
 /* ---- results ---- */
-
-static int tr_cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Percentile p of the sorted samples, in microseconds. */
-static double tr_pct(const uint64_t *v, size_t n, unsigned p)
-{
-	size_t i = n * p / 100;
-
-	if (!n)
-		return 0;
-	return (double)v[i < n ? i : n - 1] / 1e3;
-}
 
 static double tr_baseline(const struct tr_results *z)
 {
@@ -2839,7 +2558,7 @@ static double tr_best(const struct tr_results *z, int s, int op)
 	double best = 0;
 
 	for (int b = 0; b < z->nbatches; b++)
-		keep_best(&best, z->gbps[s][b][op]);
+		bench_keep_best(&best, z->gbps[s][b][op]);
 	return best;
 }
 
@@ -2857,8 +2576,8 @@ static bool tr_met(const struct tr_results *z)
 	int s = tr_target_index(z);
 	double base = tr_baseline(z);
 
-	return s < 0 || (ratio(tr_best(z, s, TR_READ), base) >= TR_TARGET &&
-			 ratio(tr_best(z, s, TR_WRITE), base) >= TR_TARGET);
+	return s < 0 || (bench_ratio(tr_best(z, s, TR_READ), base) >= TR_TARGET &&
+			 bench_ratio(tr_best(z, s, TR_WRITE), base) >= TR_TARGET);
 }
 
 static void tr_print_json(const struct tr_results *z)
@@ -2885,19 +2604,20 @@ static void tr_print_json(const struct tr_results *z)
 	       "\"read_p50\": %.1f, \"read_p99\": %.1f, \"write_samples\": %zu, "
 	       "\"write_p50\": %.1f, \"write_p99\": %.1f},\n \"ratios\": [",
 	       (uint64_t)TR_LAT_SIZE, z->nlat[TR_READ],
-	       tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 50),
-	       tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 99), z->nlat[TR_WRITE],
-	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 50),
-	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 99));
+	       bench_pct(z->lat[TR_READ], z->nlat[TR_READ], 50),
+	       bench_pct(z->lat[TR_READ], z->nlat[TR_READ], 99), z->nlat[TR_WRITE],
+	       bench_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 50),
+	       bench_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 99));
 	for (int s = 0; s < z->nsizes; s++) {
 		printf("%s\n  {\"size\": %" PRIu64, s ? "," : "", z->sizes[s]);
 		for (int b = 0; b < z->nbatches; b++)
 			printf(", \"read_iperf3_b%" PRIu64 "\": %.3f, \"write_iperf3_b%" PRIu64
 			       "\": %.3f",
-			       z->batches[b], ratio(z->gbps[s][b][TR_READ], base), z->batches[b],
-			       ratio(z->gbps[s][b][TR_WRITE], base));
+			       z->batches[b], bench_ratio(z->gbps[s][b][TR_READ], base),
+			       z->batches[b], bench_ratio(z->gbps[s][b][TR_WRITE], base));
 		printf(", \"read_iperf3\": %.3f, \"write_iperf3\": %.3f}",
-		       ratio(tr_best(z, s, TR_READ), base), ratio(tr_best(z, s, TR_WRITE), base));
+		       bench_ratio(tr_best(z, s, TR_READ), base),
+		       bench_ratio(tr_best(z, s, TR_WRITE), base));
 	}
 	printf("],\n \"targets\": {\"size\": %" PRIu64 ", \"read_iperf3\": %.2f, "
 	       "\"write_iperf3\": %.2f}, \"target_met\": %s}\n",
@@ -2922,31 +2642,31 @@ static void tr_print(const struct tr_results *z)
 	printf("%-6s %6s %11s %11s %13s %13s\n", "size", "batch", "READ GB/s", "WRITE GB/s",
 	       "READ/iperf3", "WRITE/iperf3");
 	for (int s = 0; s < z->nsizes; s++) {
-		fmt_size(z->sizes[s], sz, sizeof(sz));
+		bench_fmt_size(z->sizes[s], sz, sizeof(sz));
 		for (int b = 0; b < z->nbatches; b++)
 			printf("%-6s %6" PRIu64 " %11.2f %11.2f %13.2f %13.2f\n", sz, z->batches[b],
 			       z->gbps[s][b][TR_READ], z->gbps[s][b][TR_WRITE],
-			       ratio(z->gbps[s][b][TR_READ], base),
-			       ratio(z->gbps[s][b][TR_WRITE], base));
+			       bench_ratio(z->gbps[s][b][TR_READ], base),
+			       bench_ratio(z->gbps[s][b][TR_WRITE], base));
 	}
-	fmt_size(TR_LAT_SIZE, sz, sizeof(sz));
+	bench_fmt_size(TR_LAT_SIZE, sz, sizeof(sz));
 	printf("\nlatency of one %s request (us): READ p50 %.1f p99 %.1f (%zu samples), "
 	       "WRITE p50 %.1f p99 %.1f (%zu samples)\n",
-	       sz, tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 50),
-	       tr_pct(z->lat[TR_READ], z->nlat[TR_READ], 99), z->nlat[TR_READ],
-	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 50),
-	       tr_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 99), z->nlat[TR_WRITE]);
-	fmt_size(TR_TARGET_SIZE, sz, sizeof(sz));
+	       sz, bench_pct(z->lat[TR_READ], z->nlat[TR_READ], 50),
+	       bench_pct(z->lat[TR_READ], z->nlat[TR_READ], 99), z->nlat[TR_READ],
+	       bench_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 50),
+	       bench_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], 99), z->nlat[TR_WRITE]);
+	bench_fmt_size(TR_TARGET_SIZE, sz, sizeof(sz));
 	printf("\nratios to iperf3, the best batch (1.00 = as fast; target: %s READ and WRITE "
 	       ">= %.2f)\n",
 	       sz, TR_TARGET);
 	printf("%-6s %13s %13s\n", "size", "READ/iperf3", "WRITE/iperf3");
 	for (int s = 0; s < z->nsizes; s++) {
-		double rr = ratio(tr_best(z, s, TR_READ), base),
-		       wr = ratio(tr_best(z, s, TR_WRITE), base);
+		double rr = bench_ratio(tr_best(z, s, TR_READ), base),
+		       wr = bench_ratio(tr_best(z, s, TR_WRITE), base);
 		bool tgt = s == t;
 
-		fmt_size(z->sizes[s], sz, sizeof(sz));
+		bench_fmt_size(z->sizes[s], sz, sizeof(sz));
 		printf("%-6s %12.2f%c %12.2f%c\n", sz, rr, tgt && rr < TR_TARGET ? '*' : ' ', wr,
 		       tgt && wr < TR_TARGET ? '*' : ' ');
 	}
@@ -3035,15 +2755,15 @@ static int cmd_transfer(int argc, char **argv)
 			}
 			break;
 		case 't':
-			if (arg_int("--seconds", optarg, 1, 600, &z.seconds) < 0)
+			if (bench_arg_int("--seconds", optarg, 1, 600, &z.seconds) < 0)
 				return 2;
 			break;
 		case 'r':
-			if (arg_int("--reps", optarg, 1, 100, &z.reps) < 0)
+			if (bench_arg_int("--reps", optarg, 1, 100, &z.reps) < 0)
 				return 2;
 			break;
 		case 'c':
-			if (arg_int("--conns", optarg, 1, 64, &conns) < 0)
+			if (bench_arg_int("--conns", optarg, 1, 64, &conns) < 0)
 				return 2;
 			break;
 		default:
@@ -3072,12 +2792,12 @@ static int cmd_transfer(int argc, char **argv)
 	for (int b = 0; b < z.nbatches; b++)
 		if (z.batches[b] > maxbatch)
 			maxbatch = z.batches[b];
-	if (!tr_in_path("iperf3")) {
+	if (!bench_in_path("iperf3")) {
 		fprintf(stderr, "kvcache-bench: transfer: iperf3 not found in PATH: it is the "
 				"baseline (Debian package iperf3)\n");
 		return 1;
 	}
-	if (bin_dir(r.bindir, sizeof(r.bindir)) < 0)
+	if (bench_bin_dir(r.bindir, sizeof(r.bindir)) < 0)
 		return 1;
 	/* Every batch's ranges side by side while they fit in TR_SPAN_MAX (rounded to the
 	 * largest size, so that every size's ranges tile it). */
@@ -3121,11 +2841,11 @@ static int cmd_transfer(int argc, char **argv)
 		fprintf(stderr, "kvcache-bench: transfer: run %d: iperf3", rep + 1);
 		ret = tr_iperf3(1, z.seconds, &g);
 		if (!ret)
-			keep_best(&z.iperf_p1, g);
+			bench_keep_best(&z.iperf_p1, g);
 		if (!ret && z.conns != 1) {
 			ret = tr_iperf3((int)z.conns, z.seconds, &g);
 			if (!ret)
-				keep_best(&z.iperf_pn, g);
+				bench_keep_best(&z.iperf_pn, g);
 		}
 		if (!ret)
 			ret = tr_rep(&r, &z, rep);
@@ -3133,8 +2853,8 @@ static int cmd_transfer(int argc, char **argv)
 	}
 	if (ret)
 		goto out;
-	qsort(z.lat[TR_READ], z.nlat[TR_READ], sizeof(uint64_t), tr_cmp_u64);
-	qsort(z.lat[TR_WRITE], z.nlat[TR_WRITE], sizeof(uint64_t), tr_cmp_u64);
+	qsort(z.lat[TR_READ], z.nlat[TR_READ], sizeof(uint64_t), bench_cmp_u64);
+	qsort(z.lat[TR_WRITE], z.nlat[TR_WRITE], sizeof(uint64_t), bench_cmp_u64);
 	if (json)
 		tr_print_json(&z);
 	else

@@ -36,6 +36,7 @@
  * pool objects and the temporary directory.
  */
 #include "tools/bench_cluster.h"
+#include "tools/bench_util.h"
 #include "fs/uapi/kvcache.h"
 #include "fs/uapi/kvcachefs.h"
 #include "tools/pattern.h"
@@ -46,7 +47,6 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -59,7 +59,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -138,140 +137,16 @@ static bool cl_quiet(int err)
 	return err == -EINTR && stop;
 }
 
-static uint64_t cl_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* "2M", "256K": sizes here are whole KiB. */
-static const char *cl_size_str(uint64_t size, char *buf, size_t cap)
-{
-	if (size % MIB == 0)
-		snprintf(buf, cap, "%" PRIu64 "M", size / MIB);
-	else
-		snprintf(buf, cap, "%" PRIu64 "K", size / KIB);
-	return buf;
-}
-
-static int cl_write_full(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR && !stop)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Read up to len bytes; the count read (short only at EOF) in *got. */
-static int cl_read_full(int fd, void *buf, size_t len, uint64_t *got)
-{
-	char *p = buf;
-
-	*got = 0;
-	while (*got < len) {
-		ssize_t n = read(fd, p + *got, len - *got);
-
-		if (n < 0) {
-			if (errno == EINTR && !stop)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		*got += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* ---- children ---------------------------------------------------------------------------- */
-
-/* Start argv (searched in PATH) in its own process group, stdin on /dev/null, stdout and
- * stderr on log_fd (-1: /dev/null); it gets SIGTERM when we die. Returns its pid or -errno. */
-static pid_t cl_spawn(char *const argv[], int log_fd)
-{
-	pid_t parent = getpid(), pid = fork();
-
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-		int out = log_fd >= 0 ? log_fd : null;
-
-		setpgid(0, 0);
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() != parent) /* we died before the prctl */
-			_exit(127);
-		signal(SIGPIPE, SIG_DFL); /* ignored here, not in them */
-		if (null >= 0)
-			dup2(null, 0);
-		if (out >= 0) {
-			dup2(out, 1);
-			dup2(out, 2);
-		}
-		execvp(argv[0], argv);
-		fprintf(stderr, "kvcache-bench: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	setpgid(pid, pid); /* also here: no window where a Ctrl-C would reach it */
-	return pid;
-}
-
-/* Wait up to timeout_ms for the child pid to exit; its wait status in *st (left alone if it
- * was reaped already). 0, or -ETIMEDOUT. */
-static int cl_reap(pid_t pid, int timeout_ms, int *st)
-{
-	for (int waited = 0;; waited += 10) {
-		pid_t r = waitpid(pid, st, WNOHANG);
-
-		if (r == pid || (r < 0 && errno == ECHILD))
-			return 0;
-		if (waited >= timeout_ms)
-			return -ETIMEDOUT;
-		usleep(10000);
-	}
-}
 
 /* Stop a child: SIGTERM, SIGKILL after CL_STOP_MS; *pid becomes 0. */
 static void cl_kill(pid_t *pid)
 {
 	int st = -1;
 
-	if (*pid <= 0)
-		return;
-	if (cl_reap(*pid, 0, &st) < 0) {
-		kill(*pid, SIGTERM);
-		if (cl_reap(*pid, CL_STOP_MS, &st) < 0) {
-			kill(*pid, SIGKILL);
-			cl_reap(*pid, CL_STOP_MS, &st);
-		}
-	}
+	if (*pid > 0)
+		bench_kill(*pid, CL_STOP_MS, &st);
 	*pid = 0;
-}
-
-/* Run argv quietly to its end: its exit status, 128 + signal, or -errno. */
-static int cl_run_quiet(char *const argv[])
-{
-	pid_t pid = cl_spawn(argv, -1);
-	int st = -1;
-
-	if (pid < 0)
-		return (int)pid;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 static const char *cl_status_str(int st, char *buf, size_t cap)
@@ -317,81 +192,7 @@ static void cl_log_tail(const char *what, const char *path)
 	}
 }
 
-/* Is a program in PATH? */
-static bool cl_in_path(const char *prog)
-{
-	const char *path = getenv("PATH");
-	char file[PATH_MAX + 64];
-
-	if (!path)
-		path = "/usr/bin:/bin";
-	while (*path) {
-		size_t n = strcspn(path, ":");
-
-		snprintf(file, sizeof(file), "%.*s/%s", (int)n, n ? path : ".", prog);
-		if (access(file, X_OK) == 0)
-			return true;
-		path += n + (path[n] == ':');
-	}
-	return false;
-}
-
-/* Directory of our own binary, or $KVC_BIN_DIR. */
-static int cl_bin_dir(char *out, size_t cap)
-{
-	const char *env = getenv("KVC_BIN_DIR");
-	char self[PATH_MAX];
-	ssize_t n;
-
-	if (env && *env) {
-		snprintf(out, cap, "%s", env);
-		return 0;
-	}
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n < 0) {
-		n = -errno;
-		cl_err("cannot find my own directory: %s", strerror(errno));
-		return (int)n;
-	}
-	self[n] = '\0';
-	snprintf(out, cap, "%s", dirname(self));
-	return 0;
-}
-
-/* Is dir the mount point of a mount in our namespace? */
-static bool cl_mounted(const char *dir)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-	char line[4096], mp[PATH_MAX];
-	bool found = false;
-
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && !strcmp(mp, dir))
-			found = true;
-	fclose(f);
-	return found;
-}
-
 /* ---- sockets and a minimal RESP (Redis) client ------------------------------------------ */
-
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-static int cl_free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ret;
-
-	if (fd < 0)
-		return -errno;
-	ret = bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-		      getsockname(fd, (struct sockaddr *)&a, &len) < 0
-		  ? -errno
-		  : ntohs(a.sin_port);
-	close(fd);
-	return ret;
-}
 
 /* A connected TCP socket to 127.0.0.1:port (TCP_NODELAY), or -errno. */
 static int cl_connect(int port)
@@ -485,9 +286,29 @@ static int resp_send(struct resp *c, int argc, const char *const *argv, const si
 	return resp_send_iov(c->fd, iov, n);
 }
 
+/* One recv() of up to len bytes: the count (> 0), -ECONNRESET at EOF, -EINTR on stop or
+ * -errno. */
+static ssize_t resp_recv(struct resp *c, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, len, 0);
+
+		if (n > 0)
+			return n;
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno != EINTR)
+			return -errno;
+		if (stop)
+			return -EINTR;
+	}
+}
+
 /* Receive more reply bytes into `in`. */
 static int resp_fill(struct resp *c)
 {
+	ssize_t n;
+
 	if (c->off == c->len) {
 		c->off = c->len = 0;
 	} else if (c->len == sizeof(c->in)) {
@@ -497,20 +318,11 @@ static int resp_fill(struct resp *c)
 	}
 	if (c->len == sizeof(c->in))
 		return -EPROTO; /* a line longer than the buffer */
-	for (;;) {
-		ssize_t n = recv(c->fd, c->in + c->len, sizeof(c->in) - c->len, 0);
-
-		if (n > 0) {
-			c->len += (size_t)n;
-			return 0;
-		}
-		if (n == 0)
-			return -ECONNRESET;
-		if (errno != EINTR)
-			return -errno;
-		if (stop)
-			return -EINTR;
-	}
+	n = resp_recv(c, c->in + c->len, sizeof(c->in) - c->len);
+	if (n < 0)
+		return (int)n;
+	c->len += (size_t)n;
+	return 0;
 }
 
 /* The next reply line, its CRLF replaced by NUL, in place. An error reply ("-ERR ...") is
@@ -578,18 +390,11 @@ static int resp_bulk(struct resp *c, void *dst, size_t cap, uint64_t *len)
 	memcpy(p, c->in + c->off, k);
 	c->off += k;
 	while (k < (size_t)n) {
-		ssize_t r = recv(c->fd, p + k, (size_t)n - k, 0);
+		ssize_t r = resp_recv(c, p + k, (size_t)n - k);
 
-		if (r > 0) {
-			k += (size_t)r;
-			continue;
-		}
-		if (r == 0)
-			return -ECONNRESET;
-		if (errno != EINTR)
-			return -errno;
-		if (stop)
-			return -EINTR;
+		if (r < 0)
+			return (int)r;
+		k += (size_t)r;
 	}
 	while (c->len - c->off < 2)
 		if ((ret = resp_fill(c)))
@@ -761,7 +566,7 @@ static void cl_set_dir(const struct cl_run *r, char *out, size_t cap, int s, int
 {
 	char sz[24];
 
-	snprintf(out, cap, "%s-r%d-t%d", cl_size_str(cl_sizes[s], sz, sizeof(sz)), rep,
+	snprintf(out, cap, "%s-r%d-t%d", bench_fmt_size(cl_sizes[s], sz, sizeof(sz)), rep,
 		 set == CL_T1 ? 1 : r->threads);
 }
 
@@ -769,7 +574,7 @@ static void cl_key(char *out, size_t cap, uint64_t size, uint64_t i)
 {
 	char sz[24];
 
-	snprintf(out, cap, "kvc:%s:%06" PRIu64, cl_size_str(size, sz, sizeof(sz)), i);
+	snprintf(out, cap, "kvc:%s:%06" PRIu64, bench_fmt_size(size, sz, sizeof(sz)), i);
 }
 
 /* ---- start-up and teardown --------------------------------------------------------------- */
@@ -786,21 +591,12 @@ static int cl_secret(struct cl_run *r)
 		return ret;
 	}
 	fd = open(r->secret, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || cl_write_full(fd, raw, sizeof(raw)) < 0 || close(fd) < 0) {
+	if (fd < 0 || bench_write_full(fd, raw, sizeof(raw)) < 0 || close(fd) < 0) {
 		ret = -errno;
 		cl_err("%s: %s", r->secret, strerror(errno));
 	}
 	explicit_bzero(raw, sizeof(raw));
 	return ret;
-}
-
-static int cl_open_log(const char *path)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	if (fd < 0)
-		cl_err("%s: %s", path, strerror(errno));
-	return fd < 0 ? -errno : fd;
 }
 
 /* Wait until ready(arg) for a child started a moment ago; fail when it exits, after
@@ -817,7 +613,7 @@ static int cl_wait_ready(pid_t *pid, const char *what, const char *log, bool (*r
 			return -EINTR;
 		if (ready(arg))
 			return 0;
-		if (cl_reap(*pid, 0, &st) == 0) {
+		if (bench_reap(*pid, 0, &st) == 0) {
 			*pid = 0;
 			cl_err("%s exited before it was ready (%s)", what,
 			       cl_status_str(st, why, sizeof(why)));
@@ -831,6 +627,30 @@ static int cl_wait_ready(pid_t *pid, const char *what, const char *log, bool (*r
 		}
 		usleep(20000);
 	}
+}
+
+/* Start argv with its stdout and stderr in the file log (made here), its pid in *pid, and
+ * wait as cl_wait_ready; `what` names it in the messages that follow its start. */
+static int cl_start(char *const argv[], const char *what, const char *log, pid_t *pid,
+		    bool (*ready)(void *), void *arg)
+{
+	int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	pid_t child;
+
+	if (fd < 0) {
+		int ret = -errno;
+
+		cl_err("%s: %s", log, strerror(errno));
+		return ret;
+	}
+	child = bench_spawn(argv, fd, fd);
+	close(fd);
+	if (child < 0) {
+		cl_err("cannot start %s: %s", argv[0], strerror((int)-child));
+		return (int)child;
+	}
+	*pid = child;
+	return cl_wait_ready(pid, what, log, ready, arg);
 }
 
 static bool cl_etcd_ready(void *arg)
@@ -860,12 +680,11 @@ static bool cl_etcd_ready(void *arg)
 static int cl_etcd_start(struct cl_run *r)
 {
 	char url[64], peer[64], init[96], data[PATH_MAX + 16];
-	int peer_port, fd;
-	pid_t pid;
+	int peer_port;
 
-	r->etcd_port = cl_free_port();
+	r->etcd_port = bench_free_port();
 	do
-		peer_port = cl_free_port();
+		peer_port = bench_free_port();
 	while (peer_port == r->etcd_port && peer_port > 0);
 	if (r->etcd_port < 0 || peer_port < 0) {
 		cl_err("no free port for etcd: %s",
@@ -877,21 +696,11 @@ static int cl_etcd_start(struct cl_run *r)
 	snprintf(init, sizeof(init), "bench=%s", peer);
 	snprintf(data, sizeof(data), "%s/etcd", r->tmp);
 	snprintf(r->etcd_log, sizeof(r->etcd_log), "%s/etcd.log", r->tmp);
-	fd = cl_open_log(r->etcd_log);
-	if (fd < 0)
-		return fd;
-	pid = cl_spawn((char *const[]){"etcd", "--name", "bench", "--data-dir", data,
-				       "--listen-client-urls", url, "--advertise-client-urls", url,
-				       "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
-				       peer, "--initial-cluster", init, NULL},
-		       fd);
-	close(fd);
-	if (pid < 0) {
-		cl_err("cannot start etcd: %s", strerror((int)-pid));
-		return (int)pid;
-	}
-	r->etcd = pid;
-	return cl_wait_ready(&r->etcd, "etcd", r->etcd_log, cl_etcd_ready, &r->etcd_port);
+	return cl_start((char *const[]){"etcd", "--name", "bench", "--data-dir", data,
+					"--listen-client-urls", url, "--advertise-client-urls", url,
+					"--listen-peer-urls", peer, "--initial-advertise-peer-urls",
+					peer, "--initial-cluster", init, NULL},
+			"etcd", r->etcd_log, &r->etcd, cl_etcd_ready, &r->etcd_port);
 }
 
 static bool cl_node_ready(void *arg)
@@ -899,7 +708,8 @@ static bool cl_node_ready(void *arg)
 	const struct cl_node *n = arg;
 	struct statfs sf;
 
-	return cl_mounted(n->dir) && statfs(n->dir, &sf) == 0 && (long)sf.f_type == CL_FUSE_MAGIC;
+	return bench_mounted(n->dir) && statfs(n->dir, &sf) == 0 &&
+	       (long)sf.f_type == CL_FUSE_MAGIC;
 }
 
 /* Start one daemon in the foreground (our child) and wait for its mount. */
@@ -907,8 +717,6 @@ static int cl_node_start(struct cl_run *r, struct cl_node *n)
 {
 	char bin[PATH_MAX + 16], size[32], url[64], what[16];
 	const char *suffix = strrchr(r->tmp, '.') + 1;
-	int fd;
-	pid_t pid;
 
 	snprintf(bin, sizeof(bin), "%s/kvcachefs", r->bindir);
 	snprintf(n->dir, sizeof(n->dir), "%s/%c", r->tmp, n->letter - 'A' + 'a');
@@ -925,20 +733,10 @@ static int cl_node_start(struct cl_run *r, struct cl_node *n)
 	}
 	snprintf(n->pool, sizeof(n->pool), "/dev/shm/kvcache-bench-cluster.%s.%c", suffix,
 		 n->letter - 'A' + 'a');
-	fd = cl_open_log(n->log);
-	if (fd < 0)
-		return fd;
-	pid = cl_spawn((char *const[]){bin, "-f", "--pool-size", size, "--pool-path", n->pool,
-				       "--etcd", url, "--cluster", r->cluster, "--listen",
-				       "127.0.0.1:0", "--secret-file", r->secret, n->dir, NULL},
-		       fd);
-	close(fd);
-	if (pid < 0) {
-		cl_err("cannot start %s: %s", bin, strerror((int)-pid));
-		return (int)pid;
-	}
-	n->pid = pid;
-	return cl_wait_ready(&n->pid, what, n->log, cl_node_ready, n);
+	return cl_start((char *const[]){bin, "-f", "--pool-size", size, "--pool-path", n->pool,
+					"--etcd", url, "--cluster", r->cluster, "--listen",
+					"127.0.0.1:0", "--secret-file", r->secret, n->dir, NULL},
+			what, n->log, &n->pid, cl_node_ready, n);
 }
 
 static int cl_nodes(const char *mnt, struct kvcachefs_nodes *nd)
@@ -959,7 +757,7 @@ static int cl_nodes(const char *mnt, struct kvcachefs_nodes *nd)
 static int cl_wait_members(struct cl_run *r)
 {
 	static struct kvcachefs_nodes nd; /* 7 KiB */
-	uint64_t deadline = cl_now_ns() + CL_JOIN_MS * 1000000ull;
+	uint64_t deadline = bench_now_ns() + CL_JOIN_MS * 1000000ull;
 
 	for (int k = 0; k < CL_NNODES; k++) {
 		struct cl_node *n = &r->node[k];
@@ -989,7 +787,7 @@ static int cl_wait_members(struct cl_run *r)
 			    !(nd.flags & KVCACHEFS_NODES_STALE) && nd.total == CL_NNODES &&
 			    up == CL_NNODES)
 				break;
-			if (cl_now_ns() > deadline) {
+			if (bench_now_ns() > deadline) {
 				cl_err(
 				    "node %c lists %u member(s), %u up%s, after %d s; expected %d",
 				    n->letter, nd.total, up,
@@ -1020,10 +818,9 @@ static bool cl_redis_ready(void *arg)
 static int cl_redis_start(struct cl_run *r)
 {
 	char port[16], dir[PATH_MAX + 16];
-	int fd, ret;
-	pid_t pid;
+	int ret;
 
-	r->redis_port = cl_free_port();
+	r->redis_port = bench_free_port();
 	if (r->redis_port < 0) {
 		cl_err("no free port for redis-server: %s", strerror(-r->redis_port));
 		return r->redis_port;
@@ -1036,20 +833,10 @@ static int cl_redis_start(struct cl_run *r)
 		cl_err("mkdir %s: %s", dir, strerror(errno));
 		return ret;
 	}
-	fd = cl_open_log(r->redis_log);
-	if (fd < 0)
-		return fd;
-	pid = cl_spawn((char *const[]){"redis-server", "--port", port, "--bind", "127.0.0.1",
+	ret = cl_start((char *const[]){"redis-server", "--port", port, "--bind", "127.0.0.1",
 				       "--save", "", "--appendonly", "no", "--dir", dir,
 				       "--daemonize", "no", "--logfile", "", NULL},
-		       fd);
-	close(fd);
-	if (pid < 0) {
-		cl_err("cannot start redis-server: %s", strerror((int)-pid));
-		return (int)pid;
-	}
-	r->redis = pid;
-	ret = cl_wait_ready(&r->redis, "redis-server", r->redis_log, cl_redis_ready, r);
+		       "redis-server", r->redis_log, &r->redis, cl_redis_ready, r);
 	if (ret)
 		return ret;
 	resp_version(&r->conns[0], r->z.redis_version, sizeof(r->z.redis_version));
@@ -1090,24 +877,24 @@ static void cl_teardown(struct cl_run *r)
 		if (!n->dir[0])
 			continue;
 		snprintf(what, sizeof(what), "node %c", n->letter);
-		if (n->pid > 0 && cl_reap(n->pid, 0, &st) == 0) {
+		if (n->pid > 0 && bench_reap(n->pid, 0, &st) == 0) {
 			n->pid = 0;
 			cl_err("node %c's kvcachefs had exited (%s)", n->letter,
 			       cl_status_str(st, why, sizeof(why)));
 			cl_log_tail(what, n->log);
 		}
-		was_mounted = cl_mounted(n->dir);
+		was_mounted = bench_mounted(n->dir);
 		if (was_mounted &&
-		    cl_run_quiet((char *const[]){"fusermount3", "-u", n->dir, NULL}) != 0 &&
-		    cl_mounted(n->dir)) {
+		    bench_run((char *const[]){"fusermount3", "-u", n->dir, NULL}, true) != 0 &&
+		    bench_mounted(n->dir)) {
 			cl_err("fusermount3 -u %s failed: unmounting it lazily", n->dir);
-			cl_run_quiet((char *const[]){"fusermount3", "-uz", n->dir, NULL});
+			bench_run((char *const[]){"fusermount3", "-uz", n->dir, NULL}, true);
 		}
 		/* The daemon exits once unmounted and removes its pool object; one stopped
 		 * before its mount was up is asked with SIGTERM. */
 		if (n->pid > 0 && !was_mounted)
 			cl_kill(&n->pid);
-		if (n->pid > 0 && cl_reap(n->pid, CL_STOP_MS, &st) < 0) {
+		if (n->pid > 0 && bench_reap(n->pid, CL_STOP_MS, &st) < 0) {
 			cl_err("node %c's kvcachefs (pid %d) did not exit after the unmount: "
 			       "killing it",
 			       n->letter, (int)n->pid);
@@ -1116,7 +903,7 @@ static void cl_teardown(struct cl_run *r)
 		n->pid = 0;
 		if (n->pool[0] && unlink(n->pool) == 0)
 			cl_err("removed %s, left behind by node %c", n->pool, n->letter);
-		mounted |= cl_mounted(n->dir);
+		mounted |= bench_mounted(n->dir);
 	}
 	cl_kill(&r->redis);
 	cl_kill(&r->etcd);
@@ -1152,7 +939,7 @@ static int cl_mkdirs(struct cl_run *r)
 			return ret;
 		}
 	}
-	deadline = cl_now_ns() + CL_DIR_MS * 1000000ull;
+	deadline = bench_now_ns() + CL_DIR_MS * 1000000ull;
 	for (int i = 0; i < nd; i++) {
 		struct stat st;
 
@@ -1167,7 +954,7 @@ static int cl_mkdirs(struct cl_run *r)
 				       strerror(-ret));
 				return ret;
 			}
-			if (cl_now_ns() > deadline) {
+			if (bench_now_ns() > deadline) {
 				cl_err("directory %s made on node A is not seen on node B after "
 				       "%d s",
 				       dirs[i], CL_DIR_MS / 1000);
@@ -1232,7 +1019,10 @@ static int cl_one(struct cl_job *j, struct cl_worker *w, uint64_t i, bool whole)
 		if (fd < 0) {
 			ret = -errno;
 		} else {
-			ret = cl_read_full(fd, w->buf, j->size, &got);
+			ssize_t n = bench_read_full(fd, w->buf, j->size);
+
+			ret = n < 0 ? (int)n : 0;
+			got = n < 0 ? 0 : (uint64_t)n;
 			close(fd);
 		}
 	} else {
@@ -1299,12 +1089,12 @@ static int cl_job_run(struct cl_run *r, struct cl_job *j, int nthreads, double *
 	}
 	pthread_mutex_lock(&j->lock);
 	j->go = true;
-	t0 = cl_now_ns();
+	t0 = bench_now_ns();
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
 	for (int t = 0; t < created; t++)
 		pthread_join(r->w[t].th, NULL);
-	elapsed = cl_now_ns() - t0;
+	elapsed = bench_now_ns() - t0;
 	ret = atomic_load(&j->err);
 	for (int k = 0; k < CL_VERIFY_SAMPLES && !ret && !stop; k++)
 		ret = cl_one(j, &r->w[0], (uint64_t)k * j->n / CL_VERIFY_SAMPLES, true);
@@ -1339,7 +1129,7 @@ static int cl_set_io(struct cl_run *r, int s, int rep, int set, bool write)
 			ret = -errno;
 		} else {
 			pattern_fill(r->wbuf, size, cl_seed(size, rep, set, i), 0);
-			ret = cl_write_full(fd, r->wbuf, size);
+			ret = bench_write_full(fd, r->wbuf, size);
 			if (close(fd) < 0 && !ret) /* the seal */
 				ret = -errno;
 		}
@@ -1371,12 +1161,6 @@ static int cl_redis_load(struct cl_run *r)
 			}
 		}
 	return 0;
-}
-
-static void cl_keep_best(double *best, double v)
-{
-	if (v > *best)
-		*best = v;
 }
 
 /* One repetition at one size: write the sets on A, read them on A then on B, GET the Redis
@@ -1413,7 +1197,7 @@ static int cl_size_rep(struct cl_run *r, int s, int rep)
 				ret = 0;
 				break;
 			}
-			cl_keep_best(node == CL_A ? &z->local[s][p] : &z->remote[s][p], g);
+			bench_keep_best(node == CL_A ? &z->local[s][p] : &z->remote[s][p], g);
 		}
 	for (int p = 0; p < r->npasses && !ret; p++) {
 		struct cl_job j = {.op = CL_GET,
@@ -1426,7 +1210,7 @@ static int cl_size_rep(struct cl_run *r, int s, int rep)
 
 		ret = cl_job_run(r, &j, p == CL_T1 ? 1 : r->threads, &g);
 		if (!ret)
-			cl_keep_best(&z->redis[s][p], g);
+			bench_keep_best(&z->redis[s][p], g);
 	}
 	for (int p = 0; p < r->npasses && !ret; p++)
 		ret = cl_set_io(r, s, rep, p, false);
@@ -1435,19 +1219,12 @@ static int cl_size_rep(struct cl_run *r, int s, int rep)
 
 /* ---- latencies --------------------------------------------------------------------------- */
 
-static int cl_cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* p50 and p99 of n samples (ns, sorted here) in microseconds. */
 static void cl_pcts(uint64_t *v, size_t n, double out[2])
 {
-	qsort(v, n, sizeof(*v), cl_cmp_u64);
-	out[0] = (double)v[n * 50 / 100] / 1e3;
-	out[1] = (double)v[n * 99 / 100 < n ? n * 99 / 100 : n - 1] / 1e3;
+	qsort(v, n, sizeof(*v), bench_cmp_u64);
+	out[0] = bench_pct(v, n, 50);
+	out[1] = bench_pct(v, n, 99);
 }
 
 /* stat() of name i under node's dir, timed; a failure is said, not recorded. */
@@ -1460,9 +1237,9 @@ static int cl_stat_one(const struct cl_node *node, const char *dir, uint64_t i, 
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/%s/s%06" PRIu64, node->dir, dir, i);
-	t0 = cl_now_ns();
+	t0 = bench_now_ns();
 	ret = stat(path, &st) < 0 ? -errno : 0;
-	*ns = cl_now_ns() - t0;
+	*ns = bench_now_ns() - t0;
 	if (ret == -EINTR && stop)
 		return ret;
 	if (ret) {
@@ -1489,9 +1266,9 @@ static int cl_exists_one(struct resp *c, uint64_t i, uint64_t *ns)
 	int ret;
 
 	snprintf(key, sizeof(key), "kvc:stat:%06" PRIu64, i);
-	t0 = cl_now_ns();
+	t0 = bench_now_ns();
 	ret = resp_exists(c, key, &n);
-	*ns = cl_now_ns() - t0;
+	*ns = bench_now_ns() - t0;
 	if (ret == -EINTR && stop)
 		return ret;
 	if (ret)
@@ -1535,7 +1312,7 @@ static int cl_stat_setup(struct cl_run *r)
 			return -EINTR;
 		snprintf(path, sizeof(path), "%s/stat-b/s%06" PRIu64, r->node[CL_A].dir, i);
 		fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-		ret = fd < 0 ? -errno : cl_write_full(fd, r->wbuf, CL_STAT_SIZE);
+		ret = fd < 0 ? -errno : bench_write_full(fd, r->wbuf, CL_STAT_SIZE);
 		if (fd >= 0 && close(fd) < 0 && !ret)
 			ret = -errno;
 		if (ret && !cl_quiet(ret))
@@ -1600,11 +1377,6 @@ static int cl_stat_phase(struct cl_run *r)
 
 /* ---- results ----------------------------------------------------------------------------- */
 
-static double cl_ratio(double a, double b)
-{
-	return a > 0 && b > 0 ? a / b : 0;
-}
-
 static double cl_best(const double v[CL_NPASSES])
 {
 	return v[CL_T1] > v[CL_TN] ? v[CL_T1] : v[CL_TN];
@@ -1626,11 +1398,11 @@ static int cl_target_index(void)
 static bool cl_met(const struct cl_results *z)
 {
 	int t = cl_target_index();
-	double rr = cl_ratio(cl_best(z->remote[t]), cl_best(z->redis[t])),
-	       ri = cl_ratio(cl_best(z->remote[t]), cl_iperf(z));
+	double rr = bench_ratio(cl_best(z->remote[t]), cl_best(z->redis[t])),
+	       ri = bench_ratio(cl_best(z->remote[t]), cl_iperf(z));
 
 	return !z->remote_failed && !z->rstat_failed && rr >= CL_TARGET_REDIS &&
-	       ri >= CL_TARGET_IPERF && cl_ratio(z->stat_b[0], z->exists[0]) <= CL_TARGET_STAT;
+	       ri >= CL_TARGET_IPERF && bench_ratio(z->stat_b[0], z->exists[0]) <= CL_TARGET_STAT;
 }
 
 /* A figure, or `none` when it was not measured. */
@@ -1681,10 +1453,10 @@ static void cl_print_json(const struct cl_run *r)
 		       red = cl_best(z->redis[s]);
 
 		printf("%s\n  {\"size\": %" PRIu64 ", ", s ? "," : "", cl_sizes[s]);
-		cl_json_num("remote_redis", cl_ratio(rem, red), false);
-		cl_json_num("remote_iperf3", cl_ratio(rem, cl_iperf(z)), false);
-		cl_json_num("local_redis", cl_ratio(loc, red), false);
-		cl_json_num("local_iperf3", cl_ratio(loc, cl_iperf(z)), true);
+		cl_json_num("remote_redis", bench_ratio(rem, red), false);
+		cl_json_num("remote_iperf3", bench_ratio(rem, cl_iperf(z)), false);
+		cl_json_num("local_redis", bench_ratio(loc, red), false);
+		cl_json_num("local_iperf3", bench_ratio(loc, cl_iperf(z)), true);
 		printf("}");
 	}
 	printf("],\n \"latency_us\": {\"samples\": %" PRIu64 ", ", r->nstat);
@@ -1694,7 +1466,7 @@ static void cl_print_json(const struct cl_run *r)
 	cl_json_num("stat_remote_p99", z->stat_b[1], false);
 	cl_json_num("exists_p50", z->exists[0], false);
 	cl_json_num("exists_p99", z->exists[1], false);
-	cl_json_num("stat_remote_exists_p50", cl_ratio(z->stat_b[0], z->exists[0]), true);
+	cl_json_num("stat_remote_exists_p50", bench_ratio(z->stat_b[0], z->exists[0]), true);
 	printf("},\n \"targets\": {\"size\": %" PRIu64
 	       ", \"remote_redis\": %.2f, \"remote_iperf3\": %.2f, "
 	       "\"stat_remote_exists_p50\": %.2f},\n"
@@ -1724,30 +1496,30 @@ static void cl_print(const struct cl_run *r)
 	for (int s = 0; s < CL_NSIZES; s++)
 		for (int p = 0; p < r->npasses; p++)
 			printf("%-5s %7" PRIu64 " %7d %10s %10s %10s %13s\n",
-			       cl_size_str(cl_sizes[s], sz, sizeof(sz)), z->count[s],
+			       bench_fmt_size(cl_sizes[s], sz, sizeof(sz)), z->count[s],
 			       p == CL_T1 ? 1 : r->threads,
 			       cl_fig(z->local[s][p], "%.2f", "-", b1, sizeof(b1)),
 			       cl_fig(z->remote[s][p], "%.2f", rem_none, b2, sizeof(b2)),
 			       cl_fig(z->redis[s][p], "%.2f", "-", b3, sizeof(b3)),
-			       cl_fig(cl_ratio(z->remote[s][p], z->redis[s][p]), "%.2f", "-", b4,
+			       cl_fig(bench_ratio(z->remote[s][p], z->redis[s][p]), "%.2f", "-", b4,
 				      sizeof(b4)));
 	printf("\nratios, the better thread count of each (targets: %s remote/Redis >= %.2f, "
 	       "remote/iperf3 >= %.2f)\n",
-	       cl_size_str(cl_sizes[t], sz, sizeof(sz)), CL_TARGET_REDIS, CL_TARGET_IPERF);
+	       bench_fmt_size(cl_sizes[t], sz, sizeof(sz)), CL_TARGET_REDIS, CL_TARGET_IPERF);
 	printf("%-5s %13s %14s %12s %13s\n", "size", "remote/Redis", "remote/iperf3", "local/Redis",
 	       "local/iperf3");
 	for (int s = 0; s < CL_NSIZES; s++) {
 		double rem = cl_best(z->remote[s]), loc = cl_best(z->local[s]),
-		       red = cl_best(z->redis[s]), rr = cl_ratio(rem, red),
-		       ri = cl_ratio(rem, base);
+		       red = cl_best(z->redis[s]), rr = bench_ratio(rem, red),
+		       ri = bench_ratio(rem, base);
 
 		snprintf(b1, sizeof(b1), "%.24s%c", cl_fig(rr, "%.2f", rem_none, b3, sizeof(b3)),
 			 s == t && rr < CL_TARGET_REDIS ? '*' : ' ');
 		snprintf(b2, sizeof(b2), "%.24s%c", cl_fig(ri, "%.2f", rem_none, b4, sizeof(b4)),
 			 s == t && ri < CL_TARGET_IPERF ? '*' : ' ');
-		printf("%-5s %13s %14s %12s %13s\n", cl_size_str(cl_sizes[s], sz, sizeof(sz)), b1,
-		       b2, cl_fig(cl_ratio(loc, red), "%.2f", "-", b3, sizeof(b3)),
-		       cl_fig(cl_ratio(loc, base), "%.2f", "-", b5, sizeof(b5)));
+		printf("%-5s %13s %14s %12s %13s\n", bench_fmt_size(cl_sizes[s], sz, sizeof(sz)),
+		       b1, b2, cl_fig(bench_ratio(loc, red), "%.2f", "-", b3, sizeof(b3)),
+		       cl_fig(bench_ratio(loc, base), "%.2f", "-", b5, sizeof(b5)));
 	}
 	rem_none = z->rstat_failed ? "failed" : "-";
 	snprintf(title, sizeof(title), "latency (us), %" PRIu64 " names each, never looked up",
@@ -1763,7 +1535,7 @@ static void cl_print(const struct cl_run *r)
 	       cl_fig(z->exists[0], "%.1f", "-", b1, sizeof(b1)),
 	       cl_fig(z->exists[1], "%.1f", "-", b2, sizeof(b2)));
 	{
-		double sr = cl_ratio(z->stat_b[0], z->exists[0]);
+		double sr = bench_ratio(z->stat_b[0], z->exists[0]);
 
 		printf("remote stat p50 / Redis EXISTS p50: %s%s (target <= %.2f)\n",
 		       cl_fig(sr, "%.2f", rem_none, b1, sizeof(b1)), sr > CL_TARGET_STAT ? "*" : "",
@@ -1813,38 +1585,6 @@ static void cl_usage(FILE *out)
 	    CL_DEFAULT_SECONDS, CL_DEFAULT_STATS);
 }
 
-static int cl_arg(const char *opt, const char *arg, long lo, long hi, long *out)
-{
-	char *end;
-
-	errno = 0;
-	*out = strtol(arg, &end, 10);
-	if (errno || end == arg || *end || *out < lo || *out > hi) {
-		fprintf(stderr, "kvcache-bench: %s: %ld to %ld\n", opt, lo, hi);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* A field of /proc/meminfo in bytes, 0 if unknown. */
-static uint64_t cl_meminfo(const char *field)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	size_t flen = strlen(field);
-	char line[256];
-	uint64_t v = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, flen) && line[flen] == ':') {
-			v = strtoull(line + flen + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 /* Pools: A holds one repetition's sets of a size and the stat blocks; B every block it reads,
  * in case it keeps a copy of each. Both with a quarter more, below eviction's watermark. */
 static int cl_size_pools(struct cl_run *r)
@@ -1865,7 +1605,7 @@ static int cl_size_pools(struct cl_run *r)
 	r->node[CL_B].pool_size = b;
 	redis = (r->z.count[0] * cl_sizes[0] + r->z.count[1] * cl_sizes[1]) * 5 / 4 + 64 * MIB;
 	need = a + b + redis + (uint64_t)(r->threads + 1) * CL_TARGET_SIZE;
-	avail = cl_meminfo("MemAvailable");
+	avail = bench_meminfo("MemAvailable");
 	if (avail && need > avail) {
 		cl_err("needs about %" PRIu64 " MiB of memory (pools of %" PRIu64 " and %" PRIu64
 		       " MiB, Redis %" PRIu64 " MiB), %" PRIu64
@@ -1935,16 +1675,16 @@ static int cl_measure(struct cl_run *r)
 		cl_progress("kvcache-bench: cluster: run %d: iperf3", rep + 1);
 		ret = tr_iperf3(1, r->seconds, &g);
 		if (!ret)
-			cl_keep_best(&r->z.iperf_p1, g);
+			bench_keep_best(&r->z.iperf_p1, g);
 		if (!ret && r->threads > 1) {
 			ret = tr_iperf3(r->threads, r->seconds, &g);
 			if (!ret)
-				cl_keep_best(&r->z.iperf_pn, g);
+				bench_keep_best(&r->z.iperf_pn, g);
 		}
 		for (int s = 0; s < CL_NSIZES && !ret; s++) {
 			if (!cl_midline) /* an error ended the line */
 				cl_progress("kvcache-bench: cluster: run %d:", rep + 1);
-			cl_progress(" %s", cl_size_str(cl_sizes[s], sz, sizeof(sz)));
+			cl_progress(" %s", bench_fmt_size(cl_sizes[s], sz, sizeof(sz)));
 			ret = cl_size_rep(r, s, rep);
 		}
 		if (cl_midline)
@@ -1978,33 +1718,29 @@ int cmd_cluster(int argc, char **argv)
 			   .seconds = CL_DEFAULT_SECONDS,
 			   .node = {{.letter = 'A'}, {.letter = 'B'}}};
 	char bin[PATH_MAX + 16];
-	long v;
-	int c, ret = 0;
+	int c, v, ret = 0;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
-			if (cl_arg("--mib", optarg, 2, 1 << 20, &v) < 0)
+			if (bench_arg_int("--mib", optarg, 2, 1 << 20, &v) < 0)
 				return 2;
 			r.mib = (uint64_t)v;
 			break;
 		case 'r':
-			if (cl_arg("--reps", optarg, 1, 100, &v) < 0)
+			if (bench_arg_int("--reps", optarg, 1, 100, &r.reps) < 0)
 				return 2;
-			r.reps = (int)v;
 			break;
 		case 't':
-			if (cl_arg("--threads", optarg, 1, CL_MAX_THREADS, &v) < 0)
+			if (bench_arg_int("--threads", optarg, 1, CL_MAX_THREADS, &r.threads) < 0)
 				return 2;
-			r.threads = (int)v;
 			break;
 		case 's':
-			if (cl_arg("--seconds", optarg, 1, 600, &v) < 0)
+			if (bench_arg_int("--seconds", optarg, 1, 600, &r.seconds) < 0)
 				return 2;
-			r.seconds = (int)v;
 			break;
 		case 'n':
-			if (cl_arg("--stat-count", optarg, 1, 1000000, &v) < 0)
+			if (bench_arg_int("--stat-count", optarg, 1, 1000000, &v) < 0)
 				return 2;
 			r.nstat = (uint64_t)v;
 			break;
@@ -2027,11 +1763,11 @@ int cmd_cluster(int argc, char **argv)
 	for (int s = 0; s < CL_NSIZES; s++)
 		r.z.count[s] = r.mib * MIB / cl_sizes[s];
 	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++)
-		if (!cl_in_path(progs[i])) {
+		if (!bench_in_path(progs[i])) {
 			cl_err("%s not found in PATH (Debian package %s)", progs[i], pkgs[i]);
 			return 1;
 		}
-	if (cl_bin_dir(r.bindir, sizeof(r.bindir)) < 0)
+	if (bench_bin_dir(r.bindir, sizeof(r.bindir)) < 0)
 		return 1;
 	snprintf(bin, sizeof(bin), "%s/kvcachefs", r.bindir);
 	if (access(bin, X_OK) < 0) {

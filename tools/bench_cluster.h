@@ -1,12 +1,11 @@
 /*
  * bench_cluster: `kvcache-bench cluster`, reads of blocks held by another node of a cluster
  * (two kvcachefs daemons and an etcd started on loopback) against Redis GET and iperf3. The
- * command lives in bench_cluster.c; the few helpers of bench.c it shares are declared here.
+ * command lives in bench_cluster.c; it shares the iperf3 run of `kvcache-bench transfer`,
+ * declared here, and the helpers of bench_util.h.
  */
 #ifndef KVC_TOOLS_BENCH_CLUSTER_H
 #define KVC_TOOLS_BENCH_CLUSTER_H
-
-#include <signal.h>
 
 /* Run `kvcache-bench cluster`; argv[0] is "cluster". Returns the exit status: 0 targets met,
  * 1 error (a remote read or stat that failed included), 2 bad usage, 3 a target missed.
@@ -14,11 +13,6 @@
 int cmd_cluster(int argc, char **argv);
 
 /* ---- from bench.c ---- */
-
-/* Set by SIGINT, SIGTERM and SIGHUP once install_signals() ran (without SA_RESTART, so a
- * blocked call returns EINTR); every loop checks it and unwinds through its cleanup. */
-extern volatile sig_atomic_t stop;
-void install_signals(void);
 
 /* One iperf3 run over loopback, server and client in their own process groups, with
  * `parallel` streams for `seconds`: the GB/s received in *gbps. Prints the error and returns
