@@ -474,6 +474,8 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	ret = check_secret(c, err, errlen);
 	if (ret)
 		goto fail;
+	members_changed(c, c->members); /* the block layer knows the members from here on */
+	remote_joined(c->remote);	/* the pool starts empty: what this id held is gone */
 	snprintf(c->dirs_prefix, sizeof(c->dirs_prefix), "/kvcachefs/%s/dirs/", c->name);
 	ret = dirs_follow(c);
 	if (ret) {

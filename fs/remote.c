@@ -55,7 +55,7 @@ struct rnode {
 };
 
 /* A publication or forget from the namespace hooks, or a job for the worker. */
-enum qkind { Q_PUBLISH = 1, Q_FORGET, J_DROP, J_REPLICATE };
+enum qkind { Q_PUBLISH = 1, Q_FORGET, J_DROP, J_REPLICATE, J_FORGET, J_FORGET_NODE };
 struct qrec {
 	struct qrec *next;
 	enum qkind kind;
@@ -353,8 +353,11 @@ static int holder_layout(struct remote *r, uint64_t id, struct xfer_peer *p, uin
 
 /* Copy version info->version of name from one of its live holders into dst, checked against
  * the holder's block header: 0 with *sum, or -ENOENT when no holder could give it. */
-static int fetch_bytes(struct remote *r, const char *name, const struct ent_info *info, void *dst,
-		       uint64_t *sum)
+static int job_push(struct remote *r, enum qkind kind, const char *dir, const char *name,
+		    uint64_t node, uint64_t generation, const struct ent_info *info);
+
+static int fetch_bytes(struct remote *r, const char *dir, const char *name,
+		       const struct ent_info *info, void *dst, uint64_t *sum)
 {
 	XXH128_hash_t nh = XXH3_128bits(name, strlen(name));
 
@@ -391,27 +394,16 @@ static int fetch_bytes(struct remote *r, const char *name, const struct ent_info
 		if (hdr.magic != POOL_HDR_MAGIC || !(hdr.flags & POOL_HDR_SEALED) ||
 		    hdr.generation != h->generation || hdr.length != info->size ||
 		    hdr.name_hash[0] != nh.low64 || hdr.name_hash[1] != nh.high64 ||
-		    hdr.seal_time_ns != info->version)
+		    hdr.seal_time_ns != info->version) {
+			/* evicted or replaced there since the entry was made, or the node
+			 * restarted: its owners forget that holder (and restore the replica count)
+			 */
+			(void)job_push(r, J_FORGET, dir, name, h->node, h->generation, NULL);
 			continue;
-		/* evicted or replaced there since the entry was made */ /* The header
-									  * was read
-									  * after the
-									  * bytes and is
-									  * unchanged:
-									  * the holder
-									  * clears a
-									  * header
-									  * before its
-									  * pages can be
-									  * reused, so
-									  * the bytes
-									  * were that
-									  * block's, and
-									  * its checksum
-									  * is theirs
-									  * (the cached
-									  * copy keeps
-									  * it). */
+		}
+		/* The header was read after the bytes and is unchanged: the holder clears a header
+		 * before its pages can be reused, so the bytes were that block's, and its checksum
+		 * is theirs (the cached copy keeps it). */
 		*sum = hdr.checksum;
 		return 0;
 	}
@@ -540,11 +532,11 @@ static int fetch_into(struct remote *r, uint64_t ino, uint64_t parent, const cha
 	ret = ns_reserve(r->cfg.ns, parent, name, info->size, info->mode & 07777, 0, 0, hp);
 	if (ret)
 		return ret;
-	ret = fetch_bytes(r, name, info, ns_handle_data(*hp), sum);
+	ret = fetch_bytes(r, dir, name, info, ns_handle_data(*hp), sum);
 	if (ret == -ENOENT && known) { /* the holders we knew are gone: ask the owner */
 		ret = get_entry(r, dir, name, info);
 		if (!ret && info->version == version)
-			ret = fetch_bytes(r, name, info, ns_handle_data(*hp), sum);
+			ret = fetch_bytes(r, dir, name, info, ns_handle_data(*hp), sum);
 		else if (!ret)
 			ret = -ENOENT;
 	}
@@ -1079,7 +1071,7 @@ static void replicate(struct remote *r, struct qrec *q)
 		syslog(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
 		return;
 	}
-	ret = fetch_bytes(r, q->name, &q->info, ns_handle_data(h), &sum);
+	ret = fetch_bytes(r, q->dir, q->name, &q->info, ns_handle_data(h), &sum);
 	if (!ret) {
 		ns_handle_set_version(h, q->info.version);
 		ret = ns_commit(h, 0, &sum, &replaced, &loc);
@@ -1092,6 +1084,98 @@ static void replicate(struct remote *r, struct qrec *q)
 	if (replaced && r->cfg.inval)
 		r->cfg.inval(r->cfg.inval_arg, parent, q->name);
 	remote_flush(r); /* announce this node as a holder */
+}
+
+struct holder_scan {
+	uint64_t node;
+	struct scan_item *items;
+	size_t n, cap;
+};
+
+static int holder_visit(void *arg, const char *dir, const char *name, const struct ent_info *info)
+{
+	struct holder_scan *s = arg;
+	bool holds = false;
+
+	for (unsigned k = 0; k < info->nholders; k++)
+		holds |= info->holders[k].node == s->node;
+	if (!holds)
+		return 0;
+	if (s->n == s->cap) {
+		size_t c = s->cap ? 2 * s->cap : 64;
+		struct scan_item *v = realloc(s->items, c * sizeof(*v));
+
+		if (!v)
+			return 1;
+		s->items = v;
+		s->cap = c;
+	}
+	snprintf(s->items[s->n].dir, DIR_MAX, "%s", dir);
+	snprintf(s->items[s->n].name, MR_NAME_MAX + 1, "%s", name);
+	s->n++;
+	return 0;
+}
+
+/* Node restarted with an empty pool: it holds none of what the entries here say it holds
+ * (J_FORGET_NODE). The owners' checks then restore the replica counts. */
+static void forget_node(struct remote *r, uint64_t node)
+{
+	struct holder_scan s = {.node = node};
+
+	(void)ents_foreach(r->ents, holder_visit, &s);
+	for (size_t k = 0; k < s.n; k++)
+		(void)ents_forget(r->ents, s.items[k].dir, s.items[k].name, node, 0);
+	free(s.items);
+	if (s.n) {
+		pthread_mutex_lock(&r->qlock);
+		r->rescan_at = mono_ns();
+		pthread_mutex_unlock(&r->qlock);
+	}
+}
+
+void remote_joined(struct remote *r)
+{
+	uint64_t *ids;
+	size_t n;
+	struct mr_buf b;
+
+	pthread_mutex_lock(&r->mlock);
+	n = r->nlive;
+	ids = malloc((n ? n : 1) * sizeof(*ids));
+	if (ids)
+		memcpy(ids, r->live, n * sizeof(*ids));
+	pthread_mutex_unlock(&r->mlock);
+	mr_buf_init(&b);
+	if (ids && mr_forget_node_encode(&b, r->cfg.node_id) == 0)
+		for (size_t k = 0; k < n; k++) {
+			void *resp;
+			size_t len;
+
+			if (ids[k] != r->cfg.node_id && call(r, ids[k], &b, &resp, &len) == 0)
+				free(resp);
+		}
+	mr_buf_free(&b);
+	free(ids);
+}
+
+/* Tell the owners of job's block that holder job->node no longer has it (J_FORGET). */
+static void send_forget(struct remote *r, const struct qrec *job)
+{
+	uint64_t owners[OWNERS];
+	size_t n = owners_of(r, job->dir, job->name, owners, OWNERS);
+	struct mr_buf b;
+
+	mr_buf_init(&b);
+	if (mr_forget_start(&b) == 0 &&
+	    mr_forget_add(&b, job->dir, job->name, job->node, job->generation) == 0)
+		for (size_t k = 0; k < n; k++) {
+			void *resp;
+			size_t len;
+
+			if (call(r, owners[k], &b, &resp, &len) == 0)
+				free(resp);
+		}
+	mr_buf_free(&b);
 }
 
 static void *worker_main(void *arg)
@@ -1117,6 +1201,10 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&r->qlock);
 			if (job->kind == J_DROP)
 				send_drop(r, job->node, job->dir, job->name, job->generation);
+			else if (job->kind == J_FORGET)
+				send_forget(r, job);
+			else if (job->kind == J_FORGET_NODE)
+				forget_node(r, job->node);
 			else
 				replicate(r, job);
 			free(job);
@@ -1264,6 +1352,9 @@ int remote_rpc(void *arg, uint64_t from_node, const void *req, size_t len, void 
 	}
 	case MR_REPLICATE:
 		ret = job_push(r, J_REPLICATE, m->dir, m->name, 0, 0, &m->info);
+		break;
+	case MR_FORGET_NODE:
+		ret = job_push(r, J_FORGET_NODE, "", "", m->node, 0, NULL);
 		break;
 	case MR_DROP: /* generation 0 (a pending record) names no block */
 		if (m->generation && ns_dir_ino(r->cfg.ns, m->dir, &parent) == 0)

@@ -63,6 +63,9 @@ int remote_create(struct remote **out, const struct remote_config *cfg);
 int remote_start(struct remote *r);
 void remote_destroy(struct remote *r);
 
+/* This node has just joined with an empty pool: tell every member to forget it as a holder
+ * of blocks an earlier run of this node id held. */
+void remote_joined(struct remote *r);
 /* The live members changed (list sorted by node id, self included). */
 void remote_members(struct remote *r, const struct member *list, size_t n);
 /* The transfer engine's RPC handler (xfer_rpc_fn); arg is the struct remote. */

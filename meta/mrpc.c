@@ -358,6 +358,16 @@ int mr_drop_encode(struct mr_buf *b, const char *dir, const char *name, uint64_t
 	return 0;
 }
 
+int mr_forget_node_encode(struct mr_buf *b, uint64_t node)
+{
+	int rc = req_start(b, MR_FORGET_NODE, 8);
+
+	if (rc)
+		return rc;
+	put64(b, node);
+	return 0;
+}
+
 /* Replies */
 
 static void reply_reset(struct mr_buf *b)
@@ -677,6 +687,9 @@ int mr_req_decode(const void *buf, size_t len, struct mr_req *req)
 		rd_dir(&r, req->dir);
 		rd_name(&r, req->name);
 		req->generation = rd64(&r);
+		break;
+	case MR_FORGET_NODE:
+		req->node = rd64(&r);
 		break;
 	}
 	return rd_end(&r);

@@ -20,6 +20,8 @@
  *   LIST       dir, u64 cursor, u32 max (1..MR_LIST_MAX)                    reply: LIST
  *   REPLICATE  dir, name, info: copy this block from one of its holders     reply: empty
  *   DROP       dir, name, u64 generation: drop the local copy if it matches reply: empty
+ *   FORGET_NODE u64 node: that node restarted with nothing; forget it as a holder
+ *                                                                           reply: empty
  * Replies carry no op:
  *   STATUS     u32 count, count x {u32 status (0 or an errno < 4096), u64 current_version}
  *   LIST       u64 next_cursor, u8 done (0/1), u8 zero[3], u32 count (<= MR_LIST_MAX),
@@ -66,7 +68,8 @@ enum mr_op {
 	MR_LIST,
 	MR_REPLICATE,
 	MR_DROP,
-	MR_OP_MAX = MR_DROP
+	MR_FORGET_NODE,
+	MR_OP_MAX = MR_FORGET_NODE
 };
 
 /* A growable byte buffer: data[0..len) is the message. Zero it (or mr_buf_init) before use;
@@ -99,6 +102,7 @@ int mr_list_encode(struct mr_buf *b, const char *dir, uint64_t cursor, uint32_t 
 int mr_replicate_encode(struct mr_buf *b, const char *dir, const char *name,
 			const struct ent_info *info);
 int mr_drop_encode(struct mr_buf *b, const char *dir, const char *name, uint64_t generation);
+int mr_forget_node_encode(struct mr_buf *b, uint64_t node);
 
 /* Replies. STATUS: start, then one add per ANNOUNCE item, in order. */
 int mr_status_start(struct mr_buf *b);
@@ -128,6 +132,7 @@ struct mr_req {
 	uint64_t cursor;	    /* LIST */
 	uint32_t max;		    /* LIST */
 	uint64_t generation;	    /* DROP */
+	uint64_t node;		    /* FORGET_NODE */
 	struct ent_info info;	    /* REPLICATE */
 	uint32_t count;		    /* ANNOUNCE, FORGET: items, read with mr_*_next */
 	struct mr_iter it;

@@ -231,6 +231,46 @@ class Blocks(tc.ClusterBase):
             len(xattr(a.path("r2", n), "holders").split(",")) == 2 for n in blocks),
             timeout=15, interval=0.5), "replicas were not restored after the kill")
 
+    def test_restarted_replica_holder_is_replaced(self):
+        """A holder restarted with an empty pool is dropped from the entries when a read finds
+        its copy gone, and the replica count comes back."""
+        ms = {nid: self.join("--node-id", nid) for nid in ("0xa1", "0xa2", "0xa3")}
+        for m in ms.values():
+            self.wait_total(m, 3, timeout=5)
+        w = ms["0xa1"]
+        os.mkdir(w.path("r2"))
+        os.setxattr(w.path("r2"), "user.kvcachefs.replicas", b"2")
+        self.assertTrue(wait_until(lambda: all(xattr(m.path("r2"), "replicas") == "2"
+                                               for m in ms.values()), timeout=2))
+        blocks = {"b%d" % i: os.urandom(50000 + i) for i in range(8)}
+        for n, d in blocks.items():
+            kvc.write_block(w.path("r2", n), d)
+        self.assertTrue(wait_until(lambda: all(
+            len(xattr(w.path("r2", n), "holders").split(",")) == 2 for n in blocks),
+            timeout=10, interval=0.2))
+        # restart one replica holder (not the writer): its pool comes back empty
+        holders = xattr(w.path("r2", "b0"), "holders").split(",")
+        other = [h for h in holders if h != "00000000000000a1"][0]
+        victim = "0x" + other.lstrip("0")
+        ms[victim].stop()
+        self.wait_total(w, 2, timeout=5)
+        ms[victim] = self.join("--node-id", victim)
+        self.wait_total(w, 3, timeout=5)
+        reader = [m for nid, m in ms.items() if nid not in ("0xa1", victim)][0]
+        for n, d in blocks.items():
+            self.assertEqual(read(reader.path("r2", n)), d)
+        by_id = {"%016x" % int(nid, 16): m for nid, m in ms.items()}
+
+        def really_held():  # two holders, each with the bytes (not a stub of the block)
+            for n in blocks:
+                hs = xattr(w.path("r2", n), "holders").split(",")
+                if len(hs) != 2 or any(xattr(by_id[h].path("r2", n), "tier") == "remote"
+                                       for h in hs):
+                    return False
+            return True
+        self.assertTrue(wait_until(really_held, timeout=15, interval=0.5),
+                        "replicas not restored after a holder's restart")
+
     def test_etcd_outage_keeps_blocks_flowing(self):
         a, b = self.join(), self.join()
         self.wait_total(a, 2, timeout=5)

@@ -207,6 +207,12 @@ static void test_single_requests(void)
 	CHECK(req.op == MR_DROP && strcmp(req.dir, "r/s") == 0 && strcmp(req.name, "blk") == 0);
 	CHECK(req.generation == 31);
 	check_exact(K_REQ, &b);
+
+	REQUIRE(mr_forget_node_encode(&b, 0xa1b2c3d4e5f60718ull) == 0);
+	REQUIRE(b.len == 12);
+	REQUIRE(mr_req_decode(b.data, b.len, &req) == 0);
+	CHECK(req.op == MR_FORGET_NODE && req.node == 0xa1b2c3d4e5f60718ull);
+	check_exact(K_REQ, &b);
 	mr_buf_free(&b);
 }
 
