@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -280,6 +281,15 @@ static void active_unlink(struct xfer_engine *e, struct xfer_batch *b)
 	b->listed = false;
 }
 
+/* Whoever finds q's status being written by another thread (the last slice ending while an
+ * abort runs) waits the few stores it takes, so that xfer_cancel never returns before the
+ * status is in the caller's xfer_req, nor the engine writes it there after. */
+static void req_published_wait(struct xreq *q)
+{
+	while (atomic_load(&q->published) != 2)
+		sched_yield();
+}
+
 /* Write the caller's status once. The caller of this holds a reference on the batch. */
 static void req_publish(struct xreq *q)
 {
@@ -296,10 +306,13 @@ static void req_publish(struct xreq *q)
 	} else {
 		st = XFER_DONE;
 	}
-	if (!atomic_compare_exchange_strong(&q->published, &zero, 1))
+	if (!atomic_compare_exchange_strong(&q->published, &zero, 1)) {
+		req_published_wait(q);
 		return;
+	}
 	q->user->error = err;
 	atomic_store_explicit(&q->user->status, st, memory_order_release);
+	atomic_store(&q->published, 2);
 	if (atomic_fetch_add(&b->done, 1) + 1 != b->n)
 		return;
 	pthread_mutex_lock(&b->mu);
@@ -444,8 +457,10 @@ static void req_abort(struct xfer_engine *e, struct xreq *q, int st)
 {
 	int zero = 0;
 
-	if (atomic_load(&q->published))
+	if (atomic_load(&q->published)) {
+		req_published_wait(q);
 		return;
+	}
 	atomic_compare_exchange_strong(&q->abort, &zero, st);
 	for (uint32_t i = 0; i < q->nslices; i++)
 		slice_detach(e, &q->slices[i]);

@@ -125,7 +125,7 @@ struct xreq {
 	_Atomic int left;      /* slices not ended yet */
 	_Atomic int abort;     /* 0, or the status the request is being aborted with */
 	_Atomic int err;       /* first final error of a slice */
-	_Atomic int published; /* the caller's status has been written */
+	_Atomic int published; /* 0; 1 while the caller's status is being written; 2 once it is */
 	uint32_t nslices;
 	struct xslice *slices;
 	bool rdma_ok;  /* RDMA: the region is registered and the remote segment known */
