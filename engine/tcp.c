@@ -20,7 +20,22 @@
  * inside the loop. A connection that fails gives its slices back to the core (which retries
  * them on other paths) and, on the initiator side, is reconnected in the background with a
  * bounded backoff; a malformed frame closes that connection only. A target connection that
- * has queued too many replies stops reading until its peer takes them (backpressure).
+ * has queued too many replies, or too many bytes of RPC replies, stops reading until its peer
+ * takes them (backpressure).
+ *
+ * Metadata RPCs (xfer_call) ride the same connections. The caller's thread allocates a call
+ * record holding a copy of the request, queues its frame on a READY connection picked
+ * round-robin and sleeps on the record's condition variable (with the connection's mutex);
+ * the connection keeps the record on its list of pending calls, and the loop matches a
+ * RPC_REPLY to it by req_id, receives the reply body into a fresh buffer and wakes the
+ * caller. A record is counted (struct rpc_call): the caller holds one reference until it
+ * returns, the connection one while the frame is on its send queue or the reply is awaited;
+ * so a caller that gives up (timeout) unlinks its record and leaves, and the rest of a
+ * half-sent frame still goes out from the record. A reply nobody waits for any more is
+ * drained. A connection that fails ends every call it holds with ECONNRESET. On the target an
+ * RPC body is received whole into a malloc'd buffer (at most WIRE_MAX_RPC), handed to the
+ * configured handler on the loop thread, and the handler's reply is sent from its own buffer,
+ * freed once sent.
  *
  * Lock order: loop->mu → conn mutex → rc_mu and the core's leaf locks. Connection structs
  * of a peer are freed only after their loop has closed them (a command run between event
@@ -54,6 +69,8 @@
 #define SCRATCH_SIZE	 (256u << 10) /* drain buffer for discarded bodies */
 #define REPLY_HIGH	 512	      /* target: stop reading with this many replies queued */
 #define REPLY_LOW	 128
+#define OWNED_HIGH	 (16u << 20) /* target: ... or this many bytes of RPC replies */
+#define OWNED_LOW	 (4u << 20)
 #define RECONNECT_MIN_MS 50
 #define RECONNECT_MAX_MS 2000
 #define LINGER_MS	 1000 /* after a REJECT: how long we wait for the peer to close */
@@ -72,11 +89,31 @@ struct seg_query {
 	pthread_cond_t cv;
 };
 
+/* One xfer_call in flight (see the top of this file). Fields other than refs, id and the
+ * request are guarded by the connection's h.mu once the record is queued there. */
+struct rpc_call {
+	_Atomic int refs;	      /* the caller + the connection while q or wait */
+	struct rpc_call *next, *prev; /* the connection's pending calls */
+	pthread_cond_t cv;	      /* done was set (waited on with the connection's h.mu) */
+	bool q;			      /* the frame is on the connection's send queue */
+	bool wait;		      /* the reply is due: on the pending list, or c->rx_call */
+	bool done;		      /* rc, resp and resp_len are the result */
+	int rc;
+	void *resp;
+	size_t resp_len;
+	uint64_t id;
+	struct txi tx;
+	uint8_t head[WIRE_HDR_SIZE];
+	char req[]; /* the request, sent from here */
+};
+
 /* A target's reply; recycled through the connection's free list (no allocation per frame
  * once the connection is warm). */
 struct treply {
 	struct txi tx; /* first: a txi of kind TXI_REPLY is a treply */
 	struct xseg *seg;
+	void *owned; /* a payload to free once sent (an RPC reply) */
+	uint32_t owned_len;
 	struct treply *fnext;
 	uint8_t head[WIRE_HDR_SIZE + WIRE_CHALLENGE_SIZE];
 };
@@ -97,6 +134,7 @@ struct tcp_conn {
 	/* send queue */
 	struct txi *tx_head, *tx_tail;
 	unsigned tx_replies; /* target: replies queued */
+	uint64_t tx_owned;   /* target: bytes of RPC replies queued */
 	bool wr_shut;
 
 	/* receive state */
@@ -110,6 +148,7 @@ struct tcp_conn {
 	char *rx_dst;	 /* NULL: drain */
 	uint64_t rx_left;
 	bool rx_paused, rx_resume;
+	char *rx_rpc; /* malloc'd: the RPC body (target) or RPC_REPLY body (initiator) arriving */
 
 	/* initiator */
 	struct xslice *rx_slice; /* whose READ_DATA body is arriving */
@@ -120,6 +159,8 @@ struct tcp_conn {
 	struct txi ping;
 	uint8_t ping_head[WIRE_HDR_SIZE];
 	struct seg_query *query;
+	struct rpc_call *calls_head, *calls_tail; /* pending calls, in the order sent */
+	struct rpc_call *rx_call;		  /* whose RPC_REPLY body is arriving */
 	bool q_queued;
 	struct txi qtx;
 	uint8_t q_head[WIRE_HDR_SIZE + WIRE_SEG_QUERY_SIZE];
@@ -320,11 +361,108 @@ static void slice_out(struct tcp_conn *c, struct xslice *s, int err, struct slic
 	slice_list_add(l, s, err);
 }
 
+/* ---- RPC call records (initiator) ------------------------------------------------------ */
+
+static struct rpc_call *txi_call(struct txi *t)
+{
+	return (struct rpc_call *)((char *)t - offsetof(struct rpc_call, tx));
+}
+
+static void call_put(struct rpc_call *k)
+{
+	if (atomic_fetch_sub(&k->refs, 1) != 1)
+		return;
+	free(k->resp);
+	pthread_cond_destroy(&k->cv);
+	free(k);
+}
+
+/* The connection lets go of k once it neither sends its frame nor waits for its reply. */
+static void call_drop(struct rpc_call *k)
+{
+	if (!k->q && !k->wait)
+		call_put(k);
+}
+
+static void call_link(struct tcp_conn *c, struct rpc_call *k)
+{
+	k->next = NULL;
+	k->prev = c->calls_tail;
+	if (c->calls_tail)
+		c->calls_tail->next = k;
+	else
+		c->calls_head = k;
+	c->calls_tail = k;
+}
+
+static void call_unlink(struct tcp_conn *c, struct rpc_call *k)
+{
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		c->calls_head = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	else
+		c->calls_tail = k->prev;
+	k->next = k->prev = NULL;
+}
+
+/* Replies come in the order the calls were sent, so the match is nearly always the head. */
+static struct rpc_call *call_find(struct tcp_conn *c, uint64_t id)
+{
+	struct rpc_call *k;
+
+	for (k = c->calls_head; k; k = k->next)
+		if (k->id == id)
+			return k;
+	return NULL;
+}
+
+/* k's reply is in, or it never will be (k already off the pending list and rx_call): hand
+ * the result to the caller, who still holds its reference (it only lets go after unlinking
+ * k itself, under the same mutex). resp is the caller's from now on. */
+static void call_finish(struct rpc_call *k, int rc, void *resp, size_t len)
+{
+	k->wait = false;
+	k->rc = rc;
+	k->resp = resp;
+	k->resp_len = len;
+	k->done = true;
+	pthread_cond_broadcast(&k->cv);
+	call_drop(k);
+}
+
+/* The caller gives up on k (c's mutex held, k not done): the reply, if it comes, is drained;
+ * a frame not started is taken off the queue, a half-sent one goes out whole from k. */
+static void call_abandon(struct tcp_conn *c, struct rpc_call *k)
+{
+	if (k->wait) {
+		if (c->rx_call == k)
+			c->rx_call = NULL; /* the body lands in c->rx_rpc, freed at its end */
+		else
+			call_unlink(c, k);
+		k->wait = false;
+	}
+	if (k->q && k->tx.hsent == 0) {
+		tx_remove(c, &k->tx);
+		k->q = false;
+	}
+	call_drop(k);
+}
+
+/* ---- replies (target) ------------------------------------------------------------------ */
+
 static void reply_free(struct tcp_conn *c, struct treply *r)
 {
 	if (r->seg) {
 		xfer_seg_put(c->x->e, r->seg);
 		r->seg = NULL;
+	}
+	if (r->owned) {
+		c->tx_owned -= r->owned_len;
+		free(r->owned);
+		r->owned = NULL;
 	}
 	r->fnext = c->free_replies;
 	c->free_replies = r;
@@ -345,7 +483,8 @@ static void tx_done(struct tcp_conn *c, struct txi *t)
 		break;
 	case TXI_REPLY:
 		reply_free(c, (struct treply *)t);
-		if (--c->tx_replies < REPLY_LOW && c->rx_paused) {
+		c->tx_replies--;
+		if (c->rx_paused && c->tx_replies < REPLY_LOW && c->tx_owned < OWNED_LOW) {
 			c->rx_paused = false;
 			c->rx_resume = true;
 		}
@@ -355,6 +494,10 @@ static void tx_done(struct tcp_conn *c, struct txi *t)
 		break;
 	case TXI_QUERY:
 		c->q_queued = false;
+		break;
+	case TXI_RPC:
+		txi_call(t)->q = false;
+		call_drop(txi_call(t)); /* may free it: its caller gave up */
 		break;
 	}
 }
@@ -434,10 +577,11 @@ static struct treply *reply_new(struct tcp_conn *c)
 	return malloc(sizeof(*r));
 }
 
-/* Queue a reply frame: fixed body (blen bytes), then payload (pinned by seg). */
-static int reply(struct tcp_conn *c, enum wire_type type, uint64_t req_id, uint64_t arg,
-		 const uint8_t *body, uint32_t blen, struct xseg *seg, const char *payload,
-		 uint32_t plen)
+/* Queue a reply frame: fixed body (blen bytes), then payload, which lies in seg (pinned
+ * until sent) or in owned (freed once sent); both are let go of on failure too. */
+static int reply_frame(struct tcp_conn *c, enum wire_type type, uint64_t req_id, uint64_t arg,
+		       const uint8_t *body, uint32_t blen, struct xseg *seg, void *owned,
+		       const char *payload, uint32_t plen)
 {
 	struct treply *r = reply_new(c);
 	struct wire_hdr h;
@@ -445,6 +589,7 @@ static int reply(struct tcp_conn *c, enum wire_type type, uint64_t req_id, uint6
 	if (!r) {
 		if (seg)
 			xfer_seg_put(c->x->e, seg);
+		free(owned);
 		return -ENOMEM;
 	}
 	wire_hdr_init(&h, type, blen + plen, req_id, arg);
@@ -452,6 +597,8 @@ static int reply(struct tcp_conn *c, enum wire_type type, uint64_t req_id, uint6
 	if (blen)
 		memcpy(r->head + WIRE_HDR_SIZE, body, blen);
 	r->seg = seg;
+	r->owned = owned;
+	r->owned_len = owned ? plen : 0;
 	r->fnext = NULL;
 	r->tx = (struct txi){.head = r->head,
 			     .head_len = WIRE_HDR_SIZE + blen,
@@ -459,9 +606,18 @@ static int reply(struct tcp_conn *c, enum wire_type type, uint64_t req_id, uint6
 			     .payload_left = plen,
 			     .kind = TXI_REPLY};
 	tx_push(c, &r->tx);
-	if (++c->tx_replies >= REPLY_HIGH)
+	c->tx_owned += r->owned_len;
+	/* a flood of requests is read no further than replies the peer has not taken */
+	if (++c->tx_replies >= REPLY_HIGH || c->tx_owned >= OWNED_HIGH)
 		c->rx_paused = true;
 	return 0;
+}
+
+static int reply(struct tcp_conn *c, enum wire_type type, uint64_t req_id, uint64_t arg,
+		 const uint8_t *body, uint32_t blen, struct xseg *seg, const char *payload,
+		 uint32_t plen)
+{
+	return reply_frame(c, type, req_id, arg, body, blen, seg, NULL, payload, plen);
 }
 
 static int reject(struct tcp_conn *c, int err)
@@ -502,6 +658,52 @@ static struct xslice *if_find(struct tcp_conn *c, uint64_t id, int op)
 static int net_status(uint64_t arg)
 {
 	return arg > 0 && arg < 4096 ? (int)arg : EIO;
+}
+
+/*
+ * Target: the RPC in c->rx_rpc (c->hdr.body_len bytes; rx_status EOPNOTSUPP or ENOMEM when it
+ * was not kept) is complete: run the handler and queue its reply. The handler runs on this loop
+ * thread with c->h.mu released, so that it holds no engine lock at all: a target connection
+ * is only ever touched by the thread of its loop (no peer, slice or caller names it), and
+ * that thread is here, so nothing changes under us meanwhile.
+ */
+static int rpc_serve(struct tcp_conn *c)
+{
+	struct xfer_engine *e = c->x->e;
+	char *in = c->rx_rpc;
+	void *out = NULL;
+	size_t out_len = 0;
+	int st = c->rx_status;
+
+	c->rx_rpc = NULL;
+	c->rx_status = 0;
+	c->rx_dst = NULL;
+	c->rx_state = RX_HDR;
+	if (!st) {
+		pthread_mutex_unlock(&c->h.mu);
+		st = e->cfg.rpc(e->cfg.rpc_arg, c->init_id, in ? in : "", c->hdr.body_len, &out,
+				&out_len);
+		pthread_mutex_lock(&c->h.mu);
+		if (st < 0) /* a handler that returned -errno means the same */
+			st = -st;
+		if (st >= 4096)
+			st = EIO;
+		if (!st && out_len > WIRE_MAX_RPC) {
+			conn_log(c, LOG_WARNING, "RPC reply of %zu bytes not sent: the limit is %u",
+				 out_len, WIRE_MAX_RPC);
+			st = EMSGSIZE;
+		}
+		if (!st && out_len && !out)
+			st = EIO;
+		if (st || !out_len) {
+			free(out);
+			out = NULL;
+			out_len = 0;
+		}
+	}
+	free(in);
+	return reply_frame(c, WIRE_RPC_REPLY, c->hdr.req_id, (uint64_t)st, NULL, 0, NULL, out, out,
+			   (uint32_t)out_len);
 }
 
 static int on_header_target(struct tcp_conn *c, int rc)
@@ -549,6 +751,21 @@ static int on_header_target(struct tcp_conn *c, int rc)
 			break;
 		rx_small(c, WIRE_SEG_QUERY_SIZE, false);
 		return 0;
+	case WIRE_RPC:
+		if (h->body_len > WIRE_MAX_RPC)
+			break;
+		/* kept whole for the handler; without one, or without memory, it is drained and
+		 * answered EOPNOTSUPP or ENOMEM */
+		c->rx_rpc = h->body_len && c->x->e->cfg.rpc ? malloc(h->body_len) : NULL;
+		c->rx_status = !c->x->e->cfg.rpc	   ? EOPNOTSUPP
+			       : h->body_len && !c->rx_rpc ? ENOMEM
+							   : 0;
+		if (!h->body_len)
+			return rpc_serve(c);
+		c->rx_dst = c->rx_rpc;
+		c->rx_left = h->body_len;
+		c->rx_state = RX_DATA;
+		return 0;
 	}
 	return bad_frame(c, "unexpected frame");
 }
@@ -556,6 +773,7 @@ static int on_header_target(struct tcp_conn *c, int rc)
 static int on_header_initiator(struct tcp_conn *c, int rc, struct slice_list *l)
 {
 	struct wire_hdr *h = &c->hdr;
+	struct rpc_call *k;
 	struct xslice *s;
 
 	if (rc < 0)
@@ -592,6 +810,28 @@ static int on_header_initiator(struct tcp_conn *c, int rc, struct slice_list *l)
 		if (h->body_len != WIRE_SEG_INFO_SIZE)
 			break;
 		rx_small(c, WIRE_SEG_INFO_SIZE, false);
+		return 0;
+	case WIRE_RPC_REPLY:
+		if (h->body_len > WIRE_MAX_RPC || (h->arg && h->body_len))
+			break;
+		/* no call: it gave up waiting, its reply is drained */
+		k = call_find(c, h->req_id);
+		if (k)
+			call_unlink(c, k);
+		if (!h->body_len) {
+			if (k)
+				call_finish(k, h->arg ? -net_status(h->arg) : 0, NULL, 0);
+			return 0;
+		}
+		c->rx_rpc = k ? malloc(h->body_len) : NULL;
+		if (k && !c->rx_rpc) {
+			call_finish(k, -ENOMEM, NULL, 0);
+			k = NULL;
+		}
+		c->rx_call = k; /* the connection's reference on k goes with it */
+		c->rx_dst = c->rx_rpc;
+		c->rx_left = h->body_len;
+		c->rx_state = RX_DATA;
 		return 0;
 	}
 	return bad_frame(c, "unexpected frame");
@@ -704,10 +944,23 @@ static int on_small(struct tcp_conn *c)
 
 static int on_data_done(struct tcp_conn *c, struct slice_list *l)
 {
+	struct rpc_call *k;
 	int st;
 
 	c->rx_state = RX_HDR;
 	c->rx_dst = NULL;
+	if (c->hdr.type == WIRE_RPC_REPLY) {
+		k = c->rx_call;
+		c->rx_call = NULL;
+		if (k)
+			call_finish(k, 0, c->rx_rpc, c->hdr.body_len);
+		else
+			free(c->rx_rpc); /* its caller gave up meanwhile */
+		c->rx_rpc = NULL;
+		return 0;
+	}
+	if (c->hdr.type == WIRE_RPC)
+		return rpc_serve(c);
 	if (c->initiator) {
 		slice_out(c, c->rx_slice, 0, l);
 		return 0;
@@ -846,6 +1099,7 @@ static void rc_schedule(struct tcp_conn *c);
 /* Close the socket and give every slice back (err); reset the stream state. */
 static void conn_teardown(struct tcp_conn *c, int err, struct slice_list *l)
 {
+	struct rpc_call *k;
 	struct txi *t;
 
 	if (c->fd >= 0) {
@@ -862,13 +1116,30 @@ static void conn_teardown(struct tcp_conn *c, int err, struct slice_list *l)
 		c->tx_head = t->next;
 		if (!c->tx_head)
 			c->tx_tail = NULL;
-		if (t->kind == TXI_REPLY)
+		t->next = NULL;
+		if (t->kind == TXI_REPLY) {
 			reply_free(c, (struct treply *)t);
+		} else if (t->kind == TXI_RPC) {
+			txi_call(t)->q = false;
+			call_drop(txi_call(t));
+		}
 	}
 	c->tx_replies = 0;
+	c->tx_owned = 0;
 	c->ping_queued = c->q_queued = c->ping_sent = false;
 	while (c->if_head)
 		slice_out(c, c->if_head, err, l);
+	/* every call waiting here ends ECONNRESET, whatever broke the connection */
+	while ((k = c->calls_head)) {
+		call_unlink(c, k);
+		call_finish(k, -ECONNRESET, NULL, 0);
+	}
+	if ((k = c->rx_call)) {
+		c->rx_call = NULL;
+		call_finish(k, -ECONNRESET, NULL, 0);
+	}
+	free(c->rx_rpc);
+	c->rx_rpc = NULL;
 	if (c->query) {
 		c->query->rc = -ECONNRESET;
 		c->query->done = true;
@@ -1354,7 +1625,8 @@ static void loop_tick(struct tcp_loop *L, uint64_t now)
 	pthread_mutex_lock(&L->mu);
 	for (c = L->conns; c; c = c->lnext) {
 		pthread_mutex_lock(&c->h.mu);
-		if (c->initiator && c->state == C_READY && (c->if_head || c->tx_head)) {
+		if (c->initiator && c->state == C_READY &&
+		    (c->if_head || c->tx_head || c->calls_head || c->rx_call)) {
 			idle = now > c->last_rx_ns ? now - c->last_rx_ns : 0;
 			if (idle > x->dead_ns) {
 				conn_fail(c, -ETIMEDOUT, &l);
@@ -1646,7 +1918,7 @@ int tcp_conn_enqueue(struct tcp_conn *c, struct xslice *s)
 			     .payload_left = wr ? s->len : 0,
 			     .kind = TXI_SLICE};
 	s->where = W_SQ;
-	if (!c->tx_head && !c->if_head)
+	if (!c->tx_head && !c->if_head && !c->calls_head)
 		c->last_rx_ns = xfer_now_ns(); /* idle time counts from the first request */
 	tx_push(c, &s->tx);
 	rc = conn_tx(c, UINT64_MAX);
@@ -1744,6 +2016,90 @@ int tcp_seg_query(struct xfer_peer *p, uint32_t seg, struct wire_seg_info *info,
 		return -q.status;
 	*info = q.info;
 	return 0;
+}
+
+/* Lock a READY connection of p, round-robin from the last pick; NULL when none is. */
+static struct tcp_conn *call_conn(struct xfer_peer *p)
+{
+	unsigned start = atomic_fetch_add(&p->rpc_rr, 1);
+	struct tcp_conn *c;
+
+	for (unsigned i = 0; i < p->nconns; i++) {
+		c = p->conns[(start + i) % p->nconns];
+		if (!c || !atomic_load(&c->h.ready))
+			continue;
+		pthread_mutex_lock(&c->h.mu);
+		if (c->state == C_READY)
+			return c;
+		pthread_mutex_unlock(&c->h.mu);
+	}
+	return NULL;
+}
+
+int tcp_call(struct xfer_peer *p, const void *req, size_t len, void **resp, size_t *resp_len,
+	     int timeout_ms)
+{
+	struct slice_list l = {NULL};
+	uint64_t end = xfer_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	pthread_condattr_t ca;
+	struct rpc_call *k;
+	struct tcp_conn *c;
+	struct wire_hdr h;
+	struct timespec ts;
+	int rc;
+
+	k = malloc(sizeof(*k) + len);
+	if (!k)
+		return -ENOMEM;
+	memset(k, 0, sizeof(*k));
+	atomic_init(&k->refs, 2); /* ours, and the connection's once queued */
+	if (len)
+		memcpy(k->req, req, len);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	k->id = atomic_fetch_add(&p->e->next_wire_id, 1);
+	wire_hdr_init(&h, WIRE_RPC, (uint32_t)len, k->id, 0);
+	wire_hdr_encode(&h, k->head);
+	k->tx = (struct txi){.head = k->head,
+			     .head_len = WIRE_HDR_SIZE,
+			     .payload = k->req,
+			     .payload_left = len,
+			     .kind = TXI_RPC};
+
+	c = call_conn(p);
+	if (!c) {
+		atomic_store(&k->refs, 1);
+		call_put(k);
+		return -ENOTCONN;
+	}
+	if (!c->tx_head && !c->if_head && !c->calls_head)
+		c->last_rx_ns = xfer_now_ns(); /* idle time counts from the first request */
+	k->q = k->wait = true;
+	call_link(c, k);
+	tx_push(c, &k->tx);
+	rc = conn_tx(c, UINT64_MAX);
+	if (rc < 0)
+		conn_fail(c, rc, &l); /* ends k too */
+	ts.tv_sec = (time_t)(end / 1000000000ull);
+	ts.tv_nsec = (long)(end % 1000000000ull);
+	while (!k->done)
+		if (pthread_cond_timedwait(&k->cv, &c->h.mu, &ts) == ETIMEDOUT)
+			break;
+	if (k->done) {
+		rc = k->rc;
+		*resp = k->resp;
+		*resp_len = k->resp_len;
+		k->resp = NULL;
+	} else {
+		call_abandon(c, k);
+		rc = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&c->h.mu);
+	call_put(k);
+	xfer_slices_end(&l);
+	return rc;
 }
 
 /* ---- start and stop ------------------------------------------------------------------ */

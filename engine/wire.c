@@ -14,6 +14,8 @@
  *     with REJECT (EPROTO).
  *   - a body is valid when its size is exact, its reserved fields are zero and its ranges
  *     make sense (1 <= len <= WIRE_MAX_DATA for READ/WRITE, no range that wraps past 2^64).
+ *     Opaque bodies (AUTH's proof, READ_DATA, RPC and RPC_REPLY) are only bounded: RPC
+ *     bodies by WIRE_MAX_RPC, so a peer cannot make a receiver allocate more than that.
  *
  * Invariant the fuzzer holds us to: whatever decodes re-encodes to the very same bytes
  * (there is one encoding of each valid frame), and wire_frame_decode gives the same answer
@@ -117,6 +119,11 @@ static bool body_len_ok(uint16_t type, uint32_t body_len, uint64_t arg)
 	case WIRE_READ_DATA:
 		/* data only with status 0: a failed read carries nothing */
 		return body_len <= WIRE_MAX_DATA && (arg == 0 || body_len == 0);
+	case WIRE_RPC:
+		return body_len <= WIRE_MAX_RPC;
+	case WIRE_RPC_REPLY:
+		/* likewise: a failed call carries no reply */
+		return body_len <= WIRE_MAX_RPC && (arg == 0 || body_len == 0);
 	case WIRE_WRITE:
 		return body_len >= WIRE_RW_SIZE && body_len - WIRE_RW_SIZE <= WIRE_MAX_DATA;
 	case WIRE_WELCOME:
@@ -296,7 +303,7 @@ static int body_check(const struct wire_hdr *h, const uint8_t *body)
 	case WIRE_SEG_INFO:
 		return wire_seg_info_decode(body, h->body_len, &u.seg_info);
 	default:
-		return 0; /* AUTH's proof is opaque; READ_DATA's bytes are data */
+		return 0; /* AUTH's proof is opaque; READ_DATA's and RPC's bytes are data */
 	}
 }
 

@@ -25,6 +25,8 @@
  *   PING, PONG {}                                                                       0
  *   SEG_QUERY  {u32 seg, u32 zero}: where is segment seg for RDMA?                     8
  *   SEG_INFO   arg = status; {u64 addr, u64 len, u32 rkey, u16 rdma_port, u16 zero}   24
+ *   RPC        the request bytes, opaque to the engine; arg = 0              0..MAX_RPC
+ *   RPC_REPLY  arg = status; body = the reply bytes when status is 0, else empty 0..MAX_RPC
  *
  * The handshake: the initiator sends HELLO (its nonce); the target answers CHALLENGE (its
  * nonce and a proof that it knows the secret), or REJECT (EPROTO) when the versions differ;
@@ -32,6 +34,11 @@
  * or REJECT (EACCES). A proof is HMAC-SHA-256 keyed by SHA-256(secret) over a role byte, both
  * nonces and both node ids (engine/auth.h): the secret itself never travels. A HELLO of
  * another version is still decoded far enough to be answered with REJECT.
+ *
+ * RPC frames carry small metadata messages between daemons (xfer_call): any number may be
+ * outstanding on one connection, each reply naming its request by req_id. Like every request
+ * type, RPC's arg is written 0 and not checked (it is reserved for a later version to give a
+ * meaning, which would then bump WIRE_VERSION).
  *
  * Decoding never trusts a field: wire_hdr_decode checks magic, flags, type and the body
  * length against the type; the body decoders check sizes and reserved zeros. Whoever gets an
@@ -47,6 +54,7 @@
 #define WIRE_VERSION  1u
 #define WIRE_HDR_SIZE 32u
 #define WIRE_MAX_DATA (64u << 20) /* the largest slice a READ or WRITE may carry */
+#define WIRE_MAX_RPC  (1u << 20)  /* the largest RPC request or reply body */
 #define WIRE_NONCE    32u
 #define WIRE_PROOF    32u
 
@@ -64,7 +72,9 @@ enum wire_type {
 	WIRE_PONG,
 	WIRE_SEG_QUERY,
 	WIRE_SEG_INFO,
-	WIRE_TYPE_MAX = WIRE_SEG_INFO
+	WIRE_RPC,
+	WIRE_RPC_REPLY,
+	WIRE_TYPE_MAX = WIRE_RPC_REPLY
 };
 
 #define WIRE_HELLO_SIZE	    48u

@@ -935,6 +935,36 @@ void xfer_peer_info(struct xfer_peer *p, struct xfer_peer_info *info)
 	info->retries = atomic_load(&p->retries);
 }
 
+/* ---- metadata RPCs ------------------------------------------------------------------ */
+
+_Static_assert(XFER_RPC_MAX == WIRE_MAX_RPC, "an RPC body is what one wire frame carries");
+
+/* The peer reference keeps p's connections (and the call's wait on one of them) alive should
+ * xfer_close_peer start meanwhile: its teardown ends the call, then waits for the reference. */
+int xfer_call(struct xfer_peer *p, const void *req, size_t len, void **resp, size_t *resp_len,
+	      int timeout_ms)
+{
+	int rc;
+
+	if (!resp || !resp_len)
+		return -EINVAL;
+	*resp = NULL;
+	*resp_len = 0;
+	if (!p || (len && !req))
+		return -EINVAL;
+	if (len > XFER_RPC_MAX)
+		return -EMSGSIZE;
+	if (timeout_ms <= 0)
+		timeout_ms = (int)p->e->cfg.timeout_ms;
+	xfer_peer_get(p);
+	if (atomic_load(&p->closing))
+		rc = -ENOTCONN;
+	else
+		rc = tcp_call(p, req, len, resp, resp_len, timeout_ms);
+	xfer_peer_put(p);
+	return rc;
+}
+
 /* ---- the engine --------------------------------------------------------------------- */
 
 static void config_defaults(struct xfer_config *c)

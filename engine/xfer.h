@@ -15,6 +15,10 @@
  * hanging. Peers authenticate each other with a shared cluster secret (challenge-response:
  * the secret is never sent) and must speak the same protocol version.
  *
+ * Metadata RPCs: besides moving bytes, a peer may be sent small request/response messages
+ * (xfer_call) over the same authenticated TCP connections; the engine at the other end hands
+ * each to the xfer_rpc_fn of its configuration and sends back what it returns.
+ *
  * Every function returns 0 (or a count) or a negative errno. Thread-safe: any thread may
  * submit, poll and wait; completions are set by the engine's own threads.
  */
@@ -35,18 +39,40 @@ struct xfer_batch;
 
 #define XFER_SECRET_MIN 16 /* bytes */
 
+#define XFER_RPC_MAX (1u << 20) /* bytes of one RPC request or reply body */
+
+/*
+ * A handler of RPCs from peers: called for every RPC frame an authenticated peer sends, with
+ * from_node the id that peer proved in its handshake and req (never NULL, len bytes, valid
+ * only during the call). Returns 0 with *resp (malloc'd, or NULL when *resp_len is 0; the
+ * engine frees it after sending) and *resp_len <= XFER_RPC_MAX, or a positive errno that the
+ * caller of xfer_call gets back as its negative result (then *resp, if set, is freed and
+ * nothing is sent but the status). A reply larger than XFER_RPC_MAX is not sent: the caller
+ * gets -EMSGSIZE.
+ *
+ * It runs on the engine's event-loop thread that owns the connection the frame came in on,
+ * with no engine lock held; while it runs that thread serves no other connection, so it must
+ * be quick and must never block on the network, nor call xfer_call (its reply may need this
+ * very thread), xfer_close_peer or xfer_destroy. Calls from one connection come one at a
+ * time, in order; calls from different connections may run at once on different threads.
+ */
+typedef int (*xfer_rpc_fn)(void *arg, uint64_t from_node, const void *req, size_t len, void **resp,
+			   size_t *resp_len);
+
 struct xfer_config {
 	const char *listen; /* "HOST:PORT" (PORT 0: any free port); NULL: do not listen */
 	uint64_t node_id;   /* this node's id, sent in the handshake (0: random) */
 	const void *secret; /* the cluster secret, at least XFER_SECRET_MIN bytes */
 	size_t secret_len;
-	unsigned transports;	 /* XFER_TCP | XFER_RDMA; 0 means both (RDMA when a device exists) */
+	unsigned transports; /* XFER_TCP | XFER_RDMA; 0 means both (RDMA when a device exists) */
 	unsigned conns_per_peer; /* TCP connections per peer (default 4) */
 	unsigned qps_per_peer;	 /* RDMA queue pairs per peer (default 4) */
 	uint64_t slice_size;	 /* bytes per slice (default 1 MiB) */
 	unsigned timeout_ms;	 /* a request not done by then fails XFER_TIMEDOUT (default 5000) */
 	unsigned retries;	 /* tries per slice on other paths before failing (default 3) */
 	unsigned io_threads;	 /* threads driving the transports (default 2) */
+	xfer_rpc_fn rpc;	 /* RPCs from peers; NULL: answered with status EOPNOTSUPP */
+	void *rpc_arg;		 /* passed to rpc */
 };
 
 int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg);
@@ -79,6 +105,24 @@ struct xfer_peer_info {
 	uint64_t bytes_read, bytes_written, failures, retries;
 };
 void xfer_peer_info(struct xfer_peer *p, struct xfer_peer_info *info);
+
+/*
+ * Send one request (len <= XFER_RPC_MAX bytes; copied, so req may be reused as soon as this
+ * returns) to p's handler and wait for its reply. 0 with *resp (malloc'd, the caller frees;
+ * NULL when *resp_len is 0), or a negative errno with *resp NULL and *resp_len 0: the
+ * handler's status, -EOPNOTSUPP (no handler there), -EMSGSIZE (len too large, or the reply
+ * would be), -ETIMEDOUT (no reply within timeout_ms; <= 0 means the engine's timeout_ms),
+ * -ENOTCONN (no live connection to p right now, e.g. while it is being reconnected),
+ * -ECONNRESET (the connection failed or the peer was closed before the reply came), -ENOMEM,
+ * -EINVAL. A reply that comes after the call gave up is discarded.
+ *
+ * Any number of threads may call it at once on one peer: calls are spread round-robin over
+ * the peer's connections and several may be in flight on one connection (matched by request
+ * id), behind whatever READ/WRITE frames are already queued there. Must not be called from an
+ * xfer_rpc_fn, nor race with xfer_close_peer(p).
+ */
+int xfer_call(struct xfer_peer *p, const void *req, size_t len, void **resp, size_t *resp_len,
+	      int timeout_ms);
 
 enum xfer_op { XFER_READ = 1, XFER_WRITE = 2 };
 

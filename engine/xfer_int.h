@@ -22,7 +22,9 @@
  *
  * Lock order: first one of batch->abort_mu, peer->rdma_mu, engine->peers_mu, loop->mu (never
  * two of them), then one path mutex (tcp_conn's h.mu, rpath's h.mu), then the leaves:
- * batch->mu, engine->timer_mu, engine->seg_mu, peer->mu, rc_mu.
+ * batch->mu, engine->timer_mu, engine->seg_mu, peer->mu, rc_mu. A thread in xfer_call sleeps
+ * on its call record's condition variable with the chosen TCP connection's h.mu (tcp.c); an
+ * RPC handler is called with no lock held at all.
  */
 #ifndef KVC_ENGINE_XFER_INT_H
 #define KVC_ENGINE_XFER_INT_H
@@ -73,7 +75,7 @@ struct xreq;
 
 /* One frame on a TCP connection's send queue: head bytes (header and fixed body), then an
  * optional payload sent from where it lies (no staging copy). */
-enum txi_kind { TXI_SLICE = 1, TXI_REPLY, TXI_PING, TXI_QUERY };
+enum txi_kind { TXI_SLICE = 1, TXI_REPLY, TXI_PING, TXI_QUERY, TXI_RPC };
 struct txi {
 	struct txi *next;
 	const uint8_t *head;
@@ -169,6 +171,7 @@ struct xfer_peer {
 	unsigned remote_transports;
 	_Atomic bool closing;
 	_Atomic unsigned rr;
+	_Atomic unsigned rpc_rr; /* xfer_call's pick among the connections */
 	unsigned nconns;
 	struct tcp_conn **conns;
 	pthread_mutex_t mu; /* with cv: refs, which xfer_close_peer waits to fall to 1 */
@@ -257,6 +260,10 @@ int tcp_conn_enqueue(struct tcp_conn *c, struct xslice *s);
 void tcp_conn_detach(struct tcp_conn *c, struct xslice *s);
 /* Ask a peer where segment seg lives for RDMA, over one of its connections. */
 int tcp_seg_query(struct xfer_peer *p, uint32_t seg, struct wire_seg_info *info, int timeout_ms);
+/* xfer_call over one of p's READY connections (arguments checked, timeout_ms > 0, the caller
+ * holds a peer reference). */
+int tcp_call(struct xfer_peer *p, const void *req, size_t len, void **resp, size_t *resp_len,
+	     int timeout_ms);
 /* Wake the event loops (RDMA completions to poll). */
 void tcp_kick(struct xfer_engine *e);
 

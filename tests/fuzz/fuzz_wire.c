@@ -83,6 +83,8 @@ static const struct {
     [WIRE_PONG] = {0, 0},
     [WIRE_SEG_QUERY] = {8, 8},
     [WIRE_SEG_INFO] = {24, 24},
+    [WIRE_RPC] = {0, 1u << 20},
+    [WIRE_RPC_REPLY] = {0, 1u << 20},
 };
 
 static int ref_hdr(const uint8_t *p)
@@ -98,7 +100,9 @@ static int ref_hdr(const uint8_t *p)
 		return -EBADMSG;
 	if (body_len < ref_sizes[type].min || body_len > ref_sizes[type].max)
 		return -EBADMSG;
-	if (type == WIRE_READ_DATA && ld64(p + 24) != 0 && body_len != 0)
+	/* replies that carry data carry it only with status 0 */
+	if ((type == WIRE_READ_DATA || type == WIRE_RPC_REPLY) && ld64(p + 24) != 0 &&
+	    body_len != 0)
 		return -EBADMSG;
 	return 0;
 }
@@ -160,7 +164,8 @@ static long ref_frame(const uint8_t *p, size_t len)
 }
 
 /* Decode a valid frame's body with the public decoder for its type and encode it back into
- * out (the body's size); payloads (AUTH's proof, READ_DATA, WRITE's data) are copied. */
+ * out (the body's size); payloads (AUTH's proof, READ_DATA, WRITE's data, RPC bodies) are
+ * copied. */
 static void reencode_body(const struct wire_hdr *h, const uint8_t *body, uint8_t *out)
 {
 	struct wire_hello hello;
@@ -453,6 +458,8 @@ static size_t synth(const uint8_t *data, size_t size, uint8_t *out)
 			break;
 		}
 		case WIRE_READ_DATA:
+		case WIRE_RPC:
+		case WIRE_RPC_REPLY:
 			blen = (uint32_t)take(&r, 1);
 			take_bytes(&r, b, blen);
 			break;

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A body length each type accepts (READ_DATA and WRITE: one example of their range). */
+/* A body length each type accepts (READ_DATA, WRITE, RPC, RPC_REPLY: one example of their
+ * range). */
 static uint32_t good_len(int type)
 {
 	switch (type) {
@@ -25,6 +26,8 @@ static uint32_t good_len(int type)
 	case WIRE_READ:
 		return WIRE_RW_SIZE;
 	case WIRE_READ_DATA:
+	case WIRE_RPC:
+	case WIRE_RPC_REPLY:
 		return 100;
 	case WIRE_WRITE:
 		return WIRE_RW_SIZE + 100;
@@ -79,7 +82,8 @@ static void test_hdr_round_trip(void)
 		uint8_t b[WIRE_HDR_SIZE];
 
 		wire_hdr_init(&h, (enum wire_type)t, good_len(t), 0xfedcba9876543210ull + t,
-			      t == WIRE_READ_DATA ? 0 : 0x8000000000000001ull);
+			      t == WIRE_READ_DATA || t == WIRE_RPC_REPLY ? 0
+									 : 0x8000000000000001ull);
 		wire_hdr_encode(&h, b);
 		CHECK(wire_hdr_decode(b, &d) == 0);
 		CHECK(memcmp(&h, &d, sizeof(h)) == 0);
@@ -144,6 +148,24 @@ static void test_hdr_body_len(void)
 	CHECK(hdr_try(WIRE_WRITE, WIRE_RW_SIZE + WIRE_MAX_DATA, 0, &d) == 0);
 	CHECK(hdr_try(WIRE_WRITE, WIRE_RW_SIZE + WIRE_MAX_DATA + 1, 0, &d) == -EBADMSG);
 	CHECK(hdr_try(WIRE_WRITE, UINT32_MAX, 0, &d) == -EBADMSG);
+	/* RPC: 0..WIRE_MAX_RPC whatever arg says (reserved, like every request's) */
+	CHECK(WIRE_MAX_RPC == 1u << 20);
+	CHECK(hdr_try(WIRE_RPC, 0, 0, &d) == 0);
+	CHECK(hdr_try(WIRE_RPC, 1, 0, &d) == 0);
+	CHECK(hdr_try(WIRE_RPC, WIRE_MAX_RPC, 0, &d) == 0);
+	CHECK(hdr_try(WIRE_RPC, WIRE_MAX_RPC + 1, 0, &d) == -EBADMSG);
+	CHECK(hdr_try(WIRE_RPC, WIRE_MAX_DATA, 0, &d) == -EBADMSG);
+	CHECK(hdr_try(WIRE_RPC, UINT32_MAX, 0, &d) == -EBADMSG);
+	CHECK(hdr_try(WIRE_RPC, 5, 9, &d) == 0 && d.arg == 9);
+	/* RPC_REPLY: like READ_DATA with the RPC bound: a failure status carries no body */
+	CHECK(hdr_try(WIRE_RPC_REPLY, 0, 0, &d) == 0);
+	CHECK(hdr_try(WIRE_RPC_REPLY, WIRE_MAX_RPC, 0, &d) == 0);
+	CHECK(hdr_try(WIRE_RPC_REPLY, WIRE_MAX_RPC + 1, 0, &d) == -EBADMSG);
+	CHECK(hdr_try(WIRE_RPC_REPLY, UINT32_MAX, 0, &d) == -EBADMSG);
+	CHECK(hdr_try(WIRE_RPC_REPLY, 0, EOPNOTSUPP, &d) == 0);
+	CHECK(d.arg == EOPNOTSUPP && d.body_len == 0);
+	CHECK(hdr_try(WIRE_RPC_REPLY, 1, EIO, &d) == -EBADMSG);
+	CHECK(hdr_try(WIRE_RPC_REPLY, WIRE_MAX_RPC, UINT64_MAX, &d) == -EBADMSG);
 }
 
 static void test_hdr_version(void)
@@ -416,6 +438,14 @@ static void test_frame_each_type(void)
 			wire_seg_info_encode(&si, body);
 			len = WIRE_SEG_INFO_SIZE;
 			break;
+		case WIRE_RPC:
+			memcpy(body, "request", 7);
+			len = 7;
+			break;
+		case WIRE_RPC_REPLY:
+			memcpy(body, "reply", 5);
+			len = 5;
+			break;
 		}
 		n = frame(buf, t, body, len, 1000 + t, 0);
 		check_prefixes(buf, n, (long)n);
@@ -428,7 +458,8 @@ static void test_frame_each_type(void)
 		memset(buf + n, 0xee, 64);
 		CHECK(wire_frame_decode(buf, n + 64, &h, &b) == (long)n);
 		/* a body of the wrong size for the type never gets as far as the body */
-		if (len > 0 && t != WIRE_READ_DATA && t != WIRE_WRITE) {
+		if (len > 0 && t != WIRE_READ_DATA && t != WIRE_WRITE && t != WIRE_RPC &&
+		    t != WIRE_RPC_REPLY) {
 			frame(buf, t, body, len - 1, 0, 0);
 			CHECK(wire_frame_decode(buf, sizeof(buf), &h, &b) == -EBADMSG);
 		}
@@ -486,6 +517,17 @@ static void test_frame_rejects(void)
 	CHECK(wire_frame_decode(buf, n, &h, &b) == -EBADMSG);
 	n = frame(buf, WIRE_WRITE, body, WIRE_RW_SIZE, 0, 0); /* no payload at all */
 	CHECK(wire_frame_decode(buf, n, &h, &b) == -EBADMSG);
+
+	/* RPC bodies are opaque: any bytes pass, an empty one too; a failed reply has none */
+	memset(body, 0xff, sizeof(body));
+	n = frame(buf, WIRE_RPC, body, sizeof(body), 3, 0);
+	check_prefixes(buf, n, (long)n);
+	n = frame(buf, WIRE_RPC, NULL, 0, 3, 0);
+	CHECK(wire_frame_decode(buf, n, &h, &b) == (long)n && h.body_len == 0);
+	n = frame(buf, WIRE_RPC_REPLY, NULL, 0, 3, ENOENT);
+	CHECK(wire_frame_decode(buf, n, &h, &b) == (long)n && h.arg == ENOENT);
+	n = frame(buf, WIRE_RPC_REPLY, body, 1, 3, ENOENT);
+	CHECK(wire_frame_decode(buf, WIRE_HDR_SIZE, &h, &b) == -EBADMSG);
 }
 
 static void test_frame_big(void)
@@ -506,6 +548,17 @@ static void test_frame_big(void)
 	wire_hdr_init(&h, WIRE_READ_DATA, WIRE_MAX_DATA + 1, 1, 0);
 	wire_hdr_encode(&h, buf);
 	CHECK(wire_frame_decode(buf, n, &h, &b) == -EBADMSG);
+	/* an RPC and its reply of WIRE_MAX_RPC, and one byte more: refused from the header */
+	for (int t = WIRE_RPC; t <= WIRE_RPC_REPLY; t++) {
+		wire_hdr_init(&h, (enum wire_type)t, WIRE_MAX_RPC, 1, 0);
+		wire_hdr_encode(&h, buf);
+		CHECK(wire_frame_decode(buf, WIRE_HDR_SIZE + WIRE_MAX_RPC - 1, &h, &b) == 0);
+		CHECK(wire_frame_decode(buf, WIRE_HDR_SIZE + WIRE_MAX_RPC, &h, &b) ==
+		      (long)(WIRE_HDR_SIZE + WIRE_MAX_RPC));
+		wire_hdr_init(&h, (enum wire_type)t, WIRE_MAX_RPC + 1, 1, 0);
+		wire_hdr_encode(&h, buf);
+		CHECK(wire_frame_decode(buf, WIRE_HDR_SIZE, &h, &b) == -EBADMSG);
+	}
 	free(buf);
 }
 

@@ -10,6 +10,12 @@
  * arriving (the buffers are freed right after xfer_cancel: ASan catches any later touch),
  * and xfer_destroy with requests pending.
  *
+ * Metadata RPCs (xfer_call): echo round trips of every size up to XFER_RPC_MAX, the limits,
+ * handler errors, no handler, many threads at once, calls that time out (their late replies
+ * drained), callers giving up at every stage of a large reply, a target destroyed with calls
+ * pending, a raw client that floods RPCs without reading the replies (the target stops
+ * reading), malformed RPC frames, and RPCs mixed with large READ/WRITE batches.
+ *
  * Helpers that play the other side by hand: a raw client (frames written with wire.h), a
  * "black hole" target that completes the handshake and then answers nothing, and a relay
  * that forwards connections to a real engine and can cut one of them.
@@ -88,11 +94,16 @@ static unsigned env_u(const char *name)
 	return v ? (unsigned)strtoul(v, NULL, 0) : 0;
 }
 
-static int pair_open(struct pair *pp, uint64_t seg_len, unsigned timeout_ms)
+/* ... with fn (may be NULL) serving RPCs on b. */
+static int pair_open_rpc(struct pair *pp, uint64_t seg_len, unsigned timeout_ms, xfer_rpc_fn fn,
+			 void *arg)
 {
 	struct xfer_config cb = config("127.0.0.1:0", secret, timeout_ms);
 	struct xfer_config ca = config(NULL, secret, timeout_ms);
 	int rc;
+
+	cb.rpc = fn;
+	cb.rpc_arg = arg;
 
 	/* tuning knobs for the throughput run */
 	ca.conns_per_peer = env_u("KVC_XFER_CONNS");
@@ -118,6 +129,11 @@ static int pair_open(struct pair *pp, uint64_t seg_len, unsigned timeout_ms)
 	if (rc < 0)
 		return rc;
 	return xfer_open_peer(pp->a, pp->addr, &pp->p);
+}
+
+static int pair_open(struct pair *pp, uint64_t seg_len, unsigned timeout_ms)
+{
+	return pair_open_rpc(pp, seg_len, timeout_ms, NULL, NULL);
 }
 
 static void pair_close(struct pair *pp)
@@ -1187,6 +1203,663 @@ static void test_peer_killed(void)
 	free(buf);
 }
 
+/* ---- metadata RPCs -------------------------------------------------------------------- */
+
+/* The test server: the request's first byte says what to do, anything else is echoed.
+ *   'F' e        fail with errno e
+ *   'N' e        return -e (a handler that got the sign wrong)
+ *   'S' ms(2)    sleep ms, then echo
+ *   'B'          a reply one byte over XFER_RPC_MAX
+ *   'R' n(4) b   a reply of n bytes, each b */
+struct rpc_srv {
+	atomic_int calls, entered;
+	_Atomic uint64_t from;
+};
+
+static uint32_t ld32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int rpc_srv_fn(void *arg, uint64_t from, const void *req, size_t len, void **resp,
+		      size_t *resp_len)
+{
+	struct rpc_srv *sv = arg;
+	const uint8_t *q = req;
+
+	atomic_fetch_add(&sv->calls, 1);
+	atomic_store(&sv->from, from);
+	if (len >= 2 && q[0] == 'F')
+		return q[1];
+	if (len >= 2 && q[0] == 'N')
+		return -(int)q[1];
+	if (len >= 3 && q[0] == 'S') {
+		atomic_fetch_add(&sv->entered, 1);
+		usleep((useconds_t)(q[1] | q[2] << 8) * 1000);
+	}
+	if (len >= 1 && q[0] == 'B') {
+		*resp = calloc(1, XFER_RPC_MAX + 1);
+		*resp_len = XFER_RPC_MAX + 1;
+		return *resp ? 0 : ENOMEM;
+	}
+	if (len >= 6 && q[0] == 'R') {
+		*resp_len = ld32le(q + 1);
+		if (!*resp_len)
+			return 0;
+		*resp = malloc(*resp_len);
+		if (!*resp)
+			return ENOMEM;
+		memset(*resp, q[5], *resp_len);
+		return 0;
+	}
+	if (!len)
+		return 0;
+	*resp = malloc(len);
+	if (!*resp)
+		return ENOMEM;
+	memcpy(*resp, req, len);
+	*resp_len = len;
+	return 0;
+}
+
+static void rpc_cmd_reply(uint8_t q[6], uint32_t n, uint8_t b)
+{
+	q[0] = 'R';
+	for (int i = 0; i < 4; i++)
+		q[1 + i] = (uint8_t)(n >> (8 * i));
+	q[5] = b;
+}
+
+/* Echo round trips of every size up to the limit, and every error a caller can get. */
+static void test_rpc_basic(void)
+{
+	static const size_t sizes[] = {0, 1, 2, 100, 4096, 65537, XFER_RPC_MAX - 1, XFER_RPC_MAX};
+	struct rpc_srv sv = {0};
+	struct pair pp;
+	uint8_t *q = malloc(XFER_RPC_MAX + 1), cmd[8];
+	void *resp;
+	size_t rlen;
+
+	REQUIRE(q);
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+
+		fill(q, n, 100 + i);
+		if (n)
+			q[0] = 'E';
+		resp = (void *)1;
+		rlen = 12345;
+		CHECK(xfer_call(pp.p, q, n, &resp, &rlen, 10000) == 0);
+		CHECK(rlen == n);
+		if (n == 0)
+			CHECK(resp == NULL);
+		else
+			CHECK(resp && memcmp(resp, q, n) == 0);
+		free(resp);
+	}
+	CHECK(atomic_load(&sv.from) == xfer_node_id(pp.a));
+	/* the caller's buffer is copied: the call may be given NULL for an empty request */
+	CHECK(xfer_call(pp.p, NULL, 0, &resp, &rlen, 0) == 0 && !resp && rlen == 0);
+
+	/* too large, locally: nothing is sent */
+	sv.calls = 0;
+	resp = (void *)1;
+	CHECK(xfer_call(pp.p, q, XFER_RPC_MAX + 1, &resp, &rlen, 0) == -EMSGSIZE);
+	CHECK(resp == NULL && rlen == 0);
+	CHECK(atomic_load(&sv.calls) == 0);
+	/* a reply too large: the target refuses to send it */
+	cmd[0] = 'B';
+	CHECK(xfer_call(pp.p, cmd, 1, &resp, &rlen, 0) == -EMSGSIZE && !resp);
+	/* replies of every size the limit allows */
+	rpc_cmd_reply(cmd, XFER_RPC_MAX, 0xa5);
+	REQUIRE(xfer_call(pp.p, cmd, 6, &resp, &rlen, 10000) == 0);
+	CHECK(rlen == XFER_RPC_MAX && ((uint8_t *)resp)[0] == 0xa5 &&
+	      ((uint8_t *)resp)[XFER_RPC_MAX - 1] == 0xa5);
+	free(resp);
+	rpc_cmd_reply(cmd, 0, 0);
+	CHECK(xfer_call(pp.p, cmd, 6, &resp, &rlen, 0) == 0 && !resp && rlen == 0);
+
+	/* the handler's status, negated */
+	cmd[0] = 'F';
+	cmd[1] = ENOENT;
+	CHECK(xfer_call(pp.p, cmd, 2, &resp, &rlen, 0) == -ENOENT && !resp && rlen == 0);
+	cmd[1] = EPERM;
+	CHECK(xfer_call(pp.p, cmd, 2, &resp, &rlen, 0) == -EPERM);
+	cmd[0] = 'N';
+	cmd[1] = EEXIST;
+	CHECK(xfer_call(pp.p, cmd, 2, &resp, &rlen, 0) == -EEXIST);
+
+	/* bad arguments */
+	CHECK(xfer_call(NULL, cmd, 1, &resp, &rlen, 0) == -EINVAL);
+	CHECK(xfer_call(pp.p, NULL, 1, &resp, &rlen, 0) == -EINVAL);
+	CHECK(xfer_call(pp.p, cmd, 1, NULL, &rlen, 0) == -EINVAL);
+	CHECK(xfer_call(pp.p, cmd, 1, &resp, NULL, 0) == -EINVAL);
+
+	/* the transfers still work on the same connections */
+	{
+		char buf[4096];
+		struct xfer_req r = req(XFER_READ, buf, sizeof(buf), pp.p, pp.seg_id, 4096);
+
+		CHECK(run_batch(pp.a, &r, 1, 10000) == 1);
+		CHECK(memcmp(buf, pp.seg + 4096, sizeof(buf)) == 0);
+	}
+	pair_close(&pp);
+
+	/* no handler configured: EOPNOTSUPP, and the connection is fine */
+	REQUIRE(pair_open(&pp, 1 << 20, 0) == 0);
+	for (int i = 0; i < 8; i++) {
+		q[0] = 'E';
+		CHECK(xfer_call(pp.p, q, (size_t)i * 1000, &resp, &rlen, 0) == -EOPNOTSUPP);
+		CHECK(resp == NULL && rlen == 0);
+	}
+	pair_close(&pp);
+	free(q);
+}
+
+struct rpc_worker {
+	struct xfer_peer *p;
+	int id, n;	   /* calls to make */
+	atomic_bool *stop; /* when set: call until it is, instead of n times */
+	int calls, failures;
+};
+
+static void *rpc_worker_main(void *arg)
+{
+	struct rpc_worker *w = arg;
+	unsigned seed = (unsigned)w->id * 104729u + 3;
+	uint8_t *buf = malloc(16384);
+
+	if (!buf) {
+		w->failures++;
+		return NULL;
+	}
+	for (int i = 0; w->stop ? !atomic_load(w->stop) : i < w->n; i++) {
+		size_t n = 1 + (size_t)rand_r(&seed) % 16384;
+		void *resp = NULL;
+		size_t rlen = 0;
+		int rc;
+
+		fill(buf, n, (uint64_t)w->id << 32 | (uint64_t)i);
+		buf[0] = 'E';
+		if (n > 4) /* who and which, so a reply given to the wrong caller shows */
+			memcpy(buf + 1, &i, 4);
+		rc = xfer_call(w->p, buf, n, &resp, &rlen, 20000);
+		if (rc != 0 || rlen != n || memcmp(resp, buf, n) != 0) {
+			if (w->failures++ < 3)
+				fprintf(stderr, "rpc worker %d call %d: %d (%zu of %zu bytes)\n",
+					w->id, i, rc, rlen, n);
+		}
+		free(resp);
+		w->calls = i + 1;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* 8 threads x 500 calls at once on one peer, every reply checked. */
+static void test_rpc_concurrent(void)
+{
+	enum { T = 8, N = 500 };
+	struct rpc_srv sv = {0};
+	struct rpc_worker w[T];
+	pthread_t th[T];
+	struct pair pp;
+
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	for (int i = 0; i < T; i++) {
+		w[i] = (struct rpc_worker){.p = pp.p, .id = i, .n = N};
+		REQUIRE(pthread_create(&th[i], NULL, rpc_worker_main, &w[i]) == 0);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(w[i].failures == 0 && w[i].calls == N);
+	}
+	CHECK(atomic_load(&sv.calls) == T * N);
+	pair_close(&pp);
+}
+
+/* A handler slower than the caller's patience: -ETIMEDOUT in time; the late reply (with a
+ * body) is drained and the connections go on serving calls. */
+static void test_rpc_timeout(void)
+{
+	enum { TMO = 100, SLEEP = 400, LEN = 65536 };
+	struct rpc_srv sv = {0};
+	struct pair pp;
+	uint8_t *q = calloc(1, LEN);
+	void *resp;
+	size_t rlen;
+	uint64_t t0, dt;
+
+	REQUIRE(q);
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	q[0] = 'S';
+	q[1] = SLEEP & 0xff;
+	q[2] = SLEEP >> 8;
+	t0 = now_ms();
+	resp = (void *)1;
+	CHECK(xfer_call(pp.p, q, LEN, &resp, &rlen, TMO) == -ETIMEDOUT);
+	dt = now_ms() - t0;
+	CHECK(dt >= TMO - 5 && dt < TMO + 1000);
+	CHECK(resp == NULL && rlen == 0);
+	/* the handler is still asleep: the reply comes after the caller left */
+	CHECK(atomic_load(&sv.entered) == 1);
+	usleep((SLEEP + 200) * 1000);
+	/* every connection still works (round-robin: one call each, and then some) */
+	for (int i = 0; i < 8; i++) {
+		q[0] = 'E';
+		CHECK(xfer_call(pp.p, q, 1000 + (size_t)i, &resp, &rlen, 5000) == 0);
+		CHECK(rlen == 1000u + (unsigned)i && resp && memcmp(resp, q, rlen) == 0);
+		free(resp);
+	}
+	pair_close(&pp);
+	free(q);
+}
+
+struct giveup_worker {
+	struct xfer_peer *p;
+	int id;
+	int ok, timedout, bad;
+};
+
+static void *giveup_main(void *arg)
+{
+	struct giveup_worker *w = arg;
+	unsigned seed = (unsigned)w->id + 77;
+	uint8_t *q = malloc(XFER_RPC_MAX);
+
+	if (!q) {
+		w->bad++;
+		return NULL;
+	}
+	for (int i = 0; i < 100; i++) {
+		size_t n = XFER_RPC_MAX / 4 + (size_t)rand_r(&seed) % (XFER_RPC_MAX * 3 / 4);
+		int kind = rand_r(&seed) % 3, rc;
+		uint8_t b = (uint8_t)(w->id * 31 + i);
+		void *resp = NULL;
+		size_t rlen = 0, want = n;
+
+		if (kind == 0) { /* a large request, echoed: give-ups while it is being sent */
+			memset(q, b, n);
+			q[0] = 'E';
+		} else if (kind == 1) { /* a small request, a large reply */
+			rpc_cmd_reply(q, (uint32_t)n, b);
+			n = 6;
+		} else { /* a handler slower than some callers */
+			q[0] = 'S';
+			q[1] = (uint8_t)(rand_r(&seed) % 4);
+			q[2] = 0;
+			memset(q + 3, b, 61);
+			n = want = 64;
+		}
+		/* 1 to 32 ms: some calls are done in time, others give up at any stage */
+		rc = xfer_call(w->p, q, n, &resp, &rlen, 1 << rand_r(&seed) % 6);
+		if (rc == 0 && rlen == want && ((uint8_t *)resp)[rlen - 1] == b)
+			w->ok++;
+		else if (rc == -ETIMEDOUT && !resp && !rlen)
+			w->timedout++;
+		else
+			w->bad++;
+		free(resp);
+	}
+	free(q);
+	return NULL;
+}
+
+/* Callers giving up at every stage (request queued or half sent, handler running, reply half
+ * received), many at once: each call ends with its reply or TIMEDOUT, nothing leaks
+ * (LeakSanitizer), nothing is touched after it was freed (AddressSanitizer), and the peer
+ * still answers afterwards. */
+static void test_rpc_giveup(void)
+{
+	enum { T = 12 };
+	struct rpc_srv sv = {0};
+	struct giveup_worker w[T];
+	pthread_t th[T];
+	struct pair pp;
+	uint8_t cmd[6];
+	void *resp;
+	size_t rlen;
+	int ok = 0, timedout = 0;
+
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	for (int i = 0; i < T; i++) {
+		w[i] = (struct giveup_worker){.p = pp.p, .id = i};
+		REQUIRE(pthread_create(&th[i], NULL, giveup_main, &w[i]) == 0);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(w[i].bad == 0);
+		ok += w[i].ok;
+		timedout += w[i].timedout;
+	}
+	CHECK(timedout > 0);
+	printf("     give-up: %d replies, %d timed out\n", ok, timedout);
+	rpc_cmd_reply(cmd, XFER_RPC_MAX, 7);
+	for (int i = 0; i < 8; i++) {
+		CHECK(xfer_call(pp.p, cmd, sizeof(cmd), &resp, &rlen, 10000) == 0);
+		CHECK(rlen == XFER_RPC_MAX && resp && ((uint8_t *)resp)[rlen - 1] == 7);
+		free(resp);
+	}
+	pair_close(&pp);
+}
+
+struct pending_call {
+	struct xfer_peer *p;
+	uint16_t sleep_ms; /* the handler's, per call */
+	bool until_error;  /* call again after each reply */
+	int rc, ok;
+	uint64_t end_ms;
+};
+
+static void *pending_main(void *arg)
+{
+	struct pending_call *pc = arg;
+	uint8_t q[3] = {'S', (uint8_t)pc->sleep_ms, (uint8_t)(pc->sleep_ms >> 8)};
+	void *resp;
+	size_t rlen;
+
+	do {
+		resp = NULL;
+		pc->rc = xfer_call(pc->p, q, sizeof(q), &resp, &rlen, 20000);
+		pc->ok += pc->rc == 0;
+		free(resp);
+	} while (pc->until_error && pc->rc == 0);
+	pc->end_ms = now_ms();
+	return NULL;
+}
+
+/* After the target went away: new calls are refused at once once the connections noticed. */
+static void check_refused(struct xfer_peer *p)
+{
+	uint64_t t0 = now_ms();
+	void *resp;
+	size_t rlen;
+	int rc;
+
+	do
+		rc = xfer_call(p, "E", 1, &resp, &rlen, 5000);
+	while (rc == -ECONNRESET && now_ms() - t0 < 2000);
+	CHECK(rc == -ENOTCONN);
+	CHECK(now_ms() - t0 < 2000);
+}
+
+/* The target engine destroyed while threads keep calling it (handlers running, calls queued
+ * behind them): every caller ends promptly with ECONNRESET or ENOTCONN, none waits for its
+ * timeout; what the handlers had allocated is freed (LeakSanitizer). */
+static void test_rpc_peer_destroyed(void)
+{
+	enum { T = 8 };
+	struct rpc_srv sv = {0};
+	struct pending_call pc[T];
+	pthread_t th[T];
+	struct pair pp;
+	uint64_t t0;
+
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	for (int i = 0; i < T; i++) {
+		pc[i] = (struct pending_call){.p = pp.p, .sleep_ms = 20, .until_error = true};
+		REQUIRE(pthread_create(&th[i], NULL, pending_main, &pc[i]) == 0);
+	}
+	for (t0 = now_ms(); atomic_load(&sv.entered) < 2 * T && now_ms() - t0 < 5000;)
+		usleep(1000);
+	t0 = now_ms();
+	xfer_destroy(pp.b);
+	pp.b = NULL;
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(pc[i].rc == -ECONNRESET || pc[i].rc == -ENOTCONN);
+		CHECK(pc[i].end_ms - t0 < 3000);
+		CHECK(pc[i].ok > 0);
+	}
+	check_refused(pp.p);
+	pair_close(&pp);
+}
+
+/* A target process killed while its handlers sleep on our calls: every call ends ECONNRESET
+ * promptly. */
+static void test_rpc_peer_killed(void)
+{
+	enum { T = 8 };
+	struct xfer_config ca = config(NULL, secret, 0);
+	struct pending_call pc[T];
+	pthread_t th[T];
+	struct xfer_engine *a;
+	struct xfer_peer *p;
+	char addr[64] = "";
+	int pfd[2], st;
+	pid_t pid;
+	uint64_t t0, last = 0;
+
+	REQUIRE(pipe(pfd) == 0);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		static struct rpc_srv sv;
+		struct xfer_config cb = config("127.0.0.1:0", secret, 0);
+		struct xfer_engine *e;
+
+		close(pfd[0]);
+		cb.rpc = rpc_srv_fn;
+		cb.rpc_arg = &sv;
+		if (xfer_create(&e, &cb) < 0 || xfer_listen_addr(e, addr, sizeof(addr)) < 0 ||
+		    write(pfd[1], addr, sizeof(addr)) < 0)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(pfd[1]);
+	CHECK(read(pfd[0], addr, sizeof(addr)) == sizeof(addr));
+	close(pfd[0]);
+	if (!addr[0] || xfer_create(&a, &ca) < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		REQUIRE(0);
+	}
+	if (xfer_open_peer(a, addr, &p) < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		xfer_destroy(a);
+		REQUIRE(0);
+	}
+	for (int i = 0; i < T; i++) {
+		pc[i] = (struct pending_call){.p = p, .sleep_ms = 2000};
+		if (pthread_create(&th[i], NULL, pending_main, &pc[i]))
+			pc[i].p = NULL;
+	}
+	usleep(200000); /* every call sent; the first handlers asleep */
+	t0 = now_ms();	/* before the kill: calls may end before waitpid returns */
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	for (int i = 0; i < T; i++) {
+		if (!pc[i].p) {
+			CHECK(0);
+			continue;
+		}
+		pthread_join(th[i], NULL);
+		CHECK(pc[i].rc == -ECONNRESET);
+		CHECK(pc[i].end_ms - t0 < 2500);
+		if (pc[i].end_ms > last)
+			last = pc[i].end_ms;
+	}
+	printf("     the last call ended %llu ms after the kill\n",
+	       (unsigned long long)(last > t0 ? last - t0 : 0));
+	check_refused(p);
+	xfer_destroy(a);
+}
+
+/* A raw client that sends RPCs asking for 1 MiB replies and never reads: the target stops
+ * reading once a bounded amount of replies is queued, instead of running every request and
+ * queueing up to REPLY_HIGH MiB. Every request it took is answered when the client reads. */
+static void test_rpc_flood(void)
+{
+	enum { N = 1000, QLEN = 65536 };
+	struct rpc_srv sv = {0};
+	struct timeval tv = {.tv_sec = 1};
+	struct auth_key key;
+	struct wire_hdr h;
+	struct pair pp;
+	uint8_t *frame = calloc(1, WIRE_HDR_SIZE + QLEN), *body = malloc(XFER_RPC_MAX);
+	int fd, sent = 0, handled, got = 0, rc;
+
+	REQUIRE(frame && body);
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	REQUIRE(auth_key_init(&key, secret, strlen(secret)) == 0);
+	fd = raw_connect(pp.addr);
+	REQUIRE(fd >= 0);
+	REQUIRE(raw_handshake(fd, &key, 9, true) == 0);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (sent = 0; sent < N; sent++) {
+		wire_hdr_init(&h, WIRE_RPC, QLEN, (uint64_t)sent + 1, 0);
+		wire_hdr_encode(&h, frame);
+		rpc_cmd_reply(frame + WIRE_HDR_SIZE, XFER_RPC_MAX, (uint8_t)sent);
+		if (full_io(fd, frame, WIRE_HDR_SIZE + QLEN, true) < 0)
+			break; /* the target stopped reading: our send timed out */
+	}
+	handled = atomic_load(&sv.calls);
+	printf("     flood: %d requests sent, %d served before the target stopped reading\n", sent,
+	       handled);
+	CHECK(sent < N);
+	CHECK(handled < 100);
+	/* read the replies: the target goes on with what it had buffered */
+	tv.tv_sec = 5;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (; got < sent; got++) {
+		uint8_t raw[WIRE_HDR_SIZE];
+
+		rc = full_io(fd, raw, sizeof(raw), false);
+		if (rc == 0)
+			rc = wire_hdr_decode(raw, &h);
+		if (rc == 0 && h.body_len <= XFER_RPC_MAX)
+			rc = full_io(fd, body, h.body_len, false);
+		if (rc < 0 || h.type != WIRE_RPC_REPLY || h.arg != 0 ||
+		    h.req_id != (uint64_t)got + 1 || h.body_len != XFER_RPC_MAX ||
+		    body[0] != (uint8_t)got || body[XFER_RPC_MAX - 1] != (uint8_t)got)
+			break;
+	}
+	CHECK(got == sent);
+	close(fd);
+	auth_key_clear(&key);
+	pair_close(&pp);
+	free(frame);
+	free(body);
+}
+
+/* RPC frames that break the rules close their connection, on either side. */
+static void test_rpc_malformed(void)
+{
+	struct rpc_srv sv = {0};
+	struct auth_key key;
+	struct pair pp;
+	uint8_t raw[WIRE_HDR_SIZE];
+	struct wire_hdr h;
+	void *resp;
+	size_t rlen;
+	int fd;
+
+	REQUIRE(pair_open_rpc(&pp, 1 << 20, 0, rpc_srv_fn, &sv) == 0);
+	REQUIRE(auth_key_init(&key, secret, strlen(secret)) == 0);
+	/* a body over the limit: refused from the header, before anything is allocated */
+	fd = raw_connect(pp.addr);
+	REQUIRE(fd >= 0);
+	REQUIRE(raw_handshake(fd, &key, 9, true) == 0);
+	wire_hdr_init(&h, WIRE_RPC, WIRE_MAX_RPC + 1, 1, 0);
+	wire_hdr_encode(&h, raw);
+	CHECK(full_io(fd, raw, sizeof(raw), true) == 0);
+	CHECK(closed_by_peer(fd));
+	close(fd);
+	/* a reply sent to the target */
+	fd = raw_connect(pp.addr);
+	REQUIRE(fd >= 0);
+	REQUIRE(raw_handshake(fd, &key, 9, true) == 0);
+	CHECK(send_frame(fd, WIRE_RPC_REPLY, WIRE_VERSION, NULL, 0, 1) == 0);
+	CHECK(closed_by_peer(fd));
+	close(fd);
+	/* an RPC before the handshake is done */
+	fd = raw_connect(pp.addr);
+	REQUIRE(fd >= 0);
+	CHECK(send_frame(fd, WIRE_RPC, WIRE_VERSION, "E", 1, 1) == 0);
+	CHECK(closed_by_peer(fd));
+	close(fd);
+	CHECK(atomic_load(&sv.calls) == 0);
+	/* and the real peer was not disturbed */
+	CHECK(xfer_call(pp.p, "Ehlo", 4, &resp, &rlen, 5000) == 0);
+	CHECK(rlen == 4 && memcmp(resp, "Ehlo", 4) == 0);
+	free(resp);
+	auth_key_clear(&key);
+	pair_close(&pp);
+}
+
+struct mover {
+	struct pair *pp;
+	int rounds, failures;
+};
+
+static void *mover_main(void *arg)
+{
+	enum { N = 8, LEN = 4 << 20 };
+	struct mover *m = arg;
+	struct pair *pp = m->pp;
+	char *buf = malloc((size_t)N * LEN);
+	struct xfer_req r[N];
+
+	if (!buf) {
+		m->failures++;
+		return NULL;
+	}
+	for (int round = 0; round < m->rounds; round++) {
+		for (int i = 0; i < N; i++) {
+			fill(buf + (size_t)i * LEN, LEN, (uint64_t)round * N + (uint64_t)i);
+			r[i] = req(XFER_WRITE, buf + (size_t)i * LEN, LEN, pp->p, pp->seg_id,
+				   (uint64_t)i * LEN);
+		}
+		if (run_batch(pp->a, r, N, 30000) != N)
+			m->failures++;
+		memset(buf, 0, (size_t)N * LEN);
+		for (int i = 0; i < N; i++)
+			r[i] = req(XFER_READ, buf + (size_t)i * LEN, LEN, pp->p, pp->seg_id,
+				   (uint64_t)i * LEN);
+		if (run_batch(pp->a, r, N, 30000) != N)
+			m->failures++;
+		if (memcmp(buf, pp->seg, (size_t)N * LEN) != 0)
+			m->failures++;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* RPCs on the same connections as large READ/WRITE batches: both succeed, every byte right. */
+static void test_rpc_with_transfers(void)
+{
+	enum { T = 4 };
+	struct rpc_srv sv = {0};
+	struct rpc_worker w[T];
+	pthread_t th[T], mt;
+	struct mover m;
+	atomic_bool stop = false;
+	struct pair pp;
+	int calls = 0;
+
+	REQUIRE(pair_open_rpc(&pp, 32 << 20, 0, rpc_srv_fn, &sv) == 0);
+	m = (struct mover){.pp = &pp, .rounds = 6};
+	REQUIRE(pthread_create(&mt, NULL, mover_main, &m) == 0);
+	for (int i = 0; i < T; i++) {
+		w[i] = (struct rpc_worker){.p = pp.p, .id = i, .stop = &stop};
+		REQUIRE(pthread_create(&th[i], NULL, rpc_worker_main, &w[i]) == 0);
+	}
+	pthread_join(mt, NULL);
+	atomic_store(&stop, true);
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(w[i].failures == 0);
+		calls += w[i].calls;
+	}
+	CHECK(m.failures == 0);
+	CHECK(calls > 0);
+	printf("     %d RPCs during %d rounds of 8 x 4 MiB WRITE + READ\n", calls, m.rounds);
+	pair_close(&pp);
+}
+
 static double gbps(uint64_t bytes, uint64_t ns)
 {
 	return (double)bytes / (double)ns;
@@ -1249,6 +1922,15 @@ int main(void)
 	RUN(test_cancel);
 	RUN(test_retry);
 	RUN(test_peer_killed);
+	RUN(test_rpc_basic);
+	RUN(test_rpc_concurrent);
+	RUN(test_rpc_timeout);
+	RUN(test_rpc_giveup);
+	RUN(test_rpc_peer_destroyed);
+	RUN(test_rpc_peer_killed);
+	RUN(test_rpc_flood);
+	RUN(test_rpc_malformed);
+	RUN(test_rpc_with_transfers);
 	RUN(test_bench);
 	return check_summary();
 }
