@@ -37,6 +37,8 @@
 #define LIST_PAGE	 1024
 #define OWNERS		 2 /* an entry lives on its owner and one stand-in */
 #define DIR_MAX		 (MR_DIR_MAX + 1)
+#define CALL_RETRIES	 3
+#define CALL_RETRY_NS	 20000000 /* 20 ms */
 #define SEEN_SLOTS	 1024
 /* An entry announced at the writer's close(), before its seal: mode bit, and a version older
  * than any real one (so the sealed block replaces it). */
@@ -287,10 +289,16 @@ static int call(struct remote *r, uint64_t node, const struct mr_buf *req, void 
 		ret = remote_rpc(r, node, req->data, req->len, resp, resp_len);
 		return -ret;
 	}
-	p = peer_get(r, node);
-	if (!p)
-		return -ENOTCONN;
-	return xfer_call(p, req->data, req->len, resp, resp_len, RPC_TIMEOUT_MS);
+	/* -ENOTCONN: no connection to it is up right now (being re-established): try again a
+	 * few times while it is a member */
+	for (int tries = 0;; tries++) {
+		p = peer_get(r, node);
+		ret = p ? xfer_call(p, req->data, req->len, resp, resp_len, RPC_TIMEOUT_MS)
+			: -ENOTCONN;
+		if (ret != -ENOTCONN || tries == CALL_RETRIES || !is_live(r, node))
+			return ret;
+		nanosleep(&(struct timespec){0, CALL_RETRY_NS}, NULL);
+	}
 }
 
 /* ---- fetching a block's bytes --------------------------------------------------------------- */
