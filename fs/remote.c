@@ -33,10 +33,12 @@
 #define FETCH_TIMEOUT_MS 5000
 #define RESCAN_MS	 3000	      /* owners check replica counts this often */
 #define CHECK_NS	 1000000000ll /* a stub's entry is trusted this long */
-#define PEER_RETRY_NS	 500000000ull /* after a failed connect */
+#define PEER_RETRY_NS	 100000000ull /* after a failed connect */
 #define LIST_PAGE	 1024
 #define OWNERS		 2 /* an entry lives on its owner and one stand-in */
 #define DIR_MAX		 (MR_DIR_MAX + 1)
+#define RETRIES		 10	      /* announcements to an owner that could not be told */
+#define RETRY_NS	 200000000ull /* 200 ms, times the try */
 #define CALL_RETRIES	 3
 #define CALL_RETRY_NS	 20000000 /* 20 ms */
 #define SEEN_SLOTS	 1024
@@ -67,7 +69,9 @@ struct qrec {
 	struct ent_info info; /* Q_PUBLISH: one holder (this node); J_REPLICATE: the holders */
 	bool again;	      /* Q_PUBLISH: a re-announcement or a replica (no replica requests) */
 	bool routed;	      /* Q_*: dir is set and the owners were sent it */
-	char dir[DIR_MAX];    /* J_* */
+	bool failed;	      /* Q_*: an owner could not be told: try again later */
+	unsigned tries;
+	char dir[DIR_MAX]; /* J_* */
 	char name[MR_NAME_MAX + 1];
 };
 
@@ -88,6 +92,8 @@ struct remote {
 	pthread_mutex_t qlock;
 	pthread_cond_t qcond;
 	struct qrec *qhead, *qtail; /* publications, in order */
+	struct qrec *rhead;	    /* publications to send again at retry_at */
+	uint64_t retry_at;
 	struct qrec *jhead, *jtail; /* jobs */
 	bool reannounce;	    /* the members changed: announce everything again */
 	uint64_t rescan_at;	    /* monotonic ns of the next replica check */
@@ -739,6 +745,8 @@ struct obatch {
 	struct mr_buf ann, fgt;
 	struct qrec **recs; /* the announced records, in order */
 	size_t nrecs;
+	struct qrec **frecs; /* the forgotten ones */
+	size_t nfrecs;
 };
 
 /* Send and empty the batches; superseded local blocks are dropped. */
@@ -750,8 +758,10 @@ static void obatch_send(struct remote *r, struct obatch *ob, size_t nob)
 		size_t len;
 		int n;
 
-		if (ob[k].ann.count && call(r, ob[k].node, &ob[k].ann, &resp, &len) == 0 &&
-		    (st = calloc(ob[k].nrecs, sizeof(*st)))) {
+		if (ob[k].ann.count && call(r, ob[k].node, &ob[k].ann, &resp, &len) < 0)
+			for (size_t j = 0; j < ob[k].nrecs; j++)
+				ob[k].recs[j]->failed = true;
+		else if (ob[k].ann.count && (st = calloc(ob[k].nrecs, sizeof(*st)))) {
 			n = mr_status_decode(resp, len, st, (unsigned)ob[k].nrecs);
 			for (int j = 0; j < n; j++)
 				if (st[j].status == ESTALE) /* a newer version exists elsewhere */
@@ -763,10 +773,13 @@ static void obatch_send(struct remote *r, struct obatch *ob, size_t nob)
 		}
 		if (ob[k].fgt.count && call(r, ob[k].node, &ob[k].fgt, &resp, &len) == 0)
 			free(resp);
+		else
+			for (size_t j = 0; j < ob[k].nfrecs; j++)
+				ob[k].frecs[j]->failed = true;
 		mr_announce_start(&ob[k].ann);
 		mr_forget_start(&ob[k].fgt);
 		ob[k].ann.count = ob[k].fgt.count = 0;
-		ob[k].nrecs = 0;
+		ob[k].nrecs = ob[k].nfrecs = 0;
 	}
 }
 
@@ -798,10 +811,14 @@ static void obatch_add(struct remote *r, struct obatch **obp, size_t *nob, size_
 			memset(ob, 0, sizeof(*ob));
 			ob->node = owners[k];
 			ob->recs = calloc(maxrecs, sizeof(*ob->recs));
+			ob->frecs = calloc(maxrecs, sizeof(*ob->frecs));
 			mr_announce_start(&ob->ann);
 			mr_forget_start(&ob->fgt);
-			if (!ob->recs) {
+			if (!ob->recs || !ob->frecs) {
+				free(ob->recs);
+				free(ob->frecs);
 				(*nob)--;
+				q->failed = true;
 				continue;
 			}
 		}
@@ -819,8 +836,10 @@ static void obatch_add(struct remote *r, struct obatch **obp, size_t *nob, size_
 			ret = mr_forget_add(&ob->fgt, dir, q->name, r->cfg.node_id, 0);
 			if (ret == -E2BIG) {
 				obatch_send(r, *obp, *nob);
-				(void)mr_forget_add(&ob->fgt, dir, q->name, r->cfg.node_id, 0);
+				ret = mr_forget_add(&ob->fgt, dir, q->name, r->cfg.node_id, 0);
 			}
+			if (!ret)
+				ob->frecs[ob->nfrecs++] = q;
 		}
 	}
 }
@@ -851,6 +870,7 @@ void remote_pending(struct remote *r, uint64_t parent, const char *name)
 		mr_buf_free(&ob[k].ann);
 		mr_buf_free(&ob[k].fgt);
 		free(ob[k].recs);
+		free(ob[k].frecs);
 	}
 	free(ob);
 }
@@ -876,6 +896,22 @@ static void ask_replicas(struct remote *r, const char *dir, struct qrec *q, unsi
 			free(resp);
 		}
 	mr_buf_free(&b);
+}
+
+static void retry_later(struct remote *r, struct qrec *q)
+{
+	struct qrec **tail;
+
+	q->tries++;
+	q->failed = q->routed = false;
+	q->next = NULL;
+	pthread_mutex_lock(&r->qlock);
+	for (tail = &r->rhead; *tail; tail = &(*tail)->next)
+		;
+	*tail = q;
+	if (!r->retry_at)
+		r->retry_at = mono_ns() + RETRY_NS * q->tries;
+	pthread_mutex_unlock(&r->qlock);
 }
 
 /* Announce and forget what the hooks queued, in order; then ask for replicas. */
@@ -911,10 +947,17 @@ static void drain(struct remote *r, struct qrec *list)
 		mr_buf_free(&ob[k].ann);
 		mr_buf_free(&ob[k].fgt);
 		free(ob[k].recs);
+		free(ob[k].frecs);
 	}
 	free(ob);
 	for (q = list; q; q = next) {
 		next = q->next;
+		if (q->kind == Q_PUBLISH && q->failed && q->tries < RETRIES) {
+			/* an owner was not told: again later (a lost forget is left to the
+			 * readers, who find the copy gone and tell the owners) */
+			retry_later(r, q);
+			continue;
+		}
 		if (q->kind == Q_PUBLISH && q->routed && !q->again && q->info.replicas > 1)
 			ask_replicas(r, q->dir, q, q->info.replicas);
 		free(q);
@@ -1216,6 +1259,15 @@ static void *worker_main(void *arg)
 			else
 				replicate(r, job);
 			free(job);
+		} else if (r->rhead && now >= r->retry_at) {
+			struct qrec *list = r->rhead;
+
+			r->rhead = NULL;
+			r->retry_at = 0;
+			pthread_mutex_unlock(&r->qlock);
+			pthread_mutex_lock(&r->drain_mu);
+			drain(r, list);
+			pthread_mutex_unlock(&r->drain_mu);
 		} else if (now >= r->rescan_at) {
 			r->rescan_at = now + RESCAN_MS * 1000000ull;
 			pthread_mutex_unlock(&r->qlock);
@@ -1224,6 +1276,8 @@ static void *worker_main(void *arg)
 			struct timespec ts;
 			uint64_t wait = r->rescan_at - now;
 
+			if (r->rhead && r->retry_at - now < wait)
+				wait = r->retry_at - now;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += (time_t)(wait / 1000000000ull);
 			ts.tv_nsec += (long)(wait % 1000000000ull);
@@ -1249,14 +1303,18 @@ struct list_ctx {
 };
 
 /* LIST: only the entries this node owns under the current members, so that each name is
- * listed by one node. Called with r->mlock held. */
+ * listed by one node; pending ones too (their writer has closed them: a stat waits for the
+ * seal), as a local listing shows a block whose writer has closed it. Called with r->mlock
+ * held. */
 static void list_fill(void *arg, const char *name, const struct ent_info *info)
 {
 	struct list_ctx *c = arg;
 	uint64_t owner;
+	bool held = false; /* by a live member: else a clean miss, not listed */
 
-	if (!(info->mode & PENDING_MODE) &&
-	    placement_owners(c->r->live, c->r->nlive, c->dir, name, &owner, 1) == 1 &&
+	for (unsigned k = 0; k < info->nholders && !held; k++)
+		held = is_live_locked(c->r, info->holders[k].node);
+	if (held && placement_owners(c->r->live, c->r->nlive, c->dir, name, &owner, 1) == 1 &&
 	    owner == c->r->cfg.node_id)
 		(void)mr_list_reply_add(c->b, name, info->size, info->mtime_ns, info->mode);
 }
@@ -1578,6 +1636,7 @@ void remote_destroy(struct remote *r)
 	}
 	qlist_free(r->qhead);
 	qlist_free(r->jhead);
+	qlist_free(r->rhead);
 	for (size_t k = 0; k < r->nnodes; k++)
 		if (r->nodes[k].peer)
 			xfer_close_peer(r->nodes[k].peer);

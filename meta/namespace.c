@@ -1102,6 +1102,8 @@ static int seal_locked(struct ns_handle *h)
 		if (!(i->flags & F_DETACHED)) {
 			if (ns->cfg.vanish)
 				ns->cfg.vanish(ns->cfg.vanish_arg, i->parent->ino, i->name);
+			if (ns->cfg.forget) /* its writer may have announced it as pending */
+				ns->cfg.forget(ns->cfg.publish_arg, i->parent->ino, i->name);
 			detach(ns, i);
 			i->flags |= F_EVICTED;
 		}

@@ -226,6 +226,9 @@ class Blocks(tc.ClusterBase):
                 with self.assertRaises(FileNotFoundError):
                     read(m.path("r1", n))
                 self.assertLess(time.monotonic() - t0, 5)
+            # listings agree: what is lost is not listed
+            self.assertEqual(sorted(os.listdir(m.path("r2"))), sorted(blocks))
+            self.assertEqual(os.listdir(m.path("r1")), [])
         # the count is restored on the survivors
         self.assertTrue(wait_until(lambda: all(
             len(xattr(a.path("r2", n), "holders").split(",")) == 2 for n in blocks),
