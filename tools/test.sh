@@ -28,42 +28,60 @@ if compgen -G "$logs/*" >/dev/null; then
 fi
 rm -rf "$logs"
 
-# --- fuzz: engine/wire.c under libFuzzer (tests/fuzz/fuzz_wire.c) ---------------------------
-# KVC_FUZZ_SECONDS (default 30) and KVC_FUZZ_SEED (default: a new one each run) tune it. A
-# failure keeps its directory: replay the reproducer with build/fuzz_wire <file>.
-if command -v clang >/dev/null 2>&1; then
-	fuzz_secs=${KVC_FUZZ_SECONDS:-30}
-	fuzz_seed=${KVC_FUZZ_SEED:-$((RANDOM + 1))}
-	fuzz_bin=$PWD/build/fuzz_wire
-	echo "== fuzz: wire decoder, libFuzzer + ASan + UBSan, ${fuzz_secs}s, seed $fuzz_seed =="
-	fuzz_dir=$(mktemp -d /tmp/kvcachefs-fuzz.XXXXXX)
+# --- fuzz: the decoders of peer bytes under libFuzzer (tests/fuzz/) ---------------------------
+# Two targets, one after the other: fuzz_wire (engine/wire.c, frames between daemons) and
+# fuzz_mrpc (meta/mrpc.c, metadata messages), each for half of KVC_FUZZ_SECONDS (default 30,
+# at least 1 s each). KVC_FUZZ_SEED (default: a new one each run) seeds both. A failure keeps
+# its directory: replay the reproducer with build/fuzz_<target> <file>.
+
+# fuzz_run TARGET WHAT SOURCE...: build tests/fuzz/fuzz_TARGET.c with the sources it tests and
+# run it for $fuzz_secs; 1 (with the reproducers and the report) if either fails.
+fuzz_run() {
+	local target=$1 what=$2 bin dir first
+	shift 2
+	bin=$PWD/build/fuzz_$target
+	echo "== fuzz: $what ($target), libFuzzer + ASan + UBSan, ${fuzz_secs}s, seed $fuzz_seed =="
+	dir=$(mktemp -d "/tmp/kvcachefs-fuzz-$target.XXXXXX")
 	if ! clang -std=c17 -O1 -g -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=undefined -D_GNU_SOURCE -I. tests/fuzz/fuzz_wire.c \
-		engine/wire.c -o "$fuzz_bin"; then
-		echo "fuzz: building $fuzz_bin failed"
-		status=1
-	elif ! (cd "$fuzz_dir" && ASAN_OPTIONS=detect_leaks=1 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$fuzz_bin" -seed="$fuzz_seed" \
-		-max_total_time="$fuzz_secs" -rss_limit_mb=1024 -artifact_prefix="$fuzz_dir/" \
-		>"$fuzz_dir/fuzz.log" 2>&1); then
-		echo "== fuzz: FAILED (log: $fuzz_dir/fuzz.log) =="
-		for f in "$fuzz_dir"/crash-* "$fuzz_dir"/leak-* "$fuzz_dir"/oom-* \
-			"$fuzz_dir"/timeout-*; do
+		-fno-sanitize-recover=undefined -D_GNU_SOURCE -I. "tests/fuzz/fuzz_$target.c" \
+		"$@" -o "$bin"; then
+		echo "== fuzz: $target: building $bin failed =="
+		rm -rf "$dir"
+		return 1
+	fi
+	if ! (cd "$dir" && ASAN_OPTIONS=detect_leaks=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$bin" -seed="$fuzz_seed" \
+		-max_total_time="$fuzz_secs" -rss_limit_mb=1024 -artifact_prefix="$dir/" \
+		>"$dir/fuzz.log" 2>&1); then
+		echo "== fuzz: $target FAILED (log: $dir/fuzz.log) =="
+		for f in "$dir"/crash-* "$dir"/leak-* "$dir"/oom-* "$dir"/timeout-*; do
 			if [ -e "$f" ]; then
-				echo "reproducer: $f (replay: $fuzz_bin $f)"
+				echo "reproducer: $f (replay: $bin $f)"
 			fi
 		done
 		# the report, from its first line (libFuzzer's progress lines come before it)
 		first=$(grep -n -m1 -E 'ERROR:|check failed|runtime error|deadly signal' \
-			"$fuzz_dir/fuzz.log" | cut -d: -f1 || true)
-		tail -n +"${first:-1}" "$fuzz_dir/fuzz.log" | head -n 40 || true
-		status=1
-	else
-		grep -E '^Done [0-9]+ runs' "$fuzz_dir/fuzz.log" || true
-		rm -rf "$fuzz_dir"
+			"$dir/fuzz.log" | cut -d: -f1 || true)
+		tail -n +"${first:-1}" "$dir/fuzz.log" | head -n 40 || true
+		return 1
 	fi
-else
+	grep -E '^Done [0-9]+ runs' "$dir/fuzz.log" || true
+	rm -rf "$dir"
+}
+
+if ! command -v clang >/dev/null 2>&1; then
 	echo "== fuzz: skipped: clang not found (tools/setup.sh installs it) =="
+elif ! [[ ${KVC_FUZZ_SECONDS:-30} =~ ^[0-9]+$ ]]; then
+	echo "== fuzz: FAILED: KVC_FUZZ_SECONDS=$KVC_FUZZ_SECONDS is not a number of seconds =="
+	status=1
+else
+	fuzz_secs=$((10#${KVC_FUZZ_SECONDS:-30} / 2))
+	if [ "$fuzz_secs" -lt 1 ]; then
+		fuzz_secs=1
+	fi
+	fuzz_seed=${KVC_FUZZ_SEED:-$((RANDOM + 1))}
+	fuzz_run wire "wire decoder" engine/wire.c || status=1
+	fuzz_run mrpc "metadata message codec" meta/mrpc.c || status=1
 fi
 # --- end fuzz -------------------------------------------------------------------------------
 
