@@ -41,6 +41,7 @@
 #define RETRY_NS	 200000000ull /* 200 ms, times the try */
 #define CALL_RETRIES	 3
 #define CALL_RETRY_NS	 20000000 /* 20 ms */
+#define SCAN_MAX	 65536	  /* entries one scan of the store collects */
 #define SEEN_SLOTS	 1024
 /* An entry announced at the writer's close(), before its seal: mode bit, and a version older
  * than any real one (so the sealed block replaces it). */
@@ -1015,11 +1016,34 @@ struct scan_item {
 	struct ent_info info;
 };
 
+/* Entries collected under the store's lock, to act on after it. */
 struct scan {
 	struct remote *r;
+	uint64_t node; /* holder_visit: whose entries */
 	struct scan_item *items;
 	size_t n, cap;
 };
+
+/* Collect one entry: 0, or 1 to stop the walk (memory, or enough for one pass). */
+static int scan_push(struct scan *s, const char *dir, const char *name, const struct ent_info *info)
+{
+	if (s->n == s->cap) {
+		size_t c = s->cap ? 2 * s->cap : 64;
+		struct scan_item *v;
+
+		if (c > SCAN_MAX)
+			return 1;
+		v = realloc(s->items, c * sizeof(*v));
+		if (!v)
+			return 1;
+		s->items = v;
+		s->cap = c;
+	}
+	snprintf(s->items[s->n].dir, DIR_MAX, "%s", dir);
+	snprintf(s->items[s->n].name, MR_NAME_MAX + 1, "%s", name);
+	s->items[s->n++].info = *info;
+	return 0;
+}
 
 static int scan_visit(void *arg, const char *dir, const char *name, const struct ent_info *info)
 {
@@ -1036,22 +1060,7 @@ static int scan_visit(void *arg, const char *dir, const char *name, const struct
 		live += is_live_locked(r, info->holders[k].node);
 	if (live == info->nholders && live >= info->replicas)
 		return 0;
-	if (s->n == s->cap) {
-		size_t c = s->cap ? 2 * s->cap : 64;
-		struct scan_item *v;
-
-		if (c > 65536)
-			return 1; /* enough for one pass */
-		v = realloc(s->items, c * sizeof(*v));
-		if (!v)
-			return 1;
-		s->items = v;
-		s->cap = c;
-	}
-	snprintf(s->items[s->n].dir, DIR_MAX, "%s", dir);
-	snprintf(s->items[s->n].name, MR_NAME_MAX + 1, "%s", name);
-	s->items[s->n++].info = *info;
-	return 0;
+	return scan_push(s, dir, name, info);
 }
 
 /* Entries this node owns: forget dead holders, and have copies made where too few live. */
@@ -1137,47 +1146,33 @@ static void replicate(struct remote *r, struct qrec *q)
 	remote_flush(r); /* announce this node as a holder */
 }
 
-struct holder_scan {
-	uint64_t node;
-	struct scan_item *items;
-	size_t n, cap;
-};
-
 static int holder_visit(void *arg, const char *dir, const char *name, const struct ent_info *info)
 {
-	struct holder_scan *s = arg;
+	struct scan *s = arg;
 	bool holds = false;
 
 	for (unsigned k = 0; k < info->nholders; k++)
 		holds |= info->holders[k].node == s->node;
-	if (!holds)
-		return 0;
-	if (s->n == s->cap) {
-		size_t c = s->cap ? 2 * s->cap : 64;
-		struct scan_item *v = realloc(s->items, c * sizeof(*v));
-
-		if (!v)
-			return 1;
-		s->items = v;
-		s->cap = c;
-	}
-	snprintf(s->items[s->n].dir, DIR_MAX, "%s", dir);
-	snprintf(s->items[s->n].name, MR_NAME_MAX + 1, "%s", name);
-	s->n++;
-	return 0;
+	return holds ? scan_push(s, dir, name, info) : 0;
 }
 
 /* Node restarted with an empty pool: it holds none of what the entries here say it holds
  * (J_FORGET_NODE). The owners' checks then restore the replica counts. */
 static void forget_node(struct remote *r, uint64_t node)
 {
-	struct holder_scan s = {.node = node};
+	size_t total = 0, n;
 
-	(void)ents_foreach(r->ents, holder_visit, &s);
-	for (size_t k = 0; k < s.n; k++)
-		(void)ents_forget(r->ents, s.items[k].dir, s.items[k].name, node, 0);
-	free(s.items);
-	if (s.n) {
+	do { /* a pass collects at most SCAN_MAX entries */
+		struct scan s = {.r = r, .node = node};
+
+		(void)ents_foreach(r->ents, holder_visit, &s);
+		for (size_t k = 0; k < s.n; k++)
+			(void)ents_forget(r->ents, s.items[k].dir, s.items[k].name, node, 0);
+		free(s.items);
+		n = s.n;
+		total += n;
+	} while (n == SCAN_MAX);
+	if (total) {
 		pthread_mutex_lock(&r->qlock);
 		r->rescan_at = mono_ns();
 		pthread_mutex_unlock(&r->qlock);
