@@ -217,6 +217,11 @@ class Blocks(tc.ClusterBase):
         self.assertTrue(wait_until(lambda: not kvc.pid_alive(b.pid), timeout=5))
         b.pid = None
         kvc.unmount(b.mnt)
+        # before its lease runs out, the dead node is still a member: reads go around it
+        t0 = time.monotonic()
+        for n, d in blocks.items():
+            self.assertEqual(read(a.path("r2", n)), d, n)
+        self.assertLess(time.monotonic() - t0, 10)
         self.wait_total(a, 2, timeout=TTL + 5)
         for m in (a, c):
             for n, d in blocks.items():
