@@ -109,6 +109,13 @@ static int prefetch(void *r, uint64_t parent, const char *name)
 	return remote_prefetch(r, parent, name);
 }
 
+/* side_config.prefetch_batch: blocks held by other nodes, fetched in parallel batches. */
+static int prefetch_batch(void *r, uint64_t parent, size_t from, size_t n,
+			  const char *(*name_at)(void *arg, size_t k, char *buf), void *arg)
+{
+	return remote_prefetch_batch(r, parent, from, n, name_at, arg);
+}
+
 int main(int argc, char **argv)
 {
 	struct kvc_options o;
@@ -221,6 +228,7 @@ int main(int argc, char **argv)
 				     .nodes = cluster ? cluster_nodes : NULL,
 				     .nodes_arg = cluster,
 				     .prefetch = cluster ? prefetch : NULL,
+				     .prefetch_batch = cluster ? prefetch_batch : NULL,
 				     .prefetch_arg = cluster_remote(cluster),
 				 });
 	if (ret || kvc_fs_init(&fs, ns, side) < 0) {

@@ -42,6 +42,7 @@
 #define CALL_RETRIES	 3
 #define CALL_RETRY_NS	 20000000 /* 20 ms */
 #define SCAN_MAX	 65536	  /* entries one scan of the store collects */
+#define PREFETCH_CHUNK	 64	  /* blocks fetched in one batch */
 #define SEEN_SLOTS	 1024
 /* An entry announced at the writer's close(), before its seal: mode bit, and a version older
  * than any real one (so the sealed block replaces it). */
@@ -595,6 +596,145 @@ int remote_prefetch(struct remote *r, uint64_t parent, const char *name)
 	ret = a.remote ? remote_fetch(r, a.ino) : 0;
 	ns_forget(r->cfg.ns, a.ino, 1);
 	return ret;
+}
+
+/* One block of a batch prefetch. */
+struct pf {
+	char name[MR_NAME_MAX + 1];
+	struct ent_info info;
+	struct ns_handle *h;
+	uint64_t ino;
+	struct pool_hdr hdr;
+	const struct ent_holder *holder;
+	struct xfer_peer *peer;
+	uint64_t hdr_off;
+};
+
+/* Fetch the chunk v[0..n) (entries known, stubs made): data in one batch, then the headers
+ * in another, then the checks. Returns how many were filled. */
+static size_t prefetch_chunk(struct remote *r, struct pf *v, size_t n)
+{
+	struct xfer_req q[PREFETCH_CHUNK];
+	struct xfer_batch *b;
+	size_t m = 0, done = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		struct pf *p = &v[k];
+		uint64_t data_off;
+
+		p->peer = NULL;
+		for (unsigned j = 0; j < p->info.nholders && !p->peer; j++) {
+			const struct ent_holder *h = &p->info.holders[j];
+			struct xfer_peer *peer;
+
+			if (h->node == r->cfg.node_id || !(peer = peer_get(r, h->node)) ||
+			    holder_layout(r, h->node, peer, &p->hdr_off, &data_off) ||
+			    h->offset < data_off || (h->offset - data_off) % POOL_PAGE_SIZE)
+				continue;
+			p->peer = peer;
+			p->holder = h;
+			p->hdr_off += sizeof(p->hdr) * ((h->offset - data_off) / POOL_PAGE_SIZE);
+		}
+		if (p->peer && p->info.size)
+			q[m++] = (struct xfer_req){.op = XFER_READ,
+						   .local = ns_handle_data(p->h),
+						   .len = p->info.size,
+						   .peer = p->peer,
+						   .remote_seg = r->cfg.pool_seg,
+						   .remote_off = p->holder->offset};
+	}
+	/* the bytes, then (what arrived whole) the headers that vouch for them */
+	for (int pass = 0; pass < 2 && m; pass++) {
+		size_t j = 0, keep = 0;
+
+		if (xfer_submit(r->cfg.xe, q, m, &b)) {
+			for (size_t k = 0; k < n; k++)
+				v[k].peer = NULL; /* all given up below */
+			break;
+		}
+		if (xfer_wait(b, FETCH_TIMEOUT_MS) < m)
+			xfer_cancel(b);
+		for (size_t k = 0; k < n; k++) {
+			struct pf *p = &v[k];
+
+			if (!p->peer || !p->info.size)
+				continue;
+			if (atomic_load(&q[j].status) != XFER_DONE)
+				p->peer = NULL;
+			else if (pass == 0)
+				q[keep++] = (struct xfer_req){.op = XFER_READ,
+							      .local = &p->hdr,
+							      .len = sizeof(p->hdr),
+							      .peer = p->peer,
+							      .remote_seg = r->cfg.pool_seg,
+							      .remote_off = p->hdr_off};
+			j++;
+		}
+		xfer_batch_free(b);
+		m = keep;
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct pf *p = &v[k];
+		XXH128_hash_t nh = XXH3_128bits(p->name, strlen(p->name));
+		uint64_t sum = checksum(NULL, 0);
+
+		if (p->info.size &&
+		    (!p->peer || p->hdr.magic != POOL_HDR_MAGIC ||
+		     !(p->hdr.flags & POOL_HDR_SEALED) ||
+		     p->hdr.generation != p->holder->generation || p->hdr.length != p->info.size ||
+		     p->hdr.name_hash[0] != nh.low64 || p->hdr.name_hash[1] != nh.high64 ||
+		     p->hdr.seal_time_ns != p->info.version)) {
+			ns_abort(p->h); /* left to remote_prefetch, which tries every holder */
+		} else {
+			if (p->info.size)
+				sum = p->hdr.checksum;
+			done += ns_fill_remote(p->h, p->ino, p->info.version, sum) == 0;
+		}
+		ns_forget(r->cfg.ns, p->ino, 1); /* a stub given up goes with it */
+	}
+	return done;
+}
+
+int remote_prefetch_batch(struct remote *r, uint64_t parent, size_t from, size_t n,
+			  remote_name_fn name_at, void *arg)
+{
+	struct ns *ns = r->cfg.ns;
+	char dir[DIR_MAX], buf[MR_NAME_MAX + 1];
+	struct pf *v = calloc(PREFETCH_CHUNK, sizeof(*v));
+	size_t m = 0, done = 0;
+	int ret = dir_path(r, parent, dir);
+
+	if (!v || ret) {
+		free(v);
+		return ret ? ret : -ENOMEM;
+	}
+	for (size_t k = from; k <= n; k++) {
+		struct pf *p = &v[m];
+		const char *name = k < n ? name_at(arg, k, buf) : NULL;
+		struct ns_attr a;
+
+		if (name && mr_name_ok(name) && remote_lookup(r, parent, name, &a) == 0) {
+			if (a.remote &&
+			    ns_remote_info(ns, a.ino, &(uint64_t){0}, p->name, &(uint64_t){0},
+					   &(uint64_t){0}) == 0 &&
+			    get_entry(r, dir, name, &p->info) == 0 &&
+			    p->info.version == a.version &&
+			    ns_reserve(ns, parent, name, p->info.size, p->info.mode & 07777, 0, 0,
+				       &p->h) == 0) {
+				live_holders(r, &p->info);
+				p->ino = a.ino; /* its lookup reference is dropped after the fill */
+				m++;
+			} else {
+				ns_forget(ns, a.ino, 1);
+			}
+		}
+		if (m == PREFETCH_CHUNK || (k == n && m)) {
+			done += prefetch_chunk(r, v, m);
+			m = 0;
+		}
+	}
+	free(v);
+	return (int)done;
 }
 
 int remote_holders(struct remote *r, uint64_t ino, char *buf, size_t len)

@@ -90,6 +90,13 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 int remote_fetch(struct remote *r, uint64_t ino);
 /* Make name in parent a local block (cached copy) if a remote node holds it: 0, ENOENT. */
 int remote_prefetch(struct remote *r, uint64_t parent, const char *name);
+/* Make local the blocks among names[from, n) of directory parent that other nodes hold and
+ * this node does not: entries asked for one by one, bytes fetched in parallel batches and
+ * checked as remote_fetch does. Names that fail here are left to remote_prefetch. Returns
+ * how many were fetched, or -errno for the directory. */
+typedef const char *(*remote_name_fn)(void *arg, size_t k, char *buf);
+int remote_prefetch_batch(struct remote *r, uint64_t parent, size_t from, size_t n,
+			  remote_name_fn name_at, void *arg);
 /* Remove name from the cluster (entry and every holder's copy); local is whether it was
  * removed here already. 0, or ENOENT when it existed nowhere. */
 int remote_unlink(struct remote *r, uint64_t parent, const char *name, bool local);

@@ -369,7 +369,12 @@ static int do_lookup(struct side *s, fuse_ino_t ino, struct kvcachefs_lookup *lk
 	if (ret)
 		return ret;
 	ret = ns_lookup_prefix(s->cfg.ns, ino, lk->count, names_at, &nm);
-	/* in a cluster, a name held by another node is fetched here and the lookup goes on */
+	/* in a cluster, names held by other nodes are fetched here (in parallel, then one by
+	 * one for what a batch could not get) and the lookup goes on */
+	if (ret >= 0 && (uint32_t)ret < lk->count && s->cfg.prefetch_batch &&
+	    s->cfg.prefetch_batch(s->cfg.prefetch_arg, ino, (size_t)ret, lk->count, names_at, &nm) >
+		0)
+		ret = ns_lookup_prefix(s->cfg.ns, ino, lk->count, names_at, &nm);
 	while (ret >= 0 && (uint32_t)ret < lk->count && s->cfg.prefetch) {
 		char buf[256];
 		const char *name = names_at(&nm, (size_t)ret, buf);
@@ -462,6 +467,15 @@ static int do_locate(struct side *s, fuse_ino_t ino, struct kvcachefs_locate *lc
 		ret = ns_locate_batch(s->cfg.ns, ino, lc->count, names_at, &nm, locs, errs);
 	if (ret)
 		return ret;
+	if (s->cfg.prefetch_batch) {
+		uint32_t missing = 0;
+
+		for (uint32_t k = 0; k < lc->count; k++)
+			missing += errs[k] == ENOENT;
+		if (missing > 1) /* fetch them in parallel; the loop below then finds them */
+			(void)s->cfg.prefetch_batch(s->cfg.prefetch_arg, ino, 0, lc->count,
+						    names_at, &nm);
+	}
 	for (uint32_t k = 0; k < lc->count; k++) {
 		/* about to be sealed: wait for it as an open would; held elsewhere: fetch it */
 		if (errs[k] == EAGAIN || (errs[k] == ENOENT && s->cfg.prefetch)) {

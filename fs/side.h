@@ -40,6 +40,10 @@ struct side_config {
 	side_nodes_fn nodes;
 	void *nodes_arg;
 	side_prefetch_fn prefetch; /* NULL: single node */
+	/* Fetch, in parallel, the blocks among names [from, n) held only elsewhere; NULL: none */
+	int (*prefetch_batch)(void *arg, uint64_t parent, size_t from, size_t n,
+			      const char *(*name_at)(void *arg, size_t k, char *buf),
+			      void *name_arg);
 	void *prefetch_arg;
 };
 

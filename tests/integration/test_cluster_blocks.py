@@ -73,16 +73,19 @@ class Blocks(tc.ClusterBase):
     def test_side_channel_lookup_fetches_remote_blocks(self):
         a, b = self.join(), self.join()
         self.wait_total(a, 2, timeout=5)
-        names = ["%032x" % i for i in range(1, 6)]
-        for n in names[:3]:
-            kvc.write_block(a.path(n), n.encode() * 1000)
+        names = ["%032x" % i for i in range(1, 151)]
+        for n in names[:137]:  # more than one parallel batch (64)
+            kvc.write_block(a.path(n), n.encode() * (1000 + int(n, 16)))
+        kvc.write_block(a.path("empty"), b"")
         r = kvc.run_ctl("lookup", b.mnt, *names)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout.split()[0], "3", r.stdout)
+        self.assertEqual(r.stdout.split()[0], "137", r.stdout)
         # they are local copies on b now
-        self.assertEqual(kvc.ctl_status_json(b.mnt)["blocks"], 3)
-        for n in names[:3]:
-            self.assertEqual(read(b.path(n)), n.encode() * 1000)
+        self.assertEqual(kvc.ctl_status_json(b.mnt)["blocks"], 137)
+        for n in names[:137]:
+            self.assertEqual(read(b.path(n)), n.encode() * (1000 + int(n, 16)))
+        r = kvc.run_ctl("lookup", b.mnt, "empty", names[140])
+        self.assertEqual(r.stdout.split()[0], "1", r.stdout)
 
     def test_listing_across_nodes(self):
         a, b, c = self.three()
