@@ -372,6 +372,17 @@ static int holder_layout(struct remote *r, uint64_t id, struct xfer_peer *p, uin
 static int job_push(struct remote *r, enum qkind kind, const char *dir, const char *name,
 		    uint64_t node, uint64_t generation, const struct ent_info *info);
 
+/* Does a holder's block header, read after the bytes, say they were version info->version of
+ * the block (name hash nh) at its generation, sealed and whole? */
+static bool hdr_vouches(const struct pool_hdr *hdr, const struct ent_holder *h,
+			const struct ent_info *info, const XXH128_hash_t *nh)
+{
+	return hdr->magic == POOL_HDR_MAGIC && (hdr->flags & POOL_HDR_SEALED) &&
+	       hdr->generation == h->generation && hdr->length == info->size &&
+	       hdr->name_hash[0] == nh->low64 && hdr->name_hash[1] == nh->high64 &&
+	       hdr->seal_time_ns == info->version;
+}
+
 static int fetch_bytes(struct remote *r, const char *dir, const char *name,
 		       const struct ent_info *info, void *dst, uint64_t *sum)
 {
@@ -407,10 +418,7 @@ static int fetch_bytes(struct remote *r, const char *dir, const char *name,
 			       h->node, strerror(-ret));
 			continue;
 		}
-		if (hdr.magic != POOL_HDR_MAGIC || !(hdr.flags & POOL_HDR_SEALED) ||
-		    hdr.generation != h->generation || hdr.length != info->size ||
-		    hdr.name_hash[0] != nh.low64 || hdr.name_hash[1] != nh.high64 ||
-		    hdr.seal_time_ns != info->version) {
+		if (!hdr_vouches(&hdr, h, info, &nh)) {
 			/* evicted or replaced there since the entry was made, or the node
 			 * restarted: its owners forget that holder (and restore the replica count)
 			 */
@@ -678,12 +686,7 @@ static size_t prefetch_chunk(struct remote *r, struct pf *v, size_t n)
 		XXH128_hash_t nh = XXH3_128bits(p->name, strlen(p->name));
 		uint64_t sum = checksum(NULL, 0);
 
-		if (p->info.size &&
-		    (!p->peer || p->hdr.magic != POOL_HDR_MAGIC ||
-		     !(p->hdr.flags & POOL_HDR_SEALED) ||
-		     p->hdr.generation != p->holder->generation || p->hdr.length != p->info.size ||
-		     p->hdr.name_hash[0] != nh.low64 || p->hdr.name_hash[1] != nh.high64 ||
-		     p->hdr.seal_time_ns != p->info.version)) {
+		if (p->info.size && (!p->peer || !hdr_vouches(&p->hdr, p->holder, &p->info, &nh))) {
 			ns_abort(p->h); /* left to remote_prefetch, which tries every holder */
 		} else {
 			if (p->info.size)
