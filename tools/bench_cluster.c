@@ -14,6 +14,13 @@
  *     fetched from A over the transfer engine. B may keep a copy after the first read, so
  *     every pass reads names that B never saw: each repetition writes a fresh set of blocks
  *     per thread count on A (and deletes them afterwards, untimed);
+ *   - B loads them through its side channel (libkvcache), one thread, as an inference
+ *     engine loads a prefix that another node holds: a fresh set per repetition written on
+ *     A, then, timed, kvc_dir_open on B, kvc_lookup of the whole list (at most
+ *     KVC_LOOKUP_MAX names a call: B fetches the blocks from A into its pool, in parallel
+ *     batches) and kvc_load_batch of all of them into one private page-aligned buffer.
+ *     Reported next to the mount figures, with its ratios to Redis GET and iperf3, for
+ *     information: the targets are those of the mount;
  *   - the same number of values of the same size are read from Redis with GET, one
  *     connection per thread, through the minimal RESP client below (SET once, before).
  * iperf3 runs between the repetitions with -P 1 and -P --threads: the best is the baseline.
@@ -23,17 +30,18 @@
  *
  * Content: every block or value read is checked inside the timed loop at its first and last
  * 8 bytes (every block has its own seed of tools/pattern.h, so misplaced data shows), and a
- * few of every pass are read again outside the clock and checked whole.
+ * few of every pass are read again outside the clock and checked whole (those of the side
+ * channel are checked whole in its buffer, which holds them all).
  *
- * A remote read or stat that fails does not stop the run: it is said once, with the name,
- * the rest is measured and printed with the remote figures as "failed", and the exit status
- * is 1. Any other failure stops the run.
+ * A remote read, side-channel load or stat that fails does not stop the run: it is said
+ * once, with the name, the rest is measured and printed with its figures as "failed", and
+ * the exit status is 1. Any other failure stops the run.
  *
  * Children run in their own process groups with PR_SET_PDEATHSIG SIGTERM: a Ctrl-C reaches
  * only the bench (the signal only sets `stop`), and a bench killed outright still takes them
- * down (kvcachefs unmounts itself on SIGTERM). cl_teardown, on every exit path, unmounts
- * (fusermount3 -u), waits for the daemons or kills them, stops redis and etcd, removes the
- * pool objects and the temporary directory.
+ * down (kvcachefs unmounts itself on SIGTERM). cl_teardown, on every exit path, closes the
+ * side channel, unmounts (fusermount3 -u), waits for the daemons or kills them, stops redis
+ * and etcd, removes the pool objects and the temporary directory.
  */
 #include "tools/bench_cluster.h"
 #include "tools/bench_util.h"
@@ -99,7 +107,9 @@
 static const uint64_t cl_sizes[CL_NSIZES] = {2 * MIB, 256 * KIB};
 
 enum { CL_A, CL_B, CL_NNODES };
-enum { CL_T1, CL_TN, CL_NPASSES }; /* one thread, --threads threads */
+/* Sets of blocks, of one size and repetition: one per pass through the mounts (one thread,
+ * --threads threads), and the side channel's. */
+enum { CL_T1, CL_TN, CL_NPASSES, CL_SIDE = CL_NPASSES, CL_NSETS };
 
 /* A progress line is open on stderr ("run 1: iperf3 2M"): an error starts a line of its own. */
 static bool cl_midline;
@@ -488,8 +498,9 @@ struct cl_results {
 	/* GB/s, best over the repetitions; 0 where not measured */
 	double local[CL_NSIZES][CL_NPASSES], remote[CL_NSIZES][CL_NPASSES],
 	    redis[CL_NSIZES][CL_NPASSES];
+	double side[CL_NSIZES]; /* B's side channel, one thread: lookup + load */
 	double iperf_p1, iperf_pn;
-	bool remote_failed, rstat_failed;
+	bool remote_failed, rstat_failed, side_failed;
 	double stat_a[2], stat_b[2], exists[2]; /* p50, p99 in microseconds */
 	char redis_version[32];
 };
@@ -539,6 +550,13 @@ struct cl_run {
 	struct resp *conns;  /* threads of them */
 	struct cl_worker *w; /* threads of them */
 	unsigned char *wbuf; /* a block being written */
+	/* the side channel: B's pool mapped (opened at its first pass), the engine's buffer
+	 * (a whole set, page-aligned, faulted in before any timing) and the set's names */
+	struct kvc *kvc_b;
+	unsigned char *sbuf;
+	uint64_t sbuf_size;
+	char (*snames)[KVC_HASH_NAME_SIZE];
+	const char **snameptrs;
 	struct cl_results z;
 };
 
@@ -566,8 +584,28 @@ static void cl_set_dir(const struct cl_run *r, char *out, size_t cap, int s, int
 {
 	char sz[24];
 
-	snprintf(out, cap, "%s-r%d-t%d", bench_fmt_size(cl_sizes[s], sz, sizeof(sz)), rep,
-		 set == CL_T1 ? 1 : r->threads);
+	bench_fmt_size(cl_sizes[s], sz, sizeof(sz));
+	if (set == CL_SIDE)
+		snprintf(out, cap, "%s-r%d-side", sz, rep);
+	else
+		snprintf(out, cap, "%s-r%d-t%d", sz, rep, set == CL_T1 ? 1 : r->threads);
+}
+
+/* Is set (CL_T1, CL_TN, CL_SIDE) written and read in this run? */
+static bool cl_set_used(const struct cl_run *r, int set)
+{
+	return set < r->npasses || set == CL_SIDE;
+}
+
+/* Name of block i of a set. The side channel's are what an engine uses (kvc_prefix_hash):
+ * 32 lowercase hex digits, which libkvcache sends as 16 bytes each, so that a lookup of
+ * KVC_LOOKUP_MAX names is one request. */
+static void cl_block_name(char *out, size_t cap, uint64_t size, int rep, int set, uint64_t i)
+{
+	if (set == CL_SIDE)
+		snprintf(out, cap, "%016" PRIx64 "%016" PRIx64, cl_seed(size, rep, set, i), i);
+	else
+		snprintf(out, cap, "b%06" PRIu64, i);
 }
 
 static void cl_key(char *out, size_t cap, uint64_t size, uint64_t i)
@@ -868,6 +906,9 @@ static void cl_teardown(struct cl_run *r)
 
 	for (int t = 0; r->conns && t < r->threads; t++)
 		resp_close(&r->conns[t]);
+	if (r->kvc_b) /* before B's unmount: it holds the mount open */
+		kvc_close(r->kvc_b);
+	r->kvc_b = NULL;
 	for (int k = CL_NNODES - 1; k >= 0; k--) {
 		struct cl_node *n = &r->node[k];
 		bool was_mounted;
@@ -920,14 +961,15 @@ static void cl_teardown(struct cl_run *r)
  * through etcd, asynchronously). */
 static int cl_mkdirs(struct cl_run *r)
 {
-	char dirs[CL_NSIZES * 100 * CL_NPASSES + 2][64], path[2 * PATH_MAX];
+	char dirs[CL_NSIZES * 100 * CL_NSETS + 2][64], path[2 * PATH_MAX];
 	int nd = 0;
 	uint64_t deadline;
 
 	for (int s = 0; s < CL_NSIZES; s++)
 		for (int rep = 0; rep < r->reps; rep++)
-			for (int p = 0; p < r->npasses; p++)
-				cl_set_dir(r, dirs[nd++], sizeof(dirs[0]), s, rep, p);
+			for (int set = 0; set < CL_NSETS; set++)
+				if (cl_set_used(r, set))
+					cl_set_dir(r, dirs[nd++], sizeof(dirs[0]), s, rep, set);
 	snprintf(dirs[nd++], sizeof(dirs[0]), "stat-a");
 	snprintf(dirs[nd++], sizeof(dirs[0]), "stat-b");
 	for (int i = 0; i < nd; i++) {
@@ -1112,7 +1154,7 @@ static int cl_job_run(struct cl_run *r, struct cl_job *j, int nthreads, double *
 static int cl_set_io(struct cl_run *r, int s, int rep, int set, bool write)
 {
 	uint64_t size = cl_sizes[s];
-	char dir[64], path[2 * PATH_MAX];
+	char dir[64], name[KVC_HASH_NAME_SIZE], path[2 * PATH_MAX];
 	int ret = 0;
 
 	cl_set_dir(r, dir, sizeof(dir), s, rep, set);
@@ -1121,7 +1163,8 @@ static int cl_set_io(struct cl_run *r, int s, int rep, int set, bool write)
 
 		if (stop)
 			return -EINTR;
-		snprintf(path, sizeof(path), "%s/%s/b%06" PRIu64, r->node[CL_A].dir, dir, i);
+		cl_block_name(name, sizeof(name), size, rep, set, i);
+		snprintf(path, sizeof(path), "%s/%s/%s", r->node[CL_A].dir, dir, name);
 		if (!write) {
 			if (unlink(path) < 0)
 				ret = -errno;
@@ -1134,8 +1177,8 @@ static int cl_set_io(struct cl_run *r, int s, int rep, int set, bool write)
 				ret = -errno;
 		}
 		if (ret && !cl_quiet(ret))
-			cl_err("%s of %s/b%06" PRIu64 " on node A failed: %s",
-			       write ? "write" : "unlink", dir, i, strerror(-ret));
+			cl_err("%s of %s/%s on node A failed: %s", write ? "write" : "unlink", dir,
+			       name, strerror(-ret));
 	}
 	return ret;
 }
@@ -1163,15 +1206,126 @@ static int cl_redis_load(struct cl_run *r)
 	return 0;
 }
 
-/* One repetition at one size: write the sets on A, read them on A then on B, GET the Redis
- * values, delete the sets. A remote failure is recorded and the rest goes on. */
+/* ---- the side channel -------------------------------------------------------------------- */
+
+/* The side set's names of (size s, rep) in r->snames, pointed to by r->snameptrs. */
+static void cl_side_names(struct cl_run *r, int s, int rep)
+{
+	for (uint64_t i = 0; i < r->z.count[s]; i++) {
+		cl_block_name(r->snames[i], sizeof(r->snames[i]), cl_sizes[s], rep, CL_SIDE, i);
+		r->snameptrs[i] = r->snames[i];
+	}
+}
+
+/*
+ * B loads the side set of (s, rep), which A holds, as an engine loads a prefix: timed from
+ * kvc_dir_open to kvc_dir_close, one thread. kvc_lookup asks KVC_LOOKUP_MAX names a call at
+ * most: B fetches what it lacks from A (in parallel batches) before it answers. kvc_load_batch
+ * then copies KVCACHEFS_LOCATE_MAX blocks a call at most, each to its place in r->sbuf, and
+ * the ends of each are checked inside the clock; CL_VERIFY_SAMPLES of them are checked whole
+ * after. GB/s in *gbps. A failure is said once, with the name, and returned.
+ */
+static int cl_side_pass(struct cl_run *r, int s, int rep, double *gbps)
+{
+	void *dst[KVCACHEFS_LOCATE_MAX];
+	size_t cap[KVCACHEFS_LOCATE_MAX], len[KVCACHEFS_LOCATE_MAX];
+	int errs[KVCACHEFS_LOCATE_MAX], ret;
+	uint64_t size = cl_sizes[s], n = r->z.count[s], at = 0, t0, elapsed;
+	const char *what = "kvc_dir_open";
+	struct kvc_dir *d = NULL;
+	char dir[64], why[128] = "";
+
+	if (!r->kvc_b && (ret = kvc_open(r->node[CL_B].dir, 0, &r->kvc_b)) < 0) {
+		cl_err("libkvcache on node B (%s): %s", r->node[CL_B].dir, strerror(-ret));
+		return ret;
+	}
+	cl_set_dir(r, dir, sizeof(dir), s, rep, CL_SIDE);
+	cl_side_names(r, s, rep);
+
+	t0 = bench_now_ns();
+	ret = kvc_dir_open(r->kvc_b, dir, &d);
+	for (uint64_t i = 0; i < n && !ret; i += KVC_LOOKUP_MAX) {
+		size_t k = n - i < KVC_LOOKUP_MAX ? (size_t)(n - i) : KVC_LOOKUP_MAX;
+		int found = kvc_lookup(d, r->snameptrs + i, k);
+
+		what = "kvc_lookup";
+		at = i;
+		if (found < 0) {
+			ret = found;
+		} else if ((size_t)found < k) {
+			at = i + (uint64_t)found;
+			snprintf(why, sizeof(why),
+				 "not found (the %" PRIu64 " names before it were)", at);
+			ret = -ENOENT;
+		}
+	}
+	for (uint64_t i = 0; i < n && !ret; i += KVCACHEFS_LOCATE_MAX) {
+		size_t k = n - i < KVCACHEFS_LOCATE_MAX ? (size_t)(n - i) : KVCACHEFS_LOCATE_MAX;
+		int got;
+
+		what = "kvc_load_batch";
+		for (size_t j = 0; j < k; j++) {
+			dst[j] = r->sbuf + (i + j) * size;
+			cap[j] = size;
+		}
+		got = kvc_load_batch(d, r->snameptrs + i, k, dst, cap, len, errs);
+		at = i;
+		if (got < 0)
+			ret = got;
+		for (size_t j = 0; j < k && !ret; j++) {
+			at = i + j;
+			if (errs[j])
+				ret = -errs[j];
+			else if (len[j] != size)
+				snprintf(why, sizeof(why), "%zu bytes, expected %" PRIu64, len[j],
+					 size);
+			else if (!cl_ends_ok(dst[j], size, cl_seed(size, rep, CL_SIDE, i + j)))
+				snprintf(why, sizeof(why), "wrong content (first or last 8 bytes)");
+			if (why[0])
+				ret = -EIO;
+		}
+	}
+	if (d)
+		kvc_dir_close(d);
+	elapsed = bench_now_ns() - t0;
+
+	for (int v = 0; v < CL_VERIFY_SAMPLES && !ret; v++) {
+		uint64_t i = (uint64_t)v * n / CL_VERIFY_SAMPLES,
+			 bad = pattern_mismatch(r->sbuf + i * size, size,
+						cl_seed(size, rep, CL_SIDE, i), 0);
+
+		if (bad != size) {
+			at = i;
+			snprintf(why, sizeof(why), "byte %" PRIu64 " is not what was written", bad);
+			ret = -EIO;
+		}
+	}
+	if (stop)
+		return -EINTR;
+	if (ret) {
+		if (!d)
+			cl_err("side channel on node B: kvc_dir_open of %s: %s", dir,
+			       strerror(-ret));
+		else
+			cl_err("side channel on node B: %s of %s/%s: %s", what, dir, r->snames[at],
+			       why[0] ? why : strerror(-ret));
+		return ret;
+	}
+	*gbps = (double)(n * size) / (double)elapsed; /* bytes per ns */
+	return 0;
+}
+
+/* One repetition at one size: write the sets on A, read them on A then on B, load the side
+ * set on B, GET the Redis values, delete the sets. A remote failure is recorded and the rest
+ * goes on. */
 static int cl_size_rep(struct cl_run *r, int s, int rep)
 {
 	struct cl_results *z = &r->z;
 	int ret = 0;
 
-	for (int p = 0; p < r->npasses && !ret; p++)
-		ret = cl_set_io(r, s, rep, p, true);
+	for (int set = 0; set < CL_NSETS && !ret; set++)
+		if (cl_set_used(r, set))
+			ret = cl_set_io(r, s, rep, set, true);
 	for (int node = CL_A; node < CL_NNODES; node++)
 		for (int p = 0; p < r->npasses && !ret; p++) {
 			struct cl_job j = {.op = CL_READ,
@@ -1199,6 +1353,18 @@ static int cl_size_rep(struct cl_run *r, int s, int rep)
 			}
 			bench_keep_best(node == CL_A ? &z->local[s][p] : &z->remote[s][p], g);
 		}
+	if (!ret && !z->side_failed) {
+		double g = 0;
+
+		ret = cl_side_pass(r, s, rep, &g);
+		if (!ret) {
+			bench_keep_best(&z->side[s], g);
+		} else if (ret != -EINTR) {
+			z->side_failed = true;
+			cl_log_tail("node B", r->node[CL_B].log);
+			ret = 0;
+		}
+	}
 	for (int p = 0; p < r->npasses && !ret; p++) {
 		struct cl_job j = {.op = CL_GET,
 				   .size = cl_sizes[s],
@@ -1212,8 +1378,9 @@ static int cl_size_rep(struct cl_run *r, int s, int rep)
 		if (!ret)
 			bench_keep_best(&z->redis[s][p], g);
 	}
-	for (int p = 0; p < r->npasses && !ret; p++)
-		ret = cl_set_io(r, s, rep, p, false);
+	for (int set = 0; set < CL_NSETS && !ret; set++)
+		if (cl_set_used(r, set))
+			ret = cl_set_io(r, s, rep, set, false);
 	return ret;
 }
 
@@ -1444,6 +1611,8 @@ static void cl_print_json(const struct cl_run *r)
 			       p == CL_T1 ? 1 : r->threads);
 			cl_json_num("local_GBps", z->local[s][p], false);
 			cl_json_num("remote_GBps", z->remote[s][p], false);
+			/* the side channel runs one thread: it shows in the 1-thread entry */
+			cl_json_num("side_GBps", p == CL_T1 ? z->side[s] : 0, false);
 			cl_json_num("redis_GBps", z->redis[s][p], true);
 			printf("}");
 		}
@@ -1456,7 +1625,10 @@ static void cl_print_json(const struct cl_run *r)
 		cl_json_num("remote_redis", bench_ratio(rem, red), false);
 		cl_json_num("remote_iperf3", bench_ratio(rem, cl_iperf(z)), false);
 		cl_json_num("local_redis", bench_ratio(loc, red), false);
-		cl_json_num("local_iperf3", bench_ratio(loc, cl_iperf(z)), true);
+		cl_json_num("local_iperf3", bench_ratio(loc, cl_iperf(z)), false);
+		cl_json_num("side_redis", bench_ratio(z->side[s], red), false);
+		cl_json_num("side_iperf3", bench_ratio(z->side[s], cl_iperf(z)), false);
+		cl_json_num("side_remote", bench_ratio(z->side[s], rem), true);
 		printf("}");
 	}
 	printf("],\n \"latency_us\": {\"samples\": %" PRIu64 ", ", r->nstat);
@@ -1470,41 +1642,46 @@ static void cl_print_json(const struct cl_run *r)
 	printf("},\n \"targets\": {\"size\": %" PRIu64
 	       ", \"remote_redis\": %.2f, \"remote_iperf3\": %.2f, "
 	       "\"stat_remote_exists_p50\": %.2f},\n"
-	       " \"remote_ok\": %s, \"target_met\": %s}\n",
+	       " \"remote_ok\": %s, \"side_ok\": %s, \"target_met\": %s}\n",
 	       cl_sizes[t], CL_TARGET_REDIS, CL_TARGET_IPERF, CL_TARGET_STAT,
 	       z->remote_failed || z->rstat_failed ? "false" : "true",
-	       cl_met(z) ? "true" : "false");
+	       z->side_failed ? "false" : "true", cl_met(z) ? "true" : "false");
 }
 
 static void cl_print(const struct cl_run *r)
 {
 	const struct cl_results *z = &r->z;
-	const char *rem_none = z->remote_failed ? "failed" : "-";
-	char sz[24], b1[32], b2[32], b3[32], b4[32], b5[32], title[64];
+	const char *rem_none = z->remote_failed ? "failed" : "-",
+		   *side_none = z->side_failed ? "failed" : "-";
+	char sz[24], b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], title[64];
 	double base = cl_iperf(z);
 	int t = cl_target_index();
 
-	printf("etcd + kvcachefs nodes A and B (one cluster) + redis-server %s, on loopback; "
-	       "best of %d\n"
-	       "one block per open/read/close (one GET per value); GB/s = 10^9 bytes/s\n",
+	printf("etcd + kvcachefs nodes A and B (one cluster) + redis-server %s, on loopback\n"
+	       "best of %d; GB/s = 10^9 bytes/s\n"
+	       "local A, remote B: one block per open/read/close (Redis: one GET per value)\n"
+	       "side B: B's side channel (lookup + load), one thread: kvc_lookup of the whole\n"
+	       "  list (B fetches the blocks from A) + kvc_load_batch of all into one buffer\n",
 	       z->redis_version, r->reps);
 	if (r->threads > 1)
 		printf("iperf3 -P %d: %.2f GB/s   ", r->threads, z->iperf_pn);
 	printf("iperf3 -P 1: %.2f GB/s   baseline (the best): %.2f GB/s\n\n", z->iperf_p1, base);
-	printf("%-5s %7s %7s %10s %10s %10s %13s\n", "size", "blocks", "threads", "local A",
-	       "remote B", "Redis GET", "remote/Redis");
+	printf("%-5s %7s %7s %10s %10s %10s %10s %13s\n", "size", "blocks", "threads", "local A",
+	       "remote B", "side B", "Redis GET", "remote/Redis");
 	for (int s = 0; s < CL_NSIZES; s++)
 		for (int p = 0; p < r->npasses; p++)
-			printf("%-5s %7" PRIu64 " %7d %10s %10s %10s %13s\n",
+			printf("%-5s %7" PRIu64 " %7d %10s %10s %10s %10s %13s\n",
 			       bench_fmt_size(cl_sizes[s], sz, sizeof(sz)), z->count[s],
 			       p == CL_T1 ? 1 : r->threads,
 			       cl_fig(z->local[s][p], "%.2f", "-", b1, sizeof(b1)),
 			       cl_fig(z->remote[s][p], "%.2f", rem_none, b2, sizeof(b2)),
+			       p == CL_T1 ? cl_fig(z->side[s], "%.2f", side_none, b5, sizeof(b5))
+					  : "", /* one thread only */
 			       cl_fig(z->redis[s][p], "%.2f", "-", b3, sizeof(b3)),
 			       cl_fig(bench_ratio(z->remote[s][p], z->redis[s][p]), "%.2f", "-", b4,
 				      sizeof(b4)));
-	printf("\nratios, the better thread count of each (targets: %s remote/Redis >= %.2f, "
-	       "remote/iperf3 >= %.2f)\n",
+	printf("\nratios, the better thread count of each (through the mount; targets:\n"
+	       "%s remote/Redis >= %.2f, remote/iperf3 >= %.2f)\n",
 	       bench_fmt_size(cl_sizes[t], sz, sizeof(sz)), CL_TARGET_REDIS, CL_TARGET_IPERF);
 	printf("%-5s %13s %14s %12s %13s\n", "size", "remote/Redis", "remote/iperf3", "local/Redis",
 	       "local/iperf3");
@@ -1521,6 +1698,15 @@ static void cl_print(const struct cl_run *r)
 		       b1, b2, cl_fig(bench_ratio(loc, red), "%.2f", "-", b3, sizeof(b3)),
 		       cl_fig(bench_ratio(loc, base), "%.2f", "-", b5, sizeof(b5)));
 	}
+	printf("\nside channel (lookup + load) on B, for information (no target)\n");
+	printf("%-5s %12s %13s %13s\n", "size", "side/Redis", "side/iperf3", "side/remote");
+	for (int s = 0; s < CL_NSIZES; s++)
+		printf("%-5s %12s %13s %13s\n", bench_fmt_size(cl_sizes[s], sz, sizeof(sz)),
+		       cl_fig(bench_ratio(z->side[s], cl_best(z->redis[s])), "%.2f", side_none, b1,
+			      sizeof(b1)),
+		       cl_fig(bench_ratio(z->side[s], base), "%.2f", side_none, b2, sizeof(b2)),
+		       cl_fig(bench_ratio(z->side[s], cl_best(z->remote[s])), "%.2f", side_none, b6,
+			      sizeof(b6)));
 	rem_none = z->rstat_failed ? "failed" : "-";
 	snprintf(title, sizeof(title), "latency (us), %" PRIu64 " names each, never looked up",
 		 r->nstat);
@@ -1541,6 +1727,8 @@ static void cl_print(const struct cl_run *r)
 		       cl_fig(sr, "%.2f", rem_none, b1, sizeof(b1)), sr > CL_TARGET_STAT ? "*" : "",
 		       CL_TARGET_STAT);
 	}
+	if (z->side_failed)
+		printf("\nside-channel loads on node B failed (see above)\n");
 	if (z->remote_failed || z->rstat_failed)
 		printf("\nremote %s on node B failed (see above): the targets cannot be met\n",
 		       z->remote_failed && z->rstat_failed ? "reads and stat"
@@ -1564,12 +1752,16 @@ static void cl_usage(FILE *out)
 	    "redis-server, all on loopback (kvcachefs is found next to this binary), writes\n"
 	    "blocks of 2M and 256K through A's mount and reads them, one block per\n"
 	    "open/read/close, on A (local) and on B (remote: fetched from A; fresh names for\n"
-	    "every pass), with 1 and T threads; against Redis GET of as many values of the same\n"
-	    "size over 1 and T connections, and iperf3 over loopback (-P 1 and -P T). Then the\n"
-	    "p50/p99 latency of stat() on B of blocks held by A, of stat() on A of its own\n"
-	    "blocks, and of Redis EXISTS, each on names never looked up before.\n"
-	    "Targets: 2M remote/Redis GET >= %.1f, remote/iperf3 >= %.1f (the better thread\n"
-	    "count of each); remote stat p50 <= %.1f x Redis EXISTS p50.\n"
+	    "every pass), with 1 and T threads; and on B through its side channel, one thread,\n"
+	    "as an engine loads a remote prefix: kvc_lookup of a fresh set written on A (B\n"
+	    "fetches the blocks) + kvc_load_batch of all of it into one buffer. Against Redis\n"
+	    "GET of as many values of the same size over 1 and T connections, and iperf3 over\n"
+	    "loopback (-P 1 and -P T). Then the p50/p99 latency of stat() on B of blocks held\n"
+	    "by A, of stat() on A of its own blocks, and of Redis EXISTS, each on names never\n"
+	    "looked up before.\n"
+	    "Targets (through the mount): 2M remote/Redis GET >= %.1f, remote/iperf3 >= %.1f\n"
+	    "(the better thread count of each); remote stat p50 <= %.1f x Redis EXISTS p50.\n"
+	    "The side channel's ratios are printed for information.\n"
 	    "  --mib M         MiB per size and per pass (default %d: %d blocks of 2M)\n"
 	    "  --reps R        repetitions, best kept (default %d)\n"
 	    "  --threads T     threads and Redis connections of the parallel pass (default %d)\n"
@@ -1578,25 +1770,30 @@ static void cl_usage(FILE *out)
 	    "  --json          print the results as JSON\n"
 	    "Needs root (mounts), etcd (Debian package etcd-server), redis-server, iperf3 and\n"
 	    "fusermount3. Memory: A's pool holds one repetition, B's every block it reads\n"
-	    "(it may keep copies). Exit status: 0 targets met, 3 a target missed, 1 error\n"
-	    "(a remote read or stat that failed included; the rest is still printed).\n",
+	    "(it may keep copies), the side channel's buffer one set of M MiB. Exit status:\n"
+	    "0 targets met, 3 a target missed, 1 error (a remote read, side-channel load or\n"
+	    "stat that failed included; the rest is still printed).\n",
 	    CL_TARGET_REDIS, CL_TARGET_IPERF, CL_TARGET_STAT, CL_DEFAULT_MIB,
 	    (int)(CL_DEFAULT_MIB * MIB / CL_TARGET_SIZE), CL_DEFAULT_REPS, CL_DEFAULT_THREADS,
 	    CL_DEFAULT_SECONDS, CL_DEFAULT_STATS);
 }
 
-/* Pools: A holds one repetition's sets of a size and the stat blocks; B every block it reads,
- * in case it keeps a copy of each. Both with a quarter more, below eviction's watermark. */
+/* Pools: A holds one repetition's sets of a size (the side channel's included) and the stat
+ * blocks; B every block it reads or loads, in case it keeps a copy of each. Both with a
+ * quarter more, below eviction's watermark. The side channel's buffer holds a whole set. */
 static int cl_size_pools(struct cl_run *r)
 {
 	uint64_t a = 0, b = 0, stat = 2 * r->nstat * 2 * CL_STAT_SIZE, redis, need, avail, shm;
 	struct statvfs sv;
 
+	r->sbuf_size = 0;
 	for (int s = 0; s < CL_NSIZES; s++) {
-		uint64_t set = r->z.count[s] * cl_sizes[s] * (uint64_t)r->npasses;
+		uint64_t one = r->z.count[s] * cl_sizes[s], set = one * (uint64_t)(r->npasses + 1);
 
 		if (set > a)
 			a = set;
+		if (one > r->sbuf_size)
+			r->sbuf_size = one;
 		b += set * (uint64_t)r->reps;
 	}
 	a = ((a + stat) * 5 / 4 + CL_POOL_SLACK + MIB - 1) / MIB * MIB;
@@ -1604,7 +1801,7 @@ static int cl_size_pools(struct cl_run *r)
 	r->node[CL_A].pool_size = a;
 	r->node[CL_B].pool_size = b;
 	redis = (r->z.count[0] * cl_sizes[0] + r->z.count[1] * cl_sizes[1]) * 5 / 4 + 64 * MIB;
-	need = a + b + redis + (uint64_t)(r->threads + 1) * CL_TARGET_SIZE;
+	need = a + b + redis + r->sbuf_size + (uint64_t)(r->threads + 1) * CL_TARGET_SIZE;
 	avail = bench_meminfo("MemAvailable");
 	if (avail && need > avail) {
 		cl_err("needs about %" PRIu64 " MiB of memory (pools of %" PRIu64 " and %" PRIu64
@@ -1718,6 +1915,7 @@ int cmd_cluster(int argc, char **argv)
 			   .seconds = CL_DEFAULT_SECONDS,
 			   .node = {{.letter = 'A'}, {.letter = 'B'}}};
 	char bin[PATH_MAX + 16];
+	uint64_t most = 0; /* blocks of the largest set */
 	int c, v, ret = 0;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -1794,6 +1992,17 @@ int cmd_cluster(int argc, char **argv)
 		}
 		memset(r.w[t].buf, 0, CL_TARGET_SIZE); /* fault it in before any timing */
 	}
+	for (int s = 0; s < CL_NSIZES; s++)
+		if (r.z.count[s] > most)
+			most = r.z.count[s];
+	r.snames = calloc(most, sizeof(*r.snames));
+	r.snameptrs = calloc(most, sizeof(*r.snameptrs));
+	if (!r.snames || !r.snameptrs || posix_memalign((void **)&r.sbuf, 4096, r.sbuf_size)) {
+		cl_err("out of memory");
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(r.sbuf, 0, r.sbuf_size);
 	install_signals();
 	signal(SIGPIPE, SIG_IGN);
 	ret = cl_setup(&r);
@@ -1808,12 +2017,17 @@ out:
 			cl_print_json(&r);
 		else
 			cl_print(&r);
-		ret = r.z.remote_failed || r.z.rstat_failed ? 1 : cl_met(&r.z) ? 0 : 3;
+		ret = r.z.remote_failed || r.z.rstat_failed || r.z.side_failed ? 1
+		      : cl_met(&r.z)					       ? 0
+									       : 3;
 	}
 	for (int t = 0; r.w && t < r.threads; t++)
 		free(r.w[t].buf);
 	free(r.w);
 	free(r.conns);
 	free(r.wbuf);
+	free(r.sbuf);
+	free(r.snames);
+	free(r.snameptrs);
 	return ret < 0 ? 1 : ret;
 }
