@@ -31,7 +31,7 @@ packages=(
 	fuse3 libfuse3-dev
 	libxxhash-dev liburing-dev libcurl4-openssl-dev libcjson-dev
 	libibverbs-dev librdmacm-dev libsodium-dev
-	iperf3
+	iperf3 fio
 	etcd-server
 	redis-server
 	attr python3 xxhash
