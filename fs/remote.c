@@ -516,7 +516,9 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 			    &(struct ns_remote){.size = info.size,
 						.version = info.version,
 						.mtime_ns = info.mtime_ns,
-						.mode = info.mode},
+						.mode = info.mode,
+						.uid = info.uid,
+						.gid = info.gid},
 			    attr);
 	if (!ret && attr->remote) {
 		struct seen *sl = &r->seen[attr->ino % SEEN_SLOTS];
@@ -853,6 +855,8 @@ static struct qrec *qrec_pub(struct remote *r, const struct ns_pub *p)
 				    .version = p->version,
 				    .mtime_ns = p->mtime_ns,
 				    .mode = p->mode,
+				    .uid = p->uid,
+				    .gid = p->gid,
 				    .replicas = 1,
 				    .nholders = 1};
 	q->info.holders[0] = (struct ent_holder){r->cfg.node_id, p->offset, p->generation};
@@ -1269,7 +1273,8 @@ static void replicate(struct remote *r, struct qrec *q)
 		if (!a.remote && a.version >= q->info.version)
 			return; /* a copy of it, or of a newer version, is here already */
 	}
-	ret = ns_reserve(ns, parent, q->name, q->info.size, q->info.mode & 07777, 0, 0, &h);
+	ret = ns_reserve(ns, parent, q->name, q->info.size, q->info.mode & 07777, q->info.uid,
+			 q->info.gid, &h);
 	if (ret) {
 		syslog(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
 		return;

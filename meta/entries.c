@@ -37,6 +37,7 @@ struct ent {
 	uint64_t size, version;
 	int64_t mtime_ns;
 	uint32_t mode;
+	uint32_t uid, gid;
 	uint8_t replicas;
 	uint8_t nholders; /* 1..hcap */
 	uint8_t hcap;
@@ -92,6 +93,8 @@ static void ent_to_info(const struct ent *e, struct ent_info *out)
 	out->version = e->version;
 	out->mtime_ns = e->mtime_ns;
 	out->mode = e->mode;
+	out->uid = e->uid;
+	out->gid = e->gid;
 	out->replicas = e->replicas;
 	out->nholders = e->nholders;
 	memcpy(out->holders, e->h, e->nholders * sizeof(e->h[0]));
@@ -327,6 +330,8 @@ static int ents_add_new(struct ents *s, struct edir *d, const char *dir, const c
 	e->version = info->version;
 	e->mtime_ns = info->mtime_ns;
 	e->mode = info->mode;
+	e->uid = info->uid;
+	e->gid = info->gid;
 	e->replicas = info->replicas;
 	e->nholders = 1;
 	e->pad = 0;
@@ -420,6 +425,8 @@ int ents_add(struct ents *s, const char *dir, const char *name, const struct ent
 		e->version = info->version;
 		e->mtime_ns = info->mtime_ns;
 		e->mode = info->mode;
+		e->uid = info->uid;
+		e->gid = info->gid;
 		e->replicas = info->replicas;
 		e->nholders = 1;
 		e->h[0] = *h;

@@ -37,7 +37,8 @@ struct ent_info {
 	uint64_t version; /* orders versions of one name: larger wins (the caller builds it) */
 	int64_t mtime_ns;
 	uint32_t mode;
-	uint8_t replicas; /* copies asked for (1..ENT_MAX_HOLDERS) */
+	uint32_t uid, gid; /* the block's owner and group */
+	uint8_t replicas;  /* copies asked for (1..ENT_MAX_HOLDERS) */
 	uint8_t nholders;
 	struct ent_holder holders[ENT_MAX_HOLDERS];
 };

@@ -18,8 +18,8 @@
 #include <string.h>
 
 #define MR_REQ_HDR	  8u  /* u8 op, u8 zero[3], u32 count (batches only) */
-#define MR_INFO_FIXED	  32u /* an info without its holders */
-#define MR_ANNOUNCE_FIXED 32u /* an ANNOUNCE item without dir, name and holder */
+#define MR_INFO_FIXED	  40u /* an info without its holders */
+#define MR_ANNOUNCE_FIXED 40u /* an ANNOUNCE item without dir, name and holder */
 #define MR_HOLDER	  24u
 #define MR_LIST_REPLY_HDR 16u
 #define MR_LIST_ITEM_MAX  (2u + MR_NAME_MAX + 20u)
@@ -173,6 +173,8 @@ static void put_info(struct mr_buf *b, const struct ent_info *info)
 	put64(b, info->version);
 	put64(b, (uint64_t)info->mtime_ns);
 	put32(b, info->mode);
+	put32(b, info->uid);
+	put32(b, info->gid);
 	put8(b, info->replicas);
 	put8(b, info->nholders);
 	put_zero(b, 2);
@@ -250,6 +252,8 @@ int mr_announce_add(struct mr_buf *b, const char *dir, const char *name,
 	put64(b, info->version);
 	put64(b, (uint64_t)info->mtime_ns);
 	put32(b, info->mode);
+	put32(b, info->uid);
+	put32(b, info->gid);
 	put8(b, info->replicas);
 	put_zero(b, 3);
 	put_holder(b, h);
@@ -576,6 +580,8 @@ static void rd_info(struct rd *r, struct ent_info *info)
 	info->version = rd64(r);
 	info->mtime_ns = (int64_t)rd64(r);
 	info->mode = rd32(r);
+	info->uid = rd32(r);
+	info->gid = rd32(r);
 	info->replicas = rd_replicas(r);
 	info->nholders = rd8(r);
 	rd_zero(r, 2);
@@ -603,6 +609,8 @@ static void rd_announce_item(struct rd *r, struct mr_announce_item *it)
 	it->info.version = rd64(r);
 	it->info.mtime_ns = (int64_t)rd64(r);
 	it->info.mode = rd32(r);
+	it->info.uid = rd32(r);
+	it->info.gid = rd32(r);
 	it->info.replicas = rd_replicas(r);
 	rd_zero(r, 3);
 	rd_holder(r, &it->holder);

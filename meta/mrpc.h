@@ -7,12 +7,14 @@
  * below the mount root of at most MR_DIR_MAX bytes: "" for the root, otherwise components
  * joined by '/', none empty, "." or "..", no NUL. A name is 1..MR_NAME_MAX bytes, no '/' or
  * NUL, not "." or "..". An info is
- *   {u64 size, u64 version, i64 mtime_ns, u32 mode, u8 replicas, u8 nholders, u8 zero[2],
+ *   {u64 size, u64 version, i64 mtime_ns, u32 mode, u32 uid, u32 gid, u8 replicas,
+ *    u8 nholders, u8 zero[2],
  *    nholders x holder}, holder = {u64 node, u64 offset, u64 generation},
  * with replicas in 1..ENT_MAX_HOLDERS, nholders in 1..ENT_MAX_HOLDERS, holder nodes distinct.
  *
  * A request starts with {u8 op, u8 zero[3]}:
  *   ANNOUNCE   u32 count, count x {dir, name, u64 size, u64 version, i64 mtime_ns, u32 mode,
+ *              u32 uid, u32 gid,
  *              u8 replicas, u8 zero[3], holder}                  reply: STATUS
  *   FORGET     u32 count, count x {dir, name, u64 node, u64 generation}    reply: empty
  *   GET        dir, name                                                    reply: info

@@ -353,6 +353,8 @@ static void publish(struct ns *ns, struct inode *i)
 	    .version = i->file.version,
 	    .mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed),
 	    .mode = i->mode,
+	    .uid = i->uid,
+	    .gid = i->gid,
 	    .replica = (i->flags & F_REPLICA) != 0,
 	};
 	ns->cfg.publish(ns->cfg.publish_arg, &p);
@@ -1816,8 +1818,8 @@ int ns_add_remote(struct ns *ns, uint64_t parent, const char *name, const struct
 		goto out;
 	}
 	i->mode = S_IFREG | (r->mode & 07777);
-	i->uid = (uint32_t)getuid();
-	i->gid = (uint32_t)getgid();
+	i->uid = r->uid;
+	i->gid = r->gid;
 	atomic_store_explicit(&i->file.size, r->size, memory_order_relaxed);
 	atomic_store_explicit(&i->mtime_ns, r->mtime_ns, memory_order_relaxed);
 	i->ctime_ns = r->mtime_ns;
@@ -1950,6 +1952,8 @@ int ns_local_blocks(struct ns *ns, struct ns_pub **out, size_t *n)
 		    .version = i->file.version,
 		    .mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed),
 		    .mode = i->mode,
+		    .uid = i->uid,
+		    .gid = i->gid,
 		};
 		if (!v[k].name) {
 			ret = -ENOMEM;

@@ -44,7 +44,7 @@ struct ns_pub {
 	uint64_t length, generation;
 	uint64_t version; /* orders versions of one name across nodes (see ns_config) */
 	int64_t mtime_ns;
-	uint32_t mode;
+	uint32_t mode, uid, gid;
 	bool replica; /* a copy of another node's block (ns_handle_set_version) */
 };
 /* Called under ns->lock: it must only queue the work. */
@@ -245,7 +245,7 @@ void ns_set_hooks(struct ns *ns, ns_publish_fn publish, ns_vanish_fn forget, voi
 struct ns_remote {
 	uint64_t size, version;
 	int64_t mtime_ns;
-	uint32_t mode;
+	uint32_t mode, uid, gid;
 };
 /*
  * Make name in parent stand for a remote block (a stub: no bytes here) and return its

@@ -150,7 +150,7 @@ static void ref_info(struct ref *c)
 	uint64_t nodes[ENT_MAX_HOLDERS];
 	unsigned replicas, nholders;
 
-	ref_skip(c, 8 + 8 + 8 + 4);
+	ref_skip(c, 8 + 8 + 8 + 4 + 4 + 4);
 	replicas = (unsigned)ref_u(c, 1);
 	nholders = (unsigned)ref_u(c, 1);
 	ref_check(c, ref_u(c, 2) == 0);
@@ -190,7 +190,7 @@ static bool ref_req(const uint8_t *p, size_t len)
 				ref_skip(&c, 16);
 				continue;
 			}
-			ref_skip(&c, 8 + 8 + 8 + 4);
+			ref_skip(&c, 8 + 8 + 8 + 4 + 4 + 4);
 			unsigned replicas = (unsigned)ref_u(&c, 1);
 			ref_check(&c, replicas >= 1 && replicas <= ENT_MAX_HOLDERS);
 			ref_check(&c, ref_u(&c, 3) == 0);
@@ -579,6 +579,8 @@ static void gen_info(struct recipe *r, struct ent_info *info)
 	info->version = take(r, c & 2 ? 8 : 1);
 	info->mtime_ns = (int64_t)take(r, c & 4 ? 8 : 2);
 	info->mode = (uint32_t)take(r, c & 8 ? 4 : 2);
+	info->uid = (uint32_t)take(r, c & 8 ? 4 : 1);
+	info->gid = (uint32_t)take(r, c & 8 ? 4 : 1);
 	info->replicas = gen_count(r);
 	info->nholders = gen_count(r);
 	for (unsigned i = 0; i < ENT_MAX_HOLDERS && i < info->nholders; i++)
@@ -588,7 +590,8 @@ static void gen_info(struct recipe *r, struct ent_info *info)
 static bool info_same(const struct ent_info *a, const struct ent_info *b)
 {
 	if (a->size != b->size || a->version != b->version || a->mtime_ns != b->mtime_ns ||
-	    a->mode != b->mode || a->replicas != b->replicas || a->nholders != b->nholders)
+	    a->mode != b->mode || a->uid != b->uid || a->gid != b->gid ||
+	    a->replicas != b->replicas || a->nholders != b->nholders)
 		return false;
 	for (unsigned i = 0; i < a->nholders; i++)
 		if (a->holders[i].node != b->holders[i].node ||
@@ -654,7 +657,7 @@ static int synth_announce(struct recipe *r, uint8_t c, struct mr_buf *b)
 			/* holders and nholders are ignored: an ANNOUNCE carries h alone */
 			valid = ref_cstr_dir_ok(dir) && ref_cstr_name_ok(name) &&
 				info.replicas >= 1 && info.replicas <= ENT_MAX_HOLDERS;
-			sz = valid ? 2 + strlen(dir) + 2 + strlen(name) + 56 : 0;
+			sz = valid ? 2 + strlen(dir) + 2 + strlen(name) + 64 : 0;
 		}
 		size_t len = b->len;
 		uint32_t count = b->count;
@@ -683,6 +686,7 @@ static int synth_announce(struct recipe *r, uint8_t c, struct mr_buf *b)
 		FUZZ_CHECK(strcmp(it.dir, a->dir) == 0 && strcmp(it.name, a->name) == 0);
 		FUZZ_CHECK(it.info.size == a->info.size && it.info.version == a->info.version &&
 			   it.info.mtime_ns == a->info.mtime_ns && it.info.mode == a->info.mode &&
+			   it.info.uid == a->info.uid && it.info.gid == a->info.gid &&
 			   it.info.replicas == a->info.replicas && it.info.nholders == 0);
 		FUZZ_CHECK(memcmp(&it.holder, &a->holder, sizeof(it.holder)) == 0);
 	}
@@ -983,6 +987,8 @@ static void raw_info(struct raw *w, struct recipe *r)
 	raw_le(w, info.version, 8);
 	raw_le(w, (uint64_t)info.mtime_ns, 8);
 	raw_le(w, info.mode, 4);
+	raw_le(w, info.uid, 4);
+	raw_le(w, info.gid, 4);
 	raw_le(w, info.replicas, 1);
 	raw_le(w, info.nholders, 1);
 	raw_zero(w, 2);
@@ -1037,6 +1043,8 @@ static void raw_message(struct raw *w, struct recipe *r, unsigned kind)
 			raw_le(w, take(r, 8), 8);
 			raw_le(w, take(r, 8), 8);
 			raw_le(w, take(r, 4), 4);
+			raw_le(w, take(r, 4), 4); /* uid */
+			raw_le(w, take(r, 4), 4); /* gid */
 			raw_le(w, gen_count(r), 1);
 			raw_zero(w, 3);
 			gen_holder(r, &h, i);

@@ -10,6 +10,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -69,6 +70,33 @@ class Blocks(tc.ClusterBase):
         for m in (a, b, c):
             with self.assertRaises(FileNotFoundError):
                 os.stat(m.path("nope"))
+
+    def test_owner_is_the_same_everywhere(self):
+        """A block written by an unprivileged user is that user's on every node."""
+        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        nobody = 65534
+
+        def as_nobody(code, *args):
+            return subprocess.run(
+                [python, "-c", code] + list(args), capture_output=True, text=True, timeout=60,
+                preexec_fn=lambda: (os.setgroups([]), os.setgid(nobody), os.setuid(nobody),
+                                    os.umask(0o077)))
+        a = self.join("-o", "allow_other")
+        b = self.join("-o", "allow_other")
+        self.wait_total(a, 2, timeout=5)
+        os.mkdir(a.path("pub"))
+        os.chmod(a.path("pub"), 0o777)
+        self.assertTrue(wait_until(lambda: os.path.isdir(b.path("pub")), timeout=2))
+        r = as_nobody("import sys; open(sys.argv[1], 'wb').write(b'n' * 5000)",
+                      a.path("pub", "mine"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for m in (a, b):
+            st = os.stat(m.path("pub", "mine"))
+            self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777),
+                             (nobody, nobody, 0o600), m.mnt)
+        r = as_nobody("import sys; sys.stdout.write(str(len(open(sys.argv[1], 'rb').read())))",
+                      b.path("pub", "mine"))
+        self.assertEqual((r.returncode, r.stdout), (0, "5000"), r.stderr)
 
     def test_side_channel_lookup_fetches_remote_blocks(self):
         a, b = self.join(), self.join()

@@ -89,6 +89,8 @@ static struct ent_info sample_info(unsigned nholders)
 				.version = 0x0102030405060708ull,
 				.mtime_ns = -12345678901234ll,
 				.mode = 0100644,
+				.uid = 0x81828384,
+				.gid = 0x91929394,
 				.replicas = 3,
 				.nholders = (uint8_t)nholders};
 
@@ -101,7 +103,8 @@ static struct ent_info sample_info(unsigned nholders)
 static bool info_eq(const struct ent_info *a, const struct ent_info *b)
 {
 	if (a->size != b->size || a->version != b->version || a->mtime_ns != b->mtime_ns ||
-	    a->mode != b->mode || a->replicas != b->replicas || a->nholders != b->nholders)
+	    a->mode != b->mode || a->uid != b->uid || a->gid != b->gid ||
+	    a->replicas != b->replicas || a->nholders != b->nholders)
 		return false;
 	for (unsigned i = 0; i < a->nholders; i++)
 		if (a->holders[i].node != b->holders[i].node ||
@@ -278,13 +281,15 @@ static void test_replies(void)
 static void test_layout(void)
 {
 	struct mr_buf b;
-	struct ent_info info = {.size = 1, .version = 2, .mtime_ns = 3, .mode = 4, .replicas = 5};
+	struct ent_info info = {
+	    .size = 1, .version = 2, .mtime_ns = 3, .mode = 4, .uid = 9, .gid = 10, .replicas = 5};
 	struct ent_holder h = {.node = 6, .offset = 7, .generation = 8};
 	static const uint8_t want[] = {
 	    MR_ANNOUNCE, 0, 0,	 0,   1,   0, 0, 0,	   /* op, zero, count */
 	    3,		 0, 'a', '/', 'b', 2, 0, 'n', 'm', /* dir, name */
 	    1,		 0, 0,	 0,   0,   0, 0, 0,   2,   0, 0, 0, 0, 0, 0, 0, /* size, version */
 	    3,		 0, 0,	 0,   0,   0, 0, 0,   4,   0, 0, 0,		/* mtime, mode */
+	    9,		 0, 0,	 0,   10,  0, 0, 0,				/* uid, gid */
 	    5,		 0, 0,	 0,						/* replicas, zero */
 	    6,		 0, 0,	 0,   0,   0, 0, 0,   7,   0, 0, 0, 0, 0, 0, 0, /* node, offset */
 	    8,		 0, 0,	 0,   0,   0, 0, 0};				/* generation */
@@ -317,7 +322,7 @@ static void test_bad_op_and_reserved(void)
 	/* ANNOUNCE item: 3 zero bytes after replicas */
 	REQUIRE(mr_announce_start(&b) == 0);
 	REQUIRE(mr_announce_add(&b, "d", "n", &info, &h) == 0);
-	item = 8 + 3 + 3 + 28; /* header, dir, name, size..mode */
+	item = 8 + 3 + 3 + 36; /* header, dir, name, size..gid */
 	CHECK(!bad_with(K_REQ, &b, item, 2));
 	CHECK(bad_with(K_REQ, &b, item, 0) && bad_with(K_REQ, &b, item, ENT_MAX_HOLDERS + 1));
 	for (size_t i = 1; i <= 3; i++)
@@ -325,9 +330,9 @@ static void test_bad_op_and_reserved(void)
 
 	/* info: replicas, nholders, 2 zero bytes */
 	REQUIRE(mr_info_encode(&b, &info) == 0);
-	CHECK(bad_with(K_INFO, &b, 28, 0) && bad_with(K_INFO, &b, 28, ENT_MAX_HOLDERS + 1));
-	CHECK(bad_with(K_INFO, &b, 29, 0) && bad_with(K_INFO, &b, 29, 2));
-	CHECK(bad_with(K_INFO, &b, 30, 1) && bad_with(K_INFO, &b, 31, 1));
+	CHECK(bad_with(K_INFO, &b, 36, 0) && bad_with(K_INFO, &b, 36, ENT_MAX_HOLDERS + 1));
+	CHECK(bad_with(K_INFO, &b, 37, 0) && bad_with(K_INFO, &b, 37, 2));
+	CHECK(bad_with(K_INFO, &b, 38, 1) && bad_with(K_INFO, &b, 39, 1));
 
 	/* LIST reply: done 0/1 only, 3 zero bytes */
 	REQUIRE(mr_list_reply_start(&b) == 0);
@@ -544,12 +549,12 @@ static void test_bad_counts(void)
 	}
 	info = sample_info(2);
 	REQUIRE(mr_info_encode(&b, &info) == 0);
-	CHECK(bad_with(K_INFO, &b, 29, ENT_MAX_HOLDERS + 1));
+	CHECK(bad_with(K_INFO, &b, 37, ENT_MAX_HOLDERS + 1));
 	info.holders[1].node = info.holders[0].node; /* the same node twice */
 	CHECK(mr_info_encode(&b, &info) == -EINVAL);
 	info = sample_info(2);
 	REQUIRE(mr_info_encode(&b, &info) == 0);
-	CHECK(bad_with(K_INFO, &b, 32 + 24, (uint8_t)info.holders[0].node)); /* holder 1 = 0 */
+	CHECK(bad_with(K_INFO, &b, 40 + 24, (uint8_t)info.holders[0].node)); /* holder 1 = 0 */
 	for (unsigned r = 0; r <= ENT_MAX_HOLDERS + 1; r += ENT_MAX_HOLDERS + 1) {
 		struct ent_holder h = {.node = 1};
 
