@@ -367,6 +367,22 @@ static int holder_layout(struct remote *r, uint64_t id, struct xfer_peer *p, uin
 	return 0;
 }
 
+/* Where the header of holder h's block is in its pool object: 0, -EPROTO for an offset that
+ * is no data page of that pool, or the error of reading its superblock. */
+static int holder_hdr_off(struct remote *r, const struct ent_holder *h, struct xfer_peer *p,
+			  uint64_t *hdr_off)
+{
+	uint64_t data_off;
+	int ret = holder_layout(r, h->node, p, hdr_off, &data_off);
+
+	if (ret)
+		return ret;
+	if (h->offset < data_off || (h->offset - data_off) % POOL_PAGE_SIZE)
+		return -EPROTO;
+	*hdr_off += sizeof(struct pool_hdr) * ((h->offset - data_off) / POOL_PAGE_SIZE);
+	return 0;
+}
+
 /* Copy version info->version of name from one of its live holders into dst, checked against
  * the holder's block header: 0 with *sum, or -ENOENT when no holder could give it. */
 static int job_push(struct remote *r, enum qkind kind, const char *dir, const char *name,
@@ -395,24 +411,19 @@ static int fetch_bytes(struct remote *r, const char *dir, const char *name,
 	for (unsigned k = 0; k < info->nholders; k++) {
 		const struct ent_holder *h = &info->holders[k];
 		struct pool_hdr hdr;
-		uint64_t hdr_off, data_off;
+		uint64_t hdr_off;
 		struct xfer_peer *p;
 		int ret;
 
 		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
 		    !(p = peer_get(r, h->node)))
 			continue;
-		ret = holder_layout(r, h->node, p, &hdr_off, &data_off);
-		if (!ret && (h->offset < data_off || (h->offset - data_off) % POOL_PAGE_SIZE))
-			ret = -EPROTO;
+		ret = holder_hdr_off(r, h, p, &hdr_off);
 		if (!ret)
 			ret = read_remote(r, p, dst, h->offset, info->size);
 		/* the header after the bytes: unchanged means the bytes were that block's */
 		if (!ret)
-			ret = read_remote(r, p, &hdr,
-					  hdr_off + sizeof(hdr) *
-							((h->offset - data_off) / POOL_PAGE_SIZE),
-					  sizeof(hdr));
+			ret = read_remote(r, p, &hdr, hdr_off, sizeof(hdr));
 		if (ret) {
 			syslog(LOG_NOTICE, "fetch of %s from node %016" PRIx64 ": %s", name,
 			       h->node, strerror(-ret));
@@ -630,7 +641,6 @@ static size_t prefetch_chunk(struct remote *r, struct pf *v, size_t n)
 
 	for (size_t k = 0; k < n; k++) {
 		struct pf *p = &v[k];
-		uint64_t data_off;
 
 		p->peer = NULL;
 		for (unsigned j = 0; j < p->info.nholders && !p->peer; j++) {
@@ -638,12 +648,10 @@ static size_t prefetch_chunk(struct remote *r, struct pf *v, size_t n)
 			struct xfer_peer *peer;
 
 			if (h->node == r->cfg.node_id || !(peer = peer_get(r, h->node)) ||
-			    holder_layout(r, h->node, peer, &p->hdr_off, &data_off) ||
-			    h->offset < data_off || (h->offset - data_off) % POOL_PAGE_SIZE)
+			    holder_hdr_off(r, h, peer, &p->hdr_off))
 				continue;
 			p->peer = peer;
 			p->holder = h;
-			p->hdr_off += sizeof(p->hdr) * ((h->offset - data_off) / POOL_PAGE_SIZE);
 		}
 		if (p->peer && p->info.size)
 			q[m++] = (struct xfer_req){.op = XFER_READ,

@@ -84,6 +84,20 @@ static struct ent *ent_alloc(unsigned hcap, const char *name, size_t len)
 	return e;
 }
 
+/* Make e version info->version, held by h alone (a new entry, or a newer version). */
+static void ent_set(struct ent *e, const struct ent_info *info, const struct ent_holder *h)
+{
+	e->size = info->size;
+	e->version = info->version;
+	e->mtime_ns = info->mtime_ns;
+	e->mode = info->mode;
+	e->uid = info->uid;
+	e->gid = info->gid;
+	e->replicas = info->replicas;
+	e->nholders = 1;
+	e->h[0] = *h;
+}
+
 static void ent_to_info(const struct ent *e, struct ent_info *out)
 {
 	if (!out)
@@ -326,16 +340,8 @@ static int ents_add_new(struct ents *s, struct edir *d, const char *dir, const c
 	if (!e)
 		return -ENOMEM;
 	e->hash = hash;
-	e->size = info->size;
-	e->version = info->version;
-	e->mtime_ns = info->mtime_ns;
-	e->mode = info->mode;
-	e->uid = info->uid;
-	e->gid = info->gid;
-	e->replicas = info->replicas;
-	e->nholders = 1;
 	e->pad = 0;
-	e->h[0] = *h;
+	ent_set(e, info, h);
 	if (new_dir) {
 		d = edir_alloc(dir, strlen(dir));
 		if (!d)
@@ -421,15 +427,7 @@ int ents_add(struct ents *s, const char *dir, const char *name, const struct ent
 			memcpy(old, e->h, e->nholders * sizeof(e->h[0]));
 		if (nold)
 			*nold = e->nholders;
-		e->size = info->size;
-		e->version = info->version;
-		e->mtime_ns = info->mtime_ns;
-		e->mode = info->mode;
-		e->uid = info->uid;
-		e->gid = info->gid;
-		e->replicas = info->replicas;
-		e->nholders = 1;
-		e->h[0] = *h;
+		ent_set(e, info, h);
 	}
 	if (rc == 0 || rc == -ESTALE)
 		ent_to_info(e, cur);
