@@ -260,6 +260,30 @@ void alloc_put(struct alloc *a, uint64_t start, uint64_t n)
 	alloc_free_range(a, start, n);
 }
 
+/* -EINVAL unless [start, start + n) lies in the free extent that ends the range. */
+int alloc_claim_tail(struct alloc *a, uint64_t start, uint64_t n)
+{
+	uint64_t last = a->npages - 1, head;
+
+	if (n == 0 || start >= a->npages || n > a->npages - start || !alloc_isfree(a, last))
+		return -EINVAL;
+	head = a->npages - a->len[last];
+	if (start < head)
+		return -EINVAL;
+	alloc_list_remove(a, (uint32_t)head);
+	if (start > head) {
+		alloc_tag(a, head, start - head, true);
+		alloc_list_insert(a, (uint32_t)head);
+	}
+	alloc_tag(a, start, n, false);
+	if (start + n < a->npages) {
+		alloc_tag(a, start + n, a->npages - start - n, true);
+		alloc_list_insert(a, (uint32_t)(start + n));
+	}
+	a->nfree -= n;
+	return 0;
+}
+
 /* -EINVAL when new_n <= old_n. */
 int alloc_extend(struct alloc *a, uint64_t start, uint64_t old_n, uint64_t new_n)
 {

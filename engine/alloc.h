@@ -28,6 +28,10 @@ int64_t alloc_get(struct alloc *a, uint64_t n);
  * allocated with exactly that length. */
 void alloc_put(struct alloc *a, uint64_t start, uint64_t n);
 
+/* Allocate exactly [start, start + n), which must lie in the free extent that ends the range:
+ * a restart rebuilds the allocations it finds in ascending order. 0 or -EINVAL. */
+int alloc_claim_tail(struct alloc *a, uint64_t start, uint64_t n);
+
 /* Grow the allocated extent [start, start + old_n) in place to new_n > old_n pages when the
  * pages right after it are free. 0 on success, -ENOSPC when they are not (nothing changes). */
 int alloc_extend(struct alloc *a, uint64_t start, uint64_t old_n, uint64_t new_n);

@@ -37,11 +37,45 @@ static uint64_t pool_layout(uint64_t size, uint64_t *hdr_off, uint64_t *data_off
 	return n;
 }
 
-int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mode)
+/* The superblock of an object of this format at fd, or false. */
+static bool read_super(int fd, struct pool_super *sb)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || st.st_size < (off_t)POOL_PAGE_SIZE ||
+	    pread(fd, sb, sizeof(*sb), 0) != (ssize_t)sizeof(*sb))
+		return false;
+	return sb->magic == POOL_SUPER_MAGIC && sb->format == POOL_FORMAT &&
+	       sb->page_size == POOL_PAGE_SIZE && sb->size == (uint64_t)st.st_size && sb->npages &&
+	       sb->npages < (1ull << 32) && sb->hdr_off == POOL_PAGE_SIZE &&
+	       sb->data_off >= sb->hdr_off + sb->npages * sizeof(struct pool_hdr) &&
+	       sb->data_off + sb->npages * POOL_PAGE_SIZE == sb->size;
+}
+
+/* Does the object described by sb (at fd) hold a sealed header? */
+static bool holds_blocks(int fd, const struct pool_super *sb)
+{
+	size_t len = sb->npages * sizeof(struct pool_hdr);
+	void *m = mmap(NULL, sb->hdr_off + len, PROT_READ, MAP_SHARED, fd, 0);
+	const struct pool_hdr *h;
+	bool found = false;
+
+	if (m == MAP_FAILED)
+		return true; /* cannot tell: keep it */
+	h = (const struct pool_hdr *)((const uint8_t *)m + sb->hdr_off);
+	for (uint64_t i = 0; i < sb->npages && !found; i++)
+		found = h[i].magic == POOL_HDR_MAGIC && (h[i].flags & POOL_HDR_SEALED);
+	munmap(m, sb->hdr_off + len);
+	return found;
+}
+
+int pool_open(struct pool **out, const char *path, uint64_t size, unsigned mode, bool fresh,
+	      uint64_t *old_size)
 {
 	struct pool *p;
-	struct pool_super *sb;
+	struct pool_super *sb, old;
 	uint64_t hdr_off, data_off;
+	bool keep = false, created = false;
 	int ret;
 
 	if (size < 16 * POOL_PAGE_SIZE)
@@ -62,7 +96,11 @@ int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mod
 		goto out_free;
 	}
 
-	p->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+	p->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (p->fd < 0 && errno == ENOENT) {
+		p->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+		created = true;
+	}
 	if (p->fd < 0) {
 		ret = -errno;
 		goto out_free;
@@ -71,15 +109,27 @@ int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mod
 		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		goto out_close;
 	}
-	/* The single-node store keeps no index across restarts yet: start from a clean object. */
-	if (ftruncate(p->fd, 0) < 0 || fchmod(p->fd, mode) < 0) {
-		ret = -errno;
-		goto out_unlink;
+	if (!fresh && !created && read_super(p->fd, &old)) {
+		if (old.asked == size && old.size == p->size && old.npages == p->npages &&
+		    old.data_off == data_off)
+			keep = true;
+		else if (holds_blocks(p->fd, &old)) {
+			*old_size = old.asked;
+			ret = -EEXIST;
+			goto out_close;
+		}
 	}
-	ret = posix_fallocate(p->fd, 0, (off_t)p->size);
-	if (ret) {
-		ret = ret == ENOSPC ? -ENOSPC : -ret;
-		goto out_unlink;
+	if (!keep) {
+		/* Nothing worth keeping: start from a clean object. */
+		if (ftruncate(p->fd, 0) < 0 || fchmod(p->fd, mode) < 0) {
+			ret = -errno;
+			goto out_unlink;
+		}
+		ret = posix_fallocate(p->fd, 0, (off_t)p->size);
+		if (ret) {
+			ret = ret == ENOSPC ? -ENOSPC : -ret;
+			goto out_unlink;
+		}
 	}
 	p->base = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->fd, 0);
 	if (p->base == MAP_FAILED) {
@@ -95,6 +145,7 @@ int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mod
 		ret = -ENOMEM;
 		goto out_unmap;
 	}
+	p->reopened = keep;
 	sb = (struct pool_super *)p->base;
 	*sb = (struct pool_super){
 	    .magic = POOL_SUPER_MAGIC,
@@ -104,6 +155,7 @@ int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mod
 	    .npages = p->npages,
 	    .hdr_off = hdr_off,
 	    .data_off = data_off,
+	    .asked = size,
 	};
 	*out = p;
 	return 0;
@@ -111,13 +163,35 @@ int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mod
 out_unmap:
 	munmap(p->base, p->size);
 out_unlink:
-	unlink(path);
+	if (!keep) /* never the blocks of an earlier daemon */
+		unlink(path);
 out_close:
 	close(p->fd);
 out_free:
 	free(p->path);
 	free(p);
 	return ret;
+}
+
+int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mode)
+{
+	uint64_t unused;
+
+	return pool_open(out, path, size, mode, true, &unused);
+}
+
+uint64_t pool_sealed_pages(const struct pool *p)
+{
+	uint64_t n = 0;
+
+	for (uint64_t i = 0; i < p->npages; i++)
+		n += p->hdrs[i].magic == POOL_HDR_MAGIC && (p->hdrs[i].flags & POOL_HDR_SEALED);
+	return n;
+}
+
+int pool_claim(struct pool *p, uint64_t page, uint64_t n)
+{
+	return alloc_claim_tail(p->alloc, page, n);
 }
 
 void pool_destroy(struct pool *p, bool remove_file)

@@ -19,9 +19,11 @@
 
 #define POOL_PAGE_SIZE	 4096u
 #define POOL_SUPER_MAGIC 0x4c4f4f50434b564bull /* "KVCKPOOL" */
-#define POOL_FORMAT	 1u
+#define POOL_FORMAT	 2u
 #define POOL_HDR_MAGIC	 0x4b4c424bu /* "KBLK" */
 #define POOL_HDR_SEALED	 1u
+#define POOL_HDR_RECS	 2u /* the page holds block and directory records (struct pool_rec) */
+#define POOL_REC_MAGIC	 0x4345524bu /* "KREC" */
 
 /* Per-block header, 64 bytes. magic is POOL_HDR_MAGIC while the slot heads a block. */
 struct pool_hdr {
@@ -49,11 +51,50 @@ struct pool_super {
 	uint64_t npages;    /* data pages */
 	uint64_t hdr_off;   /* byte offset of the header table */
 	uint64_t data_off;  /* byte offset of data page 0 */
+	uint64_t asked;	    /* the size asked for (--pool-size), from which the layout follows */
 };
+
+/*
+ * What a restarted daemon needs to give its blocks their names back: one record per sealed
+ * block and per directory, 512 bytes, eight to a page whose header has POOL_HDR_RECS. A block's
+ * record is written before its header is sealed and cleared before its pages are freed, so a
+ * sealed header whose record matches it (page, generation, length, name hash) is a complete
+ * block. A change (rename, chmod) writes a new record with a higher seq and then clears the
+ * old one: of two records of one object the higher seq wins. rec_checksum (XXH3-64 of the
+ * record with rec_checksum zero) catches a record torn by a crash or damaged.
+ */
+#define POOL_REC_BLOCK	   1u
+#define POOL_REC_DIR	   2u
+#define POOL_REC_REPLICA   1u	      /* flags: a block: a replica kept for another node */
+#define POOL_ROOT_ID	   1u	      /* the id of the root directory */
+#define POOL_REC_NOPAGE	   UINT64_MAX /* page of an empty block */
+#define POOL_RECS_PER_PAGE (POOL_PAGE_SIZE / 512)
+
+struct pool_rec {
+	uint32_t magic; /* POOL_REC_MAGIC; 0: a free slot */
+	uint16_t kind;	/* POOL_REC_BLOCK or POOL_REC_DIR */
+	uint16_t name_len;
+	uint64_t seq;
+	uint64_t id;	 /* a directory's id (> POOL_ROOT_ID); 0 for a block */
+	uint64_t parent; /* the id of the directory it is in */
+	uint64_t page;	 /* a block's first data page, POOL_REC_NOPAGE when it has none */
+	uint64_t generation;
+	uint64_t version;
+	uint64_t length;
+	uint64_t checksum; /* of the payload */
+	int64_t mtime_ns;
+	uint32_t mode, uid, gid;
+	uint32_t flags; /* POOL_REC_REPLICA; a directory: its replica count */
+	uint64_t rec_checksum;
+	char name[256]; /* name_len bytes, zero-padded */
+	uint8_t pad[152];
+};
+_Static_assert(sizeof(struct pool_rec) == 512, "pool_rec is an on-media format");
 
 struct pool {
 	int fd;
 	char *path;
+	bool reopened; /* pool_open kept what an earlier daemon left in the object */
 	uint8_t *base; /* the whole object, mapped shared */
 	uint64_t size;
 	uint64_t npages;
@@ -67,6 +108,21 @@ struct pool {
  * memory later. Errors: -EBUSY another daemon holds the pool (flock), -ENOSPC not enough
  * shared memory, -EINVAL size too small, others from open/mmap. */
 int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mode);
+
+/*
+ * Open the pool object at path as pool_create does, but keep what an earlier daemon left in
+ * it when it has this format and was made with the same size (p->reopened is then true: its
+ * sealed blocks are to be recovered, see pool_sealed_pages; the allocator starts all free).
+ * An object of this format made with another size that still holds sealed blocks gives
+ * -EEXIST with the size it was made with in *old_size (nothing is changed); one holding none,
+ * or any other content, or fresh, is started anew.
+ */
+int pool_open(struct pool **out, const char *path, uint64_t size, unsigned mode, bool fresh,
+	      uint64_t *old_size);
+/* Count the pages whose header is sealed (a block or a record page). */
+uint64_t pool_sealed_pages(const struct pool *p);
+/* Recovery: allocate exactly [page, page + n); calls in ascending page order. 0 or -EINVAL. */
+int pool_claim(struct pool *p, uint64_t page, uint64_t n);
 /* Unmap and close; remove the object when remove_file. */
 void pool_destroy(struct pool *p, bool remove_file);
 

@@ -998,6 +998,7 @@ static void ssd_write_rec(struct ssd *s, const struct ssd_wblk *b)
 	    .name_hash = {meta->name_hash[0], meta->name_hash[1]},
 	    .dir_len = (uint16_t)dl,
 	    .name_len = (uint16_t)nl,
+	    .reserved = {meta->uid, meta->gid},
 	};
 	memcpy(rec->uuid, s->uuid, 16);
 	memcpy(rec->dir, meta->dir, dl);
@@ -1502,6 +1503,8 @@ static int ssd_rcv_batch(struct ssd_rcv *c, const unsigned *idx, unsigned n)
 		c->meta.version = rec->version;
 		c->meta.mtime_ns = rec->mtime_ns;
 		c->meta.mode = rec->mode;
+		c->meta.uid = rec->reserved[0];
+		c->meta.gid = rec->reserved[1];
 		c->meta.length = rec->length;
 		c->meta.checksum = rec->checksum;
 		c->meta.name_hash[0] = rec->name_hash[0];

@@ -12,7 +12,7 @@
  *
  * A block occupies an extent of data units [u, u + npages): unit u is its meta unit (a struct
  * ssd_rec, zero-padded to 4096 bytes: directory, name, length, generation, version, mode,
- * mtime, checksums), units u+1 .. hold the payload, the last one zero-padded. Its header is
+ * owner, mtime, checksums), units u+1 .. hold the payload, the last one zero-padded. Its header is
  * table entry u, in the DRAM pool's format (engine/pool.h):
  *   magic POOL_HDR_MAGIC, flags POOL_HDR_SEALED, generation, name_hash = XXH3-128 of the
  *   name, length = payload bytes, checksum = XXH3-64 of the payload, seal_time_ns = the
@@ -96,7 +96,7 @@ struct ssd_rec {
 	uint64_t name_hash[2]; /* XXH3-128 of the name (low, high) */
 	uint16_t dir_len;
 	uint16_t name_len;
-	uint32_t reserved[3]; /* zero */
+	uint32_t reserved[3]; /* the block's uid, gid, then zero */
 	uint64_t rec_checksum;
 	char dir[SSD_DIR_MAX + 1];
 	char name[SSD_NAME_MAX + 1];
@@ -111,7 +111,7 @@ struct ssd_meta {
 	uint64_t generation;
 	uint64_t version;
 	int64_t mtime_ns;
-	uint32_t mode;
+	uint32_t mode, uid, gid;
 	/* Outputs: set by ssd_write_block from what it stored, filled by ssd_recover. */
 	uint64_t length;
 	uint64_t checksum;     /* XXH3-64 of the payload */

@@ -8,6 +8,7 @@
  * `kvcachefs /mnt/x && ls /mnt/x` never races.
  */
 #include "engine/pool.h"
+#include "engine/ssd.h"
 #include "fs/cluster.h"
 #include "fs/daemonize.h"
 #include "fs/inval.h"
@@ -85,6 +86,13 @@ static void default_pool_path(const char *mnt, char *out, size_t cap)
 		snprintf(out, cap, "/dev/shm/kvcachefs%s", strcmp(mnt, "/") ? name : ".root");
 }
 
+/* ns_config.log: the namespace's notable events. */
+static void ns_log(void *arg, int level, const char *msg)
+{
+	(void)arg;
+	log_msg(level, "%s", msg);
+}
+
 /* fuse_session_new prints its own complaint about a bad -o option; ours is the one line. */
 static struct fuse_session *session_new_quiet(struct fuse_args *args, struct kvc_fs *fs)
 {
@@ -124,6 +132,10 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
 	struct pool *pool = NULL;
+	struct ssd *ssd[KVC_MAX_SSD] = {0};
+	struct ns_recovery rec = {0};
+	bool keep_pool = false;
+	uint64_t old_size = 0;
 	struct inval *iv = NULL;
 	struct ns *ns = NULL;
 	struct side *side = NULL;
@@ -172,10 +184,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	ret = pool_create(&pool, pool_path, o.pool_size, o.pool_mode);
+	ret = pool_open(&pool, pool_path, o.pool_size, o.pool_mode, o.fresh, &old_size);
 	if (ret) {
 		human(o.pool_size, a, sizeof(a));
-		if (ret == -EBUSY)
+		human(old_size, b, sizeof(b));
+		if (ret == -EEXIST)
+			log_msg(
+			    LOG_ERR,
+			    "pool %s holds the blocks of a %s pool (--pool-size %llu): start with "
+			    "that size to recover them, or with --fresh to discard them",
+			    pool_path, b, (unsigned long long)old_size);
+		else if (ret == -EBUSY)
 			log_msg(LOG_ERR, "pool %s is in use by another kvcachefs daemon",
 				pool_path);
 		else if (ret == -ENOSPC)
@@ -191,6 +210,22 @@ int main(int argc, char **argv)
 			strerror(errno));
 		goto out;
 	}
+	keep_pool = pool->reopened; /* never remove what an earlier daemon left */
+	for (unsigned k = 0; k < o.nssd; k++) {
+		ret = ssd_open(&ssd[k],
+			       &(struct ssd_config){
+				   .path = o.ssd[k].path,
+				   .size = o.ssd[k].size,
+				   .queue_depth = o.ssd_queue_depth,
+				   .create = true,
+				   .format = o.fresh,
+			       },
+			       cerr, sizeof(cerr));
+		if (ret) {
+			log_msg(LOG_ERR, "--ssd %s", cerr);
+			goto out;
+		}
+	}
 	if (inval_create(&iv) < 0) {
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
@@ -202,9 +237,17 @@ int main(int argc, char **argv)
 			    .evict_low = o.evict_low,
 			    .vanish = inval_push,
 			    .vanish_arg = iv,
+			    .ssd = ssd,
+			    .nssd = o.nssd,
+			    .log = ns_log,
 			});
 	if (ret) {
 		log_msg(LOG_ERR, "cannot create the namespace: %s", strerror(-ret));
+		goto out;
+	}
+	ret = ns_recover(ns, &rec);
+	if (ret) {
+		log_msg(LOG_ERR, "cannot recover the blocks of %s: %s", pool_path, strerror(-ret));
 		goto out;
 	}
 
@@ -265,8 +308,17 @@ int main(int argc, char **argv)
 		openlog("kvcachefs", LOG_PID, LOG_DAEMON);
 		use_syslog = true;
 	}
+	keep_pool = true;
 	log_msg(LOG_INFO, "mounted on %s: pool %s (%s), max block %llu bytes", mnt, pool_path, a,
 		(unsigned long long)o.max_block_size);
+	for (unsigned k = 0; k < o.nssd; k++) {
+		human(ssd_capacity(ssd[k]), a, sizeof(a));
+		log_msg(LOG_INFO, "SSD tier: %s (%s)", o.ssd[k].path, a);
+	}
+	human(rec.bytes, a, sizeof(a));
+	log_msg(LOG_INFO, "recovered %llu blocks (%s), %llu directories, %llu dropped, in %.1f ms",
+		(unsigned long long)rec.recovered, a, (unsigned long long)rec.dirs,
+		(unsigned long long)rec.dropped, (double)rec.elapsed_ns / 1e6);
 
 	/* The loop returns the signal number when SIGINT/SIGTERM/SIGHUP ended it: a clean stop. */
 	ret = kvc_fuse_loop(se);
@@ -289,7 +341,10 @@ out:
 	side_destroy(side);
 	cluster_stop(cluster);
 	ns_destroy(ns);
-	pool_destroy(pool, true);
+	for (unsigned k = 0; k < o.nssd; k++)
+		ssd_close(ssd[k]);
+	/* The pool outlives the daemon: the next start recovers its blocks. */
+	pool_destroy(pool, !keep_pool);
 	if (ready_fd >= 0)
 		daemonize_fail(ready_fd);
 	return status;

@@ -596,8 +596,9 @@ static void kvc_statfs(fuse_req_t req, fuse_ino_t ino)
 	memset(&v, 0, sizeof(v));
 	v.f_bsize = 4096;
 	v.f_frsize = 4096;
-	v.f_blocks = s.capacity / 4096;
-	v.f_bfree = s.free / 4096;
+	/* both tiers: DRAM and SSD */
+	v.f_blocks = (s.capacity + s.ssd_capacity) / 4096;
+	v.f_bfree = (s.free + s.ssd_capacity - s.ssd_used) / 4096;
 	v.f_bavail = v.f_bfree;
 	v.f_files = s.capacity / 4096; /* a block takes at least one page */
 	v.f_ffree = v.f_files > s.blocks + s.writing ? v.f_files - s.blocks - s.writing : 0;
@@ -626,7 +627,10 @@ static int xattr_value(const struct ns_block_info *bi, const char *name, char *v
 	if (bi->is_dir)
 		return -ENODATA;
 	if (!strcmp(name, "tier"))
-		return snprintf(val, cap, "%s", bi->remote ? "remote" : "dram");
+		return snprintf(val, cap, "%s",
+				bi->remote   ? "remote"
+				: bi->on_ssd ? "ssd"
+					     : "dram");
 	if (!strcmp(name, "state"))
 		return snprintf(val, cap, "%s", bi->sealed ? "sealed" : "writing");
 	if (!strcmp(name, "refs"))

@@ -210,6 +210,59 @@ static int check_listen(struct kvc_options *o, const char *s)
 	return 0;
 }
 
+/*
+ * PATH[:SIZE]. A path may itself hold ':', so the split is at the last ':' only when what
+ * follows is a size above 0 ("/a:b/f" and "/x/f:0" are paths); a trailing ':' with nothing
+ * after it and a size that overflows are refused as the typos they almost surely are.
+ */
+static int add_ssd(struct kvc_options *o, const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	size_t len = strlen(s);
+	uint64_t size = 0;
+	struct kvc_ssd_opt *d;
+
+	if (colon && !colon[1])
+		return fail(o, "--ssd: '%s' ends with ':' but gives no SIZE", s);
+	if (colon) {
+		int r = opt_parse_size(colon + 1, &size);
+
+		if (r == -ERANGE)
+			return fail(o, "--ssd: size '%s' is too large", colon + 1);
+		if (r == 0 && size > 0)
+			len = (size_t)(colon - s);
+		else
+			size = 0;
+	}
+	if (len == 0)
+		return fail(o, "--ssd: empty path in '%s'", s);
+	if (len >= sizeof(o->ssd[0].path))
+		return fail(o, "--ssd: path longer than %zu bytes", sizeof(o->ssd[0].path) - 1);
+	for (unsigned i = 0; i < o->nssd; i++)
+		if (strlen(o->ssd[i].path) == len && !strncmp(o->ssd[i].path, s, len))
+			return fail(o, "--ssd: '%.*s' given twice", (int)len, s);
+	if (o->nssd == KVC_MAX_SSD)
+		return fail(o, "--ssd: at most %d devices", KVC_MAX_SSD);
+	d = &o->ssd[o->nssd++];
+	memcpy(d->path, s, len);
+	d->path[len] = '\0';
+	d->size = size;
+	return 0;
+}
+
+static int parse_queue_depth(struct kvc_options *o, const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 1 || v > 4096)
+		return fail(o, "--ssd-queue-depth: expected a number from 1 to 4096, got '%s'", s);
+	o->ssd_queue_depth = (unsigned)v;
+	return 0;
+}
+
 enum {
 	OPT_POOL_SIZE = 256,
 	OPT_MAX_BLOCK,
@@ -222,7 +275,10 @@ enum {
 	OPT_CLUSTER,
 	OPT_NODE_ID,
 	OPT_LISTEN,
-	OPT_SECRET_FILE
+	OPT_SECRET_FILE,
+	OPT_SSD,
+	OPT_SSD_QUEUE,
+	OPT_FRESH
 };
 
 int opt_parse(int argc, char **argv, struct kvc_options *o)
@@ -244,6 +300,9 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"node-id", required_argument, NULL, OPT_NODE_ID},
 	    {"listen", required_argument, NULL, OPT_LISTEN},
 	    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+	    {"ssd", required_argument, NULL, OPT_SSD},
+	    {"ssd-queue-depth", required_argument, NULL, OPT_SSD_QUEUE},
+	    {"fresh", no_argument, NULL, OPT_FRESH},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, ret;
@@ -255,6 +314,7 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    .evict_low = KVC_DEFAULT_EVICT_LOW,
 	    .pool_mode = KVC_DEFAULT_POOL_MODE,
 	    .pool_gid = -1,
+	    .ssd_queue_depth = KVC_DEFAULT_SSD_QUEUE,
 	};
 	optind = 1;
 	opterr = 0;
@@ -312,6 +372,15 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		case OPT_SECRET_FILE:
 			o->secret_file = optarg;
 			break;
+		case OPT_SSD:
+			ret = add_ssd(o, optarg);
+			break;
+		case OPT_SSD_QUEUE:
+			ret = parse_queue_depth(o, optarg);
+			break;
+		case OPT_FRESH:
+			o->fresh = true;
+			break;
 		case ':':
 			return fail(o, "option '%s' needs a value", argv[optind - 1]);
 		default:
@@ -345,45 +414,65 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 
 void opt_usage(const char *prog, FILE *out)
 {
-	fprintf(
-	    out,
-	    "Usage: %s [OPTIONS] MOUNTPOINT\n"
-	    "\n"
-	    "Mount a kvcachefs KV-cache store at MOUNTPOINT (an existing directory). Blocks are\n"
-	    "files: written once, sealed at close, immutable after; published by rename.\n"
-	    "Without -f the command returns once the mount is ready and the daemon runs in the\n"
-	    "background. Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, or SIGTERM).\n"
-	    "\n"
-	    "Options:\n"
-	    "  -f, --foreground          stay in the foreground (logs to stderr)\n"
-	    "  -d, --debug               print every FUSE request (implies -f)\n"
-	    "      --pool-size SIZE      DRAM pool size (default 1G); at most physical memory\n"
-	    "      --max-block-size SIZE largest block accepted; bigger writes get EFBIG\n"
-	    "                            (default 64M)\n"
-	    "      --evict-high PCT      pool usage that starts eviction (default %u)\n"
-	    "      --evict-low PCT       usage eviction brings the pool back to (default %u)\n"
-	    "      --pool-path PATH      shared-memory file backing the pool (default\n"
-	    "                            /dev/shm/kvcachefs.<mountpoint with / as .>)\n"
-	    "      --pool-mode MODE      permission bits of the pool file (default 0600): read\n"
-	    "                            lets a user map every block (libkvcache zero-copy\n"
-	    "                            reads); write makes a trusted writer that can change\n"
-	    "                            any block in place\n"
-	    "      --pool-group GROUP    group of the pool file (name or number; default the\n"
-	    "                            daemon's)\n"
-	    "  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
-	    "\n"
-	    "Cluster (without --etcd the daemon is a single node):\n"
-	    "      --etcd URL[,URL...]   etcd endpoints (http://HOST:PORT) for membership\n"
-	    "      --cluster NAME        the cluster to join (letters, digits, - _ .)\n"
-	    "      --node-id ID          this node's id (default: from the host name and\n"
-	    "                            mountpoint, stable across restarts)\n"
-	    "      --listen HOST:PORT    address of the transfer engine (default: the first\n"
-	    "                            non-loopback IPv4 address, any free port)\n"
-	    "      --secret-file F       the cluster secret: at least 16 bytes, not readable\n"
-	    "                            by others; nodes without it are refused\n"
-	    "  -h, --help                show this help and exit\n"
-	    "  -V, --version             show the version and exit\n"
-	    "\n"
-	    "SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n",
-	    prog, KVC_DEFAULT_EVICT_HIGH, KVC_DEFAULT_EVICT_LOW);
+	fprintf(out,
+		"Usage: %s [OPTIONS] MOUNTPOINT\n"
+		"\n"
+		"Mount a kvcachefs KV-cache store at MOUNTPOINT (an existing directory). Blocks\n"
+		"are files: written once, sealed at close, immutable after; published by rename.\n"
+		"Without -f the command returns once the mount is ready and the daemon runs in\n"
+		"the background. Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, or\n"
+		"SIGTERM).\n"
+		"\n"
+		"The pool object and the SSD files stay after the daemon exits (unmount or\n"
+		"crash): the next start with the same pool path, --pool-size and --ssd paths\n"
+		"recovers every sealed block and directory, unless --fresh is given.\n"
+		"\n"
+		"Options:\n"
+		"  -f, --foreground          stay in the foreground (logs to stderr)\n"
+		"  -d, --debug               print every FUSE request (implies -f)\n"
+		"      --pool-size SIZE      DRAM pool size (default 1G); at most physical memory\n"
+		"      --max-block-size SIZE largest block accepted; bigger writes get EFBIG\n"
+		"                            (default 64M)\n"
+		"      --evict-high PCT      pool usage that starts eviction (default %u)\n"
+		"      --evict-low PCT       usage eviction brings the pool back to (default %u)\n"
+		"      --pool-path PATH      shared-memory file backing the pool (default\n"
+		"                            /dev/shm/kvcachefs<MOUNTPOINT with / as .>, e.g.\n"
+		"                            /dev/shm/kvcachefs.mnt.kv for /mnt/kv)\n"
+		"      --pool-mode MODE      permission bits of the pool file (default 0600):\n"
+		"                            read lets a user map every block (libkvcache\n"
+		"                            zero-copy reads); write makes a trusted writer that\n"
+		"                            can change any block in place\n"
+		"      --pool-group GROUP    group of the pool file (name or number; default the\n"
+		"                            daemon's)\n"
+		"      --fresh               discard the blocks a previous daemon left in the\n"
+		"                            pool and SSD files instead of recovering them\n"
+		"  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
+		"\n"
+		"SSD tier (without --ssd the DRAM pool is the only tier):\n"
+		"      --ssd PATH[:SIZE]     a file (created and preallocated to SIZE when\n"
+		"                            missing; a formatted one keeps its size) or a block\n"
+		"                            device; its filesystem must support O_DIRECT. When\n"
+		"                            DRAM fills, sealed blocks are demoted there instead\n"
+		"                            of dropped, and promoted back when opened. Repeat\n"
+		"                            for up to %d devices\n"
+		"      --ssd-queue-depth N   io_uring entries per SSD device, 1 to 4096\n"
+		"                            (default %d)\n"
+		"\n"
+		"Cluster (without --etcd the daemon is a single node):\n"
+		"      --etcd URL[,URL...]   etcd endpoints (http://HOST:PORT) for membership\n"
+		"      --cluster NAME        the cluster to join (letters, digits, - _ .)\n"
+		"      --node-id ID          this node's id (default: from the host name and\n"
+		"                            mountpoint, stable across restarts)\n"
+		"      --listen HOST:PORT    address of the transfer engine (default: the first\n"
+		"                            non-loopback IPv4 address, any free port)\n"
+		"      --secret-file F       the cluster secret: at least 16 bytes, not readable\n"
+		"                            by others; nodes without it are refused\n"
+		"  -h, --help                show this help and exit\n"
+		"  -V, --version             show the version and exit\n"
+		"\n"
+		"SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n"
+		"--ssd PATH:SIZE splits at the last ':' when a size above 0 follows it; otherwise\n"
+		"the whole argument is the path (but a trailing ':' is refused).\n",
+		prog, KVC_DEFAULT_EVICT_HIGH, KVC_DEFAULT_EVICT_LOW, KVC_MAX_SSD,
+		KVC_DEFAULT_SSD_QUEUE);
 }

@@ -17,6 +17,8 @@
 #define KVC_DEFAULT_EVICT_HIGH	   90
 #define KVC_DEFAULT_EVICT_LOW	   80
 #define KVC_DEFAULT_POOL_MODE	   0600
+#define KVC_MAX_SSD		   8  /* --ssd given at most this many times */
+#define KVC_DEFAULT_SSD_QUEUE	   32 /* io_uring entries per SSD device */
 
 struct kvc_options {
 	const char *mountpoint;
@@ -31,6 +33,14 @@ struct kvc_options {
 	const char *pool_path;	 /* NULL: derived from the mountpoint under /dev/shm */
 	unsigned pool_mode;	 /* permission bits of the pool object */
 	long pool_gid;		 /* its group, -1: the daemon's */
+	/* SSD tier: --ssd PATH[:SIZE] in the order given, distinct paths (as spelled). */
+	struct kvc_ssd_opt {
+		char path[4096]; /* a file or a block device, never empty */
+		uint64_t size;	 /* bytes, 0: not given (the file's or device's own size) */
+	} ssd[KVC_MAX_SSD];
+	unsigned nssd;
+	unsigned ssd_queue_depth; /* 1..4096 */
+	bool fresh; /* --fresh: discard what a previous daemon left, recover nothing */
 	/* Cluster mode (all NULL/0 without --etcd: single node). */
 	const char *etcd;	 /* --etcd http://HOST:PORT[,...] */
 	const char *cluster;	 /* --cluster NAME */

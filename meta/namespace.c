@@ -21,16 +21,19 @@
 #include "engine/checksum.h"
 #include "engine/lru.h"
 #include "engine/pool.h"
+#include "engine/ssd.h"
 #include "meta/htable.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -40,6 +43,7 @@
 #endif
 
 #define NS_NAME_MAX 255
+#define NS_MAX_SSD  8
 
 enum { KIND_DIR = 1, KIND_FILE = 2 };
 #define F_DETACHED 0x1u	 /* no name leads to it anymore */
@@ -66,6 +70,8 @@ struct inode {
 			uint64_t nentries; /* children, blocks being written included */
 			uint32_t nsubdirs;
 			uint8_t replicas; /* 0: the default, 1 */
+			uint64_t id;	  /* persistent id (pool_rec), kept across restarts */
+			uint64_t rec;	  /* record slot + 1, 0: none */
 		} dir;
 		struct {
 			_Atomic uint64_t size; /* final once sealed */
@@ -77,7 +83,14 @@ struct inode {
 			bool sealed;
 			bool closing;	 /* the writer closed an fd and wrote nothing since */
 			bool referenced; /* read without an open since it was last put on the LRU */
+			bool unverified; /* recovered: the checksum is checked at the first open */
+			int8_t dev;	 /* SSD device holding a copy, -1: none */
+			uint32_t busy;	 /* demotion or promotion I/O in flight: pages stay */
+			uint64_t unit;	 /* the copy's first unit on dev */
+			uint64_t sum;	 /* payload checksum, once sealed */
+			uint64_t rec;	 /* record slot + 1 of the DRAM copy, 0: none */
 			struct lru_node lru;
+			struct lru_node slru; /* on ns->slru while it has an SSD copy */
 		} file;
 	};
 };
@@ -113,6 +126,20 @@ struct ns {
 	int64_t start_ns;
 	/* Counters updated without the lock. */
 	_Atomic uint64_t reads, writes, bytes_read, bytes_written, hits, misses, evictions, enospc;
+	_Atomic uint64_t demotions, promotions, ssd_evictions;
+	/* Records (pool_rec): free slots, and the next seq and directory id to hand out. */
+	uint64_t *slots;
+	size_t nslots, capslots;
+	uint64_t next_seq, next_dir_id;
+	/* The SSD tier: per device, blocks with a copy there, least recently used first. */
+	struct lru slru[NS_MAX_SSD];
+	uint64_t ssd_blocks; /* blocks with an SSD copy */
+	uint64_t ssd_only_n; /* of which with no DRAM copy */
+	unsigned next_dev;
+	uint32_t demoting;	   /* blocks being demoted now */
+	uint32_t space_wanted;	   /* writers waiting for the evictor to make room */
+	pthread_cond_t space_cond; /* broadcast when demotion or promotion I/O ends */
+	struct ns_recovery recovery;
 	/* The evictor thread. */
 	pthread_t evictor;
 	pthread_cond_t evict_cond;
@@ -215,10 +242,13 @@ static struct inode *inode_new(struct ns *ns, int kind, const char *name, uint32
 	i->mtime_ns = now;
 	i->ctime_ns = now;
 	i->atime_ns = now;
-	if (kind == KIND_DIR)
+	if (kind == KIND_DIR) {
 		htable_init(&i->dir.children);
-	else
+		i->dir.id = ns->next_dir_id++;
+	} else {
 		i->file.generation = ns->next_gen++;
+		i->file.dev = -1;
+	}
 	i->ino_node.hash = ino_hash(i->ino);
 	if (htable_insert(&ns->inodes, &i->ino_node) < 0) {
 		free(i->name);
@@ -250,8 +280,10 @@ static int attach(struct ns *ns, struct inode *parent, struct inode *child)
 	return 0;
 }
 
-/* Take child's name away (it stays allocated; see release_data and maybe_free). */
-static void detach(struct ns *ns, struct inode *child)
+static void unpersist(struct ns *ns, struct inode *i);
+
+/* Take child's name away, keeping its record (a rename writes the new one). */
+static void detach_keep(struct ns *ns, struct inode *child)
 {
 	struct inode *parent = child->parent;
 
@@ -272,21 +304,33 @@ static void detach(struct ns *ns, struct inode *child)
 	child->ctime_ns = now_ns();
 }
 
+/* Take child's name away (it stays allocated; see release_data and maybe_free): a restart
+ * will not bring it back. */
+static void detach(struct ns *ns, struct inode *child)
+{
+	detach_keep(ns, child);
+	unpersist(ns, child);
+}
+
+static void drop_dram(struct ns *ns, struct inode *i);
+static void drop_ssd(struct ns *ns, struct inode *i);
+
+/* Free a block's bytes, both tiers, and its record. */
 static void release_data(struct ns *ns, struct inode *i)
 {
-	if (i->file.npages) {
-		pool_free(ns->pool, i->file.page, i->file.npages);
-		i->file.npages = 0;
-	}
+	drop_dram(ns, i);
+	drop_ssd(ns, i);
 }
 
 static void inode_free(struct ns *ns, struct inode *i)
 {
 	htable_remove(&ns->inodes, &i->ino_node);
-	if (i->kind == KIND_DIR)
+	if (i->kind == KIND_DIR) {
 		htable_fini(&i->dir.children);
-	else
+		unpersist(ns, i);
+	} else {
 		release_data(ns, i);
+	}
 	free(i->name);
 	free(i);
 }
@@ -298,7 +342,7 @@ static void maybe_free(struct ns *ns, struct inode *i)
 	if (!(i->flags & F_DETACHED) || i == ns->root)
 		return;
 	if (i->kind == KIND_FILE) {
-		if (i->file.open)
+		if (i->file.open || i->file.busy)
 			return;
 		release_data(ns, i);
 	}
@@ -387,15 +431,231 @@ static uint64_t new_version(const struct ns *ns, int64_t now)
 	return ((uint64_t)now & ~0xffffull) | ns->cfg.version_tag;
 }
 
-/* ---- eviction --------------------------------------------------------------------------- */
+/* ---- records: what a restart needs (engine/pool.h, struct pool_rec) ---------------------- */
+
+static void ns_log(struct ns *ns, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void ns_log(struct ns *ns, int level, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (ns->cfg.log)
+		ns->cfg.log(ns->cfg.log_arg, level, msg);
+	else
+		fprintf(stderr, "kvcachefs: %s\n", msg);
+}
+
+static struct pool_rec *slot_rec(const struct ns *ns, uint64_t slot)
+{
+	return (struct pool_rec *)pool_page_addr(ns->pool, slot / POOL_RECS_PER_PAGE) +
+	       slot % POOL_RECS_PER_PAGE;
+}
+
+static int slots_reserve(struct ns *ns, size_t more)
+{
+	uint64_t *v;
+	size_t cap;
+
+	if (ns->nslots + more <= ns->capslots)
+		return 0;
+	cap = ns->capslots ? 2 * ns->capslots : 64;
+	while (cap < ns->nslots + more)
+		cap *= 2;
+	v = realloc(ns->slots, cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	ns->slots = v;
+	ns->capslots = cap;
+	return 0;
+}
+
+/* Clear record slot rec (slot + 1) and make it free. Caller holds ns->lock. */
+static void slot_put(struct ns *ns, uint64_t rec)
+{
+	memset(slot_rec(ns, rec - 1), 0, sizeof(struct pool_rec));
+	if (slots_reserve(ns, 1) == 0) /* else the slot is lost until the next restart */
+		ns->slots[ns->nslots++] = rec - 1;
+}
+
+static int64_t alloc_evicting(struct ns *ns, uint64_t n);
+
+/* A free record slot + 1 (its record zero), carving a new page of records when none is left;
+ * with evict, eviction may make room for it (and the lock may be dropped meanwhile). 0 when
+ * there is no room. Caller holds ns->lock. */
+static uint64_t slot_get(struct ns *ns, bool evict)
+{
+	int64_t p;
+
+	if (!ns->nslots) {
+		if (slots_reserve(ns, POOL_RECS_PER_PAGE) < 0)
+			return 0;
+		p = evict ? alloc_evicting(ns, 1) : pool_alloc(ns->pool, 1);
+		if (p < 0)
+			return 0;
+		if (ns->nslots) { /* someone else carved a page while we waited */
+			pool_free(ns->pool, (uint64_t)p, 1);
+		} else {
+			memset(pool_page_addr(ns->pool, (uint64_t)p), 0, POOL_PAGE_SIZE);
+			*pool_hdr(ns->pool, (uint64_t)p) = (struct pool_hdr){
+			    .magic = POOL_HDR_MAGIC,
+			    .flags = POOL_HDR_SEALED | POOL_HDR_RECS,
+			    .npages = 1,
+			};
+			for (unsigned k = POOL_RECS_PER_PAGE; k-- > 0;)
+				ns->slots[ns->nslots++] = (uint64_t)p * POOL_RECS_PER_PAGE + k;
+		}
+	}
+	return ns->slots[--ns->nslots] + 1;
+}
+
+static uint64_t *rec_of(struct inode *i)
+{
+	return i->kind == KIND_DIR ? &i->dir.rec : &i->file.rec;
+}
+
+static uint64_t dir_id_of(const struct ns *ns, const struct inode *d)
+{
+	return d == ns->root ? POOL_ROOT_ID : d->dir.id;
+}
+
+/* Write i's record into slot rec (+ 1). Caller holds ns->lock. */
+static void rec_store(struct ns *ns, struct inode *i, uint64_t rec)
+{
+	struct pool_rec r;
+	size_t nl = strlen(i->name);
+
+	memset(&r, 0, sizeof(r));
+	r.magic = POOL_REC_MAGIC;
+	r.name_len = (uint16_t)nl;
+	r.seq = ns->next_seq++;
+	r.parent = dir_id_of(ns, i->parent);
+	r.mode = i->mode;
+	r.uid = i->uid;
+	r.gid = i->gid;
+	r.mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed);
+	memcpy(r.name, i->name, nl);
+	if (i->kind == KIND_DIR) {
+		r.kind = POOL_REC_DIR;
+		r.id = i->dir.id;
+		r.flags = i->dir.replicas;
+	} else {
+		r.kind = POOL_REC_BLOCK;
+		r.page = i->file.npages ? i->file.page : POOL_REC_NOPAGE;
+		r.generation = i->file.generation;
+		r.version = i->file.version;
+		r.length = atomic_load_explicit(&i->file.size, memory_order_relaxed);
+		r.checksum = i->file.sum;
+		r.flags = (i->flags & F_REPLICA) ? POOL_REC_REPLICA : 0;
+	}
+	r.rec_checksum = XXH3_64bits(&r, sizeof(r));
+	memcpy(slot_rec(ns, rec - 1), &r, sizeof(r));
+}
+
+/* Record what i is now (a directory, or a sealed block with its bytes in DRAM): a new record,
+ * then the old one cleared, so a crash leaves one or the other. Caller holds ns->lock. */
+static void persist(struct ns *ns, struct inode *i)
+{
+	uint64_t *cur = rec_of(i), rec;
+
+	if (i->flags & (F_DETACHED | F_REMOTE | F_CACHED))
+		return;
+	if (i->kind == KIND_FILE &&
+	    (!i->file.sealed ||
+	     (!i->file.npages && atomic_load_explicit(&i->file.size, memory_order_relaxed))))
+		return; /* being written, or only on SSD (its SSD record says it all) */
+	if (*cur && slot_rec(ns, *cur - 1)->magic == 0) { /* reserved, not written yet */
+		rec_store(ns, i, *cur);
+		return;
+	}
+	rec = slot_get(ns, false);
+	if (!rec) { /* no room for a new one: rewrite in place */
+		if (*cur)
+			rec_store(ns, i, *cur);
+		return;
+	}
+	rec_store(ns, i, rec);
+	if (*cur)
+		slot_put(ns, *cur);
+	*cur = rec;
+}
+
+static void unpersist(struct ns *ns, struct inode *i)
+{
+	uint64_t *cur = rec_of(i);
+
+	if (*cur) {
+		slot_put(ns, *cur);
+		*cur = 0;
+	}
+}
+
+/* ---- eviction and the SSD tier ------------------------------------------------------------ */
 
 static bool over_pct(const struct ns *ns, unsigned pct)
 {
 	return pool_used_pages(ns->pool) * 100 > (uint64_t)pct * ns->pool->npages;
 }
 
-/* Evict the least recently used unopened sealed block. False when there is none. */
-static bool evict_one(struct ns *ns)
+static uint64_t size_of(const struct inode *i)
+{
+	return atomic_load_explicit(&i->file.size, memory_order_relaxed);
+}
+
+/* Only on SSD: no bytes in DRAM. */
+static bool ssd_only(const struct inode *i)
+{
+	return i->file.dev >= 0 && !i->file.npages && size_of(i);
+}
+
+/* Free the DRAM copy of block i (its record first). Caller holds ns->lock. */
+static void drop_dram(struct ns *ns, struct inode *i)
+{
+	unpersist(ns, i);
+	if (i->file.npages) {
+		pool_free(ns->pool, i->file.page, i->file.npages);
+		i->file.npages = 0;
+		if (i->file.dev >= 0 && size_of(i))
+			ns->ssd_only_n++;
+	}
+}
+
+/* Free the SSD copy of block i. Caller holds ns->lock (the header clear is one small write). */
+static void drop_ssd(struct ns *ns, struct inode *i)
+{
+	if (i->file.dev < 0)
+		return;
+	if (ssd_only(i))
+		ns->ssd_only_n--;
+	lru_remove(&ns->slru[i->file.dev], &i->file.slru);
+	(void)ssd_free(ns->cfg.ssd[i->file.dev], i->file.unit);
+	i->file.dev = -1;
+	ns->ssd_blocks--;
+}
+
+/* Name i (attached) gone for good behind the kernel's back (eviction, corruption). */
+static void lose(struct ns *ns, struct inode *i)
+{
+	vanish(ns, i);
+	detach(ns, i);
+	i->flags |= F_EVICTED;
+}
+
+/* Does evicting i from DRAM need a demotion (an SSD write) first? */
+static bool needs_demotion(const struct ns *ns, const struct inode *i)
+{
+	return ns->cfg.nssd && i->file.dev < 0 && i->file.npages && size_of(i) &&
+	       !(i->flags & F_CACHED);
+}
+
+/* Evict the least recently used unopened sealed block from DRAM when that needs no I/O: its
+ * DRAM copy goes (an SSD copy stays), or the whole block without an SSD tier. 1 done, 0 nothing
+ * to evict, -EAGAIN the oldest must be demoted first (the evictor thread does that). */
+static int evict_one(struct ns *ns)
 {
 	struct lru_node *n = lru_oldest(&ns->lru);
 	struct inode *i;
@@ -408,23 +668,194 @@ static bool evict_one(struct ns *ns)
 		n = lru_oldest(&ns->lru);
 	}
 	if (!n)
-		return false;
+		return 0;
 	i = LRU_INODE(n);
-	vanish(ns, i);
-	detach(ns, i);
-	i->flags |= F_EVICTED;
+	if (needs_demotion(ns, i))
+		return -EAGAIN;
+	lru_remove(&ns->lru, n);
 	atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+	if (ns->cfg.nssd && !(i->flags & F_CACHED) && (i->file.dev >= 0 || !size_of(i))) {
+		drop_dram(ns, i); /* on SSD (or empty): it stays */
+		return 1;
+	}
+	lose(ns, i);
 	maybe_free(ns, i);
-	return true;
+	return 1;
+}
+
+/* Drop the least recently used SSD copy on device dev that no I/O or reader holds. False
+ * when there is none. Caller holds ns->lock. */
+static bool ssd_evict_one(struct ns *ns, unsigned dev)
+{
+	struct lru_node *n;
+	struct inode *i;
+
+	for (unsigned tries = 0; tries < 64 && (n = lru_oldest(&ns->slru[dev])); tries++) {
+		i = (struct inode *)((char *)n - offsetof(struct inode, file.slru));
+		if (i->file.busy || i->file.open) {
+			lru_touch(&ns->slru[dev], n);
+			continue;
+		}
+		atomic_fetch_add_explicit(&ns->ssd_evictions, 1, memory_order_relaxed);
+		if (ssd_only(i)) { /* its only copy: the block goes */
+			drop_ssd(ns, i);
+			if (!(i->flags & F_DETACHED))
+				lose(ns, i);
+			maybe_free(ns, i);
+		} else {
+			drop_ssd(ns, i);
+		}
+		return true;
+	}
+	return false;
+}
+
+/* The path of directory d ("" for the root) into buf. Caller holds ns->lock. */
+static int dir_path(const struct ns *ns, const struct inode *d, char *buf, size_t len);
+
+#define DEMOTE_BATCH 8
+
+struct demotion {
+	struct inode *i;
+	struct ssd_meta meta;
+	struct ssd_write w;
+	unsigned dev;
+	bool allocated;
+};
+
+/* Allocate an SSD extent for d, dropping SSD copies (LRU) for room. Called without the lock. */
+static int demotion_alloc(struct ns *ns, struct demotion *d)
+{
+	struct ssd *s;
+	int ret;
+
+	for (unsigned k = 0; k < ns->cfg.nssd; k++) {
+		d->dev = ns->next_dev++ % ns->cfg.nssd;
+		s = ns->cfg.ssd[d->dev];
+		while ((ret = ssd_alloc(s, d->w.len, &d->w.unit)) == -ENOSPC) {
+			bool dropped;
+
+			pthread_mutex_lock(&ns->lock);
+			dropped = ssd_evict_one(ns, d->dev);
+			pthread_mutex_unlock(&ns->lock);
+			if (!dropped)
+				break;
+		}
+		if (ret == 0) {
+			d->allocated = true;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+/* Demote up to DEMOTE_BATCH of the oldest DRAM blocks to SSD. Caller holds ns->lock, which is
+ * dropped during the I/O. Returns how many blocks left DRAM or were dropped (0: none to do). */
+static unsigned demote_batch(struct ns *ns)
+{
+	struct demotion *d = calloc(DEMOTE_BATCH, sizeof(*d));
+	struct lru_node *node;
+	unsigned n = 0, done = 0;
+
+	if (!d)
+		return 0;
+	while (n < DEMOTE_BATCH && (node = lru_oldest(&ns->lru)) &&
+	       needs_demotion(ns, LRU_INODE(node))) {
+		struct inode *i = LRU_INODE(node);
+
+		if (dir_path(ns, i->parent, d[n].meta.dir, sizeof(d[n].meta.dir)) < 0)
+			d[n].meta.dir[0] = '\0'; /* too deep to record: restored at the root */
+		snprintf(d[n].meta.name, sizeof(d[n].meta.name), "%s", i->name);
+		d[n].meta.generation = i->file.generation;
+		d[n].meta.version = i->file.version;
+		d[n].meta.mtime_ns = atomic_load_explicit(&i->mtime_ns, memory_order_relaxed);
+		d[n].meta.mode = i->mode;
+		d[n].meta.uid = i->uid;
+		d[n].meta.gid = i->gid;
+		d[n].w.meta = &d[n].meta;
+		d[n].w.payload = pool_page_addr(ns->pool, i->file.page);
+		d[n].w.len = size_of(i);
+		d[n].i = i;
+		lru_remove(&ns->lru, node);
+		i->file.busy++;
+		ns->demoting++;
+		n++;
+	}
+	if (!n) {
+		free(d);
+		return 0;
+	}
+	pthread_mutex_unlock(&ns->lock);
+	for (unsigned k = 0; k < n; k++)
+		d[k].w.ret = demotion_alloc(ns, &d[k]);
+	for (unsigned dev = 0; dev < ns->cfg.nssd; dev++) {
+		struct ssd_write w[DEMOTE_BATCH];
+		unsigned m = 0;
+
+		for (unsigned k = 0; k < n; k++)
+			if (d[k].allocated && d[k].dev == dev)
+				w[m++] = d[k].w;
+		if (m)
+			(void)ssd_write_blocks(ns->cfg.ssd[dev], w, m);
+		for (unsigned k = 0, j = 0; k < n; k++)
+			if (d[k].allocated && d[k].dev == dev)
+				d[k].w.ret = w[j++].ret;
+	}
+	pthread_mutex_lock(&ns->lock);
+	for (unsigned k = 0; k < n; k++) {
+		struct inode *i = d[k].i;
+		int ret = d[k].w.ret;
+
+		i->file.busy--;
+		ns->demoting--;
+		if (!ret && d[k].meta.checksum != i->file.sum) {
+			ns_log(ns, LOG_ERR,
+			       "block %s: its DRAM bytes do not match its checksum: dropped",
+			       i->name);
+			ret = -EBADMSG;
+		}
+		if (!ret && !(i->flags & F_DETACHED)) {
+			i->file.dev = (int8_t)d[k].dev;
+			i->file.unit = d[k].w.unit;
+			ns->ssd_blocks++;
+			lru_push(&ns->slru[d[k].dev], &i->file.slru);
+			atomic_fetch_add_explicit(&ns->demotions, 1, memory_order_relaxed);
+			if (!i->file.open && !lru_linked(&i->file.lru)) {
+				atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+				drop_dram(ns, i);
+				done++;
+			} /* else read meanwhile: both copies stay, the DRAM one on the LRU */
+			continue;
+		}
+		if (d[k].allocated)
+			(void)ssd_free(ns->cfg.ssd[d[k].dev], d[k].w.unit);
+		if (!(i->flags & F_DETACHED) && !i->file.open && !lru_linked(&i->file.lru)) {
+			/* no room on SSD (or a device error): dropped as without an SSD tier */
+			atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+			lose(ns, i);
+			done++;
+		}
+		maybe_free(ns, i);
+	}
+	pthread_cond_broadcast(&ns->space_cond);
+	free(d);
+	return done ? done : n;
 }
 
 uint64_t ns_evict(struct ns *ns, unsigned target_pct)
 {
 	uint64_t n = 0;
+	int r;
 
 	pthread_mutex_lock(&ns->lock);
-	while (over_pct(ns, target_pct) && evict_one(ns))
+	while (over_pct(ns, target_pct)) {
+		r = evict_one(ns);
+		if (r == -EAGAIN)
+			r = demote_batch(ns) ? 1 : 0;
+		if (r <= 0)
+			break;
 		n++;
+	}
 	pthread_mutex_unlock(&ns->lock);
 	return n;
 }
@@ -435,33 +866,161 @@ static void *evictor_main(void *arg)
 
 	pthread_mutex_lock(&ns->lock);
 	while (!ns->evict_stop) {
-		if (!over_pct(ns, ns->cfg.evict_high)) {
+		bool progress = false;
+
+		if (!over_pct(ns, ns->cfg.evict_high) && !ns->space_wanted) {
 			pthread_cond_wait(&ns->evict_cond, &ns->lock);
 			continue;
 		}
-		while (over_pct(ns, ns->cfg.evict_low) && evict_one(ns))
-			;
-		/* Nothing evictable left above the low mark: wait for the next kick. */
-		pthread_cond_wait(&ns->evict_cond, &ns->lock);
+		while (!ns->evict_stop && (over_pct(ns, ns->cfg.evict_low) || ns->space_wanted)) {
+			int r = evict_one(ns);
+
+			if (r == -EAGAIN)
+				r = demote_batch(ns) ? 1 : 0;
+			if (r <= 0)
+				break;
+			progress = true;
+		}
+		pthread_cond_broadcast(&ns->space_cond);
+		/* Nothing (more) to evict: wait for the next kick. */
+		if (!progress && !ns->evict_stop)
+			pthread_cond_wait(&ns->evict_cond, &ns->lock);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	return NULL;
 }
 
-/* Allocate n pages, evicting as much as needed (caller holds ns->lock). */
+/* Allocate n pages, evicting as much as needed (caller holds ns->lock). With an SSD tier a
+ * block must be demoted before its pages are free: the evictor thread does that while this
+ * waits (the lock is dropped meanwhile). */
 static int64_t alloc_evicting(struct ns *ns, uint64_t n)
 {
+	struct timespec t;
+	unsigned waits = 0;
 	int64_t p;
+	int r;
 
 	if (n > ns->pool->npages)
 		return -ENOSPC;
 	while ((p = pool_alloc(ns->pool, n)) < 0) {
-		if (!evict_one(ns))
+		r = evict_one(ns);
+		if (r > 0)
+			continue;
+		if ((r == 0 && !ns->demoting) || ++waits > 300)
 			return -ENOSPC;
+		ns->space_wanted++;
+		pthread_cond_signal(&ns->evict_cond);
+		clock_gettime(CLOCK_REALTIME, &t);
+		t.tv_nsec += 100000000;
+		if (t.tv_nsec >= 1000000000) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000;
+		}
+		(void)pthread_cond_timedwait(&ns->space_cond, &ns->lock, &t);
+		ns->space_wanted--;
 	}
 	if (over_pct(ns, ns->cfg.evict_high))
 		pthread_cond_signal(&ns->evict_cond);
 	return p;
+}
+
+/*
+ * Make the bytes of sealed block i readable in DRAM: promote it from SSD (checksum verified),
+ * or verify a recovered DRAM copy at its first open. Caller holds ns->lock, which is dropped
+ * during the I/O, and a reference that keeps i allocated. 0, -ENOENT (gone meanwhile), -EIO
+ * (corrupt or unreadable: the block is dropped), -ENOSPC.
+ */
+static int ensure_resident(struct ns *ns, struct inode *i)
+{
+	uint64_t size = size_of(i), npages = pool_pages_for(size), sum;
+	XXH128_hash_t nh;
+	int64_t p;
+	int ret = 0;
+
+	while (i->file.busy && !(i->flags & F_DETACHED))
+		pthread_cond_wait(&ns->space_cond, &ns->lock); /* someone else's I/O on it */
+	if (i->flags & F_DETACHED)
+		return -ENOENT;
+	if (!size || (i->file.npages && !i->file.unverified))
+		return 0;
+	i->file.busy++;
+	if (i->file.npages) { /* recovered: check it once */
+		p = (int64_t)i->file.page;
+		pthread_mutex_unlock(&ns->lock);
+		sum = checksum(pool_page_addr(ns->pool, (uint64_t)p), size);
+		pthread_mutex_lock(&ns->lock);
+		i->file.busy--;
+		if (sum == i->file.sum) {
+			i->file.unverified = false;
+		} else {
+			ns_log(ns, LOG_ERR,
+			       "block %s: its bytes in the pool do not match its checksum: "
+			       "dropped",
+			       i->name);
+			if (!(i->flags & F_DETACHED))
+				lose(ns, i);
+			ret = -EIO;
+		}
+		goto out;
+	}
+	if (i->file.dev < 0) {
+		i->file.busy--;
+		ret = -ENOENT;
+		goto out;
+	}
+	p = alloc_evicting(ns, npages);
+	if (p < 0) {
+		i->file.busy--;
+		ret = (int)p;
+		goto out;
+	}
+	*pool_hdr(ns->pool, (uint64_t)p) = (struct pool_hdr){
+	    .magic = POOL_HDR_MAGIC,
+	    .generation = i->file.generation,
+	    .npages = (uint32_t)npages,
+	};
+	pthread_mutex_unlock(&ns->lock);
+	ret = ssd_read(ns->cfg.ssd[i->file.dev], i->file.unit, 0,
+		       pool_page_addr(ns->pool, (uint64_t)p), size);
+	if (!ret && checksum(pool_page_addr(ns->pool, (uint64_t)p), size) != i->file.sum)
+		ret = -EBADMSG;
+	pthread_mutex_lock(&ns->lock);
+	i->file.busy--;
+	if (ret || (i->flags & F_DETACHED)) {
+		pool_free(ns->pool, (uint64_t)p, npages);
+		if (ret) {
+			ns_log(ns, LOG_ERR, "block %s: cannot read it back from SSD (%s): dropped",
+			       i->name, strerror(-ret));
+			if (!(i->flags & F_DETACHED))
+				lose(ns, i);
+			ret = -EIO;
+		} else {
+			ret = -ENOENT;
+		}
+		goto out;
+	}
+	nh = XXH3_128bits(i->name, strlen(i->name));
+	*pool_hdr(ns->pool, (uint64_t)p) = (struct pool_hdr){
+	    .magic = POOL_HDR_MAGIC,
+	    .flags = POOL_HDR_SEALED,
+	    .generation = i->file.generation,
+	    .name_hash = {nh.low64, nh.high64},
+	    .length = size,
+	    .checksum = i->file.sum,
+	    .seal_time_ns = i->file.version,
+	    .npages = (uint32_t)npages,
+	};
+	i->file.page = (uint64_t)p;
+	i->file.npages = npages;
+	ns->ssd_only_n--;
+	lru_touch(&ns->slru[i->file.dev], &i->file.slru);
+	atomic_fetch_add_explicit(&ns->promotions, 1, memory_order_relaxed);
+	persist(ns, i);
+out:
+	pthread_cond_broadcast(&ns->space_cond);
+	if (i->flags & F_DETACHED)
+		maybe_free(ns, i);
+	return ret;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -477,6 +1036,15 @@ int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
 	ns->cfg = *cfg;
 	ns->next_ino = NS_ROOT_INO;
 	ns->next_gen = 1;
+	ns->next_seq = 1;
+	ns->next_dir_id = POOL_ROOT_ID; /* the root takes it */
+	if (cfg->nssd > NS_MAX_SSD) {
+		free(ns);
+		return -EINVAL;
+	}
+	for (unsigned k = 0; k < NS_MAX_SSD; k++)
+		lru_init(&ns->slru[k]);
+	pthread_cond_init(&ns->space_cond, NULL);
 	ns->start_ns = now_ns();
 	pthread_mutex_init(&ns->lock, NULL);
 	pthread_cond_init(&ns->evict_cond, NULL);
@@ -548,6 +1116,8 @@ void ns_destroy(struct ns *ns)
 	htable_fini(&ns->inodes);
 	pthread_cond_destroy(&ns->evict_cond);
 	pthread_cond_destroy(&ns->seal_cond);
+	pthread_cond_destroy(&ns->space_cond);
+	free(ns->slots);
 	pthread_mutex_destroy(&ns->lock);
 	free(ns);
 }
@@ -610,11 +1180,13 @@ int ns_mkdir(struct ns *ns, uint64_t parent, const char *name, uint32_t mode, ui
 	     uint32_t gid, struct ns_attr *attr)
 {
 	struct inode *d, *i;
+	uint64_t rec;
 	int ret = check_name(name);
 
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&ns->lock);
+	rec = slot_get(ns, true);
 	ret = get_dir(ns, parent, &d);
 	if (ret)
 		goto out;
@@ -632,9 +1204,14 @@ int ns_mkdir(struct ns *ns, uint64_t parent, const char *name, uint32_t mode, ui
 		inode_free(ns, i);
 		goto out;
 	}
+	i->dir.rec = rec;
+	rec = 0;
+	persist(ns, i);
 	i->nlookup = 1;
 	fill_attr(ns, i, attr);
 out:
+	if (rec)
+		slot_put(ns, rec);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
@@ -749,7 +1326,7 @@ int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newpare
 		detach(ns, dst);
 		maybe_free(ns, dst);
 	}
-	detach(ns, src);
+	detach_keep(ns, src);
 	free(src->name);
 	src->name = nname;
 	ret = attach(ns, dd, src);
@@ -774,6 +1351,7 @@ int ns_rename(struct ns *ns, uint64_t parent, const char *name, uint64_t newpare
 		}
 		publish(ns, src);
 	}
+	persist(ns, src);
 out:
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
@@ -808,11 +1386,13 @@ int ns_create_block(struct ns *ns, uint64_t parent, const char *name, uint32_t m
 {
 	struct inode *d, *i;
 	struct ns_handle *h;
+	uint64_t rec;
 	int ret = check_name(name);
 
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&ns->lock);
+	rec = slot_get(ns, true); /* its record's place, made before anything is looked at */
 	ret = get_dir(ns, parent, &d);
 	if (ret)
 		goto out;
@@ -826,6 +1406,8 @@ int ns_create_block(struct ns *ns, uint64_t parent, const char *name, uint32_t m
 		ret = -ENOMEM;
 		goto out;
 	}
+	i->file.rec = rec;
+	rec = 0;
 	h = handle_new(ns, i, true);
 	if (!h || attach(ns, d, i) < 0) {
 		if (h) {
@@ -843,6 +1425,8 @@ int ns_create_block(struct ns *ns, uint64_t parent, const char *name, uint32_t m
 	fill_attr(ns, i, attr);
 	*hp = h;
 out:
+	if (rec)
+		slot_put(ns, rec);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
@@ -917,6 +1501,8 @@ int ns_open(struct ns *ns, uint64_t ino, int flags, struct ns_handle **hp)
 		ret = -EPERM;
 	else if (i->flags & F_REMOTE)
 		ret = -EREMOTE; /* fetch it first (fs/remote.c) */
+	if (!ret)
+		ret = ensure_resident(ns, i); /* the kernel's reference keeps i */
 	if (!ret)
 		ret = open_sealed(ns, i, hp);
 	pthread_mutex_unlock(&ns->lock);
@@ -1123,13 +1709,19 @@ static int seal_locked(struct ns_handle *h)
 
 	pthread_mutex_lock(&ns->lock);
 	if (i->file.npages > keep) {
-		if (keep) {
+		if (keep)
 			pool_shrink(ns->pool, i->file.page, i->file.npages, keep);
-			i->file.npages = keep;
-		} else {
-			release_data(ns, i);
-		}
+		else
+			pool_free(ns->pool, i->file.page, i->file.npages);
+		i->file.npages = keep;
 	}
+	i->file.version = h->version ? h->version : new_version(ns, now);
+	i->file.sum = sum;
+	if (h->version)
+		i->flags |= F_REPLICA;
+	i->file.sealed = true;
+	atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
+	persist(ns, i); /* the record first: a sealed header always has one */
 	if (i->file.npages) {
 		nh = XXH3_128bits(i->name, strlen(i->name));
 		*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
@@ -1139,17 +1731,12 @@ static int seal_locked(struct ns_handle *h)
 		    .name_hash = {nh.low64, nh.high64},
 		    .length = size,
 		    .checksum = sum,
-		    .seal_time_ns = h->version ? h->version : new_version(ns, now),
+		    .seal_time_ns = i->file.version,
 		    .npages = (uint32_t)i->file.npages,
 		};
 	}
-	i->file.version = h->version ? h->version : new_version(ns, now);
-	if (h->version)
-		i->flags |= F_REPLICA;
-	i->file.sealed = true;
 	i->file.closing = false;
 	pthread_cond_broadcast(&ns->seal_cond);
-	atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
 	i->ctime_ns = now;
 	ns->writing--;
 	if (!(i->flags & F_DETACHED))
@@ -1284,6 +1871,8 @@ int ns_setattr(struct ns *ns, uint64_t ino, struct ns_handle *h, unsigned valid,
 	if (valid & NS_SET_MTIME)
 		atomic_store_explicit(&i->mtime_ns, in->mtime_ns, memory_order_relaxed);
 	i->ctime_ns = now_ns();
+	if (valid & (NS_SET_MODE | NS_SET_UID | NS_SET_GID | NS_SET_MTIME))
+		persist(ns, i);
 	fill_attr(ns, i, out);
 out:
 	pthread_mutex_unlock(&ns->lock);
@@ -1365,6 +1954,8 @@ int ns_block_info(struct ns *ns, uint64_t ino, struct ns_block_info *info)
 			info->version = i->file.version;
 			info->remote = (i->flags & F_REMOTE) != 0;
 			info->cached = (i->flags & F_CACHED) != 0;
+			info->on_ssd = ssd_only(i);
+			info->ssd_copy = i->file.dev >= 0;
 		}
 		if (i->kind == KIND_DIR)
 			info->replicas = i->dir.replicas ? i->dir.replicas : 1;
@@ -1388,7 +1979,20 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st)
 	st->blocks = ns->blocks;
 	st->writing = ns->writing;
 	st->directories = ns->dirs;
+	st->ssd_blocks = ns->ssd_blocks;
+	st->dram_blocks = ns->blocks > ns->ssd_only_n ? ns->blocks - ns->ssd_only_n : 0;
 	pthread_mutex_unlock(&ns->lock);
+	st->ssd_devices = ns->cfg.nssd;
+	for (unsigned k = 0; k < ns->cfg.nssd; k++) {
+		st->ssd_capacity += ssd_capacity(ns->cfg.ssd[k]);
+		st->ssd_used += ssd_used(ns->cfg.ssd[k]);
+	}
+	st->demotions = atomic_load(&ns->demotions);
+	st->promotions = atomic_load(&ns->promotions);
+	st->ssd_evictions = atomic_load(&ns->ssd_evictions);
+	st->recovered = ns->recovery.recovered;
+	st->recovery_dropped = ns->recovery.dropped;
+	st->recovery_ns = ns->recovery.elapsed_ns;
 	st->reads = atomic_load(&ns->reads);
 	st->writes = atomic_load(&ns->writes);
 	st->bytes_read = atomic_load(&ns->bytes_read);
@@ -1426,12 +2030,19 @@ int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_han
 		goto out;
 	}
 	i = wait_sealed_by_name(ns, i);
-	if (!i || (i->flags & F_REMOTE))
+	if (!i || (i->flags & F_REMOTE)) {
 		ret = -ENOENT;
-	else if (!i->file.sealed)
+	} else if (!i->file.sealed) {
 		ret = -EBUSY;
-	else
-		ret = open_sealed(ns, i, hp);
+	} else {
+		i->nlookup++; /* keeps i across the promotion, which drops the lock */
+		ret = ensure_resident(ns, i);
+		i->nlookup--;
+		if (!ret)
+			ret = open_sealed(ns, i, hp);
+		else
+			maybe_free(ns, i);
+	}
 out:
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
@@ -1497,6 +2108,7 @@ int ns_reserve(struct ns *ns, uint64_t parent, const char *name, uint64_t len, u
 	struct inode *d, *i;
 	struct ns_handle *h;
 	int64_t page = 0;
+	uint64_t rec;
 	int ret = check_name(name);
 
 	if (ret)
@@ -1504,6 +2116,7 @@ int ns_reserve(struct ns *ns, uint64_t parent, const char *name, uint64_t len, u
 	if (len > ns->cfg.max_block_size)
 		return -EFBIG;
 	pthread_mutex_lock(&ns->lock);
+	rec = slot_get(ns, true);
 	ret = get_dir(ns, parent, &d);
 	if (ret)
 		goto out;
@@ -1537,10 +2150,14 @@ int ns_reserve(struct ns *ns, uint64_t parent, const char *name, uint64_t len, u
 	}
 	atomic_store_explicit(&i->file.size, len, memory_order_relaxed);
 	i->file.open = 1;
+	i->file.rec = rec;
+	rec = 0;
 	h->target = parent;
 	ns->writing++;
 	*hp = h;
 out:
+	if (rec)
+		slot_put(ns, rec);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
@@ -1588,6 +2205,7 @@ int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *re
 	ret = attach(ns, d, i);
 	if (ret)
 		goto out;
+	persist(ns, i);
 	i->nlookup = 0;
 	h->target = 0;
 	ns_handle_loc(h, loc);
@@ -1650,6 +2268,8 @@ int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name
 			errs[k] = EISDIR;
 		} else if (!i->file.sealed) {
 			errs[k] = i->file.closing ? EAGAIN : EBUSY;
+		} else if (ssd_only(i) || i->file.unverified || i->file.busy) {
+			errs[k] = EAGAIN; /* on SSD: pinning it (ns_open_name) promotes it */
 		} else {
 			errs[k] = 0;
 			locs[k] = (struct ns_loc){
@@ -1669,24 +2289,14 @@ int ns_locate_batch(struct ns *ns, uint64_t parent, size_t n, ns_name_at_fn name
 
 /* ---- directories shared with a cluster (fs/cluster.c) ------------------------------------- */
 
-int ns_path(struct ns *ns, uint64_t ino, char *buf, size_t len)
+static int dir_path(const struct ns *ns, const struct inode *i, char *buf, size_t len)
 {
 	const struct inode *chain[256];
-	struct inode *i;
 	size_t depth = 0, used = 0;
-	int ret = 0;
 
-	pthread_mutex_lock(&ns->lock);
-	i = get_inode(ns, ino);
-	if (!i || (i->flags & F_DETACHED && i != ns->root)) {
-		ret = -ENOENT;
-		goto out;
-	}
 	for (; i && i != ns->root; i = i->parent) {
-		if (depth == sizeof(chain) / sizeof(chain[0])) {
-			ret = -ENAMETOOLONG;
-			goto out;
-		}
+		if (depth == sizeof(chain) / sizeof(chain[0]))
+			return -ENAMETOOLONG;
 		chain[depth++] = i;
 	}
 	buf[0] = '\0';
@@ -1694,13 +2304,24 @@ int ns_path(struct ns *ns, uint64_t ino, char *buf, size_t len)
 		int n =
 		    snprintf(buf + used, len - used, "%s%s", used ? "/" : "", chain[depth]->name);
 
-		if (n < 0 || (size_t)n >= len - used) {
-			ret = -ENAMETOOLONG;
-			goto out;
-		}
+		if (n < 0 || (size_t)n >= len - used)
+			return -ENAMETOOLONG;
 		used += (size_t)n;
 	}
-out:
+	return 0;
+}
+
+int ns_path(struct ns *ns, uint64_t ino, char *buf, size_t len)
+{
+	struct inode *i;
+	int ret;
+
+	pthread_mutex_lock(&ns->lock);
+	i = get_inode(ns, ino);
+	if (!i || (i->flags & F_DETACHED && i != ns->root))
+		ret = -ENOENT;
+	else
+		ret = dir_path(ns, i, buf, len);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
@@ -1731,6 +2352,7 @@ static int walk_dirs(struct ns *ns, const char *path, bool create, uint32_t mode
 				inode_free(ns, i);
 				return -ENOMEM;
 			}
+			persist(ns, i);
 		}
 		if (!i)
 			return -ENOENT;
@@ -1907,6 +2529,7 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 		};
 	}
 	i->flags = (uint16_t)((i->flags & ~F_REMOTE) | F_CACHED);
+	i->file.sum = sum;
 	ns->blocks++; /* now it has bytes here */
 	i->file.checked_ns = now_ns();
 	if (i->file.open == 0 && !lru_linked(&i->file.lru))
@@ -2029,10 +2652,450 @@ int ns_replicas(struct ns *ns, uint64_t ino, unsigned set)
 	pthread_mutex_lock(&ns->lock);
 	ret = get_dir(ns, ino, &d);
 	if (!ret) {
-		if (set)
+		if (set) {
 			d->dir.replicas = (uint8_t)set;
+			persist(ns, d);
+		}
 		ret = d->dir.replicas ? d->dir.replicas : 1;
 	}
 	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
+/* ---- recovery at start -------------------------------------------------------------------- */
+
+struct rcv_rec {
+	uint64_t slot;
+	struct pool_rec r;
+	struct inode *i; /* what it became */
+};
+
+struct rcv_claim {
+	uint64_t page, n;
+	struct inode *i; /* NULL: a page of records */
+};
+
+struct rcv {
+	struct ns *ns;
+	struct ns_recovery *res;
+	struct rcv_rec *dirs, *blocks;
+	size_t ndirs, nblocks, capdirs, capblocks;
+	struct rcv_claim *claims;
+	size_t nclaims, capclaims;
+	uint64_t max_gen;
+	unsigned dev;
+};
+
+static int grow_array(void **v, size_t *cap, size_t n, size_t size)
+{
+	void *p;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? 2 * *cap : 256;
+	p = realloc(*v, c * size);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = c;
+	return 0;
+}
+
+static int cmp_dir_rec(const void *a, const void *b)
+{
+	const struct rcv_rec *x = a, *y = b;
+
+	if (x->r.id != y->r.id)
+		return x->r.id < y->r.id ? -1 : 1;
+	return x->r.seq > y->r.seq ? -1 : x->r.seq < y->r.seq; /* highest seq first */
+}
+
+static int cmp_claim(const void *a, const void *b)
+{
+	const struct rcv_claim *x = a, *y = b;
+
+	return x->page < y->page ? -1 : x->page > y->page;
+}
+
+static struct inode *rcv_dir(const struct rcv *c, uint64_t id)
+{
+	size_t lo = 0, hi = c->ndirs;
+
+	if (id == POOL_ROOT_ID)
+		return c->ns->root;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (c->dirs[mid].r.id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < c->ndirs && c->dirs[lo].r.id == id ? c->dirs[lo].i : NULL;
+}
+
+/* A record that checks out: magic, checksum, kind, name. */
+static bool rec_valid(const struct pool_rec *r)
+{
+	struct pool_rec t = *r;
+
+	t.rec_checksum = 0;
+	return r->magic == POOL_REC_MAGIC && XXH3_64bits(&t, sizeof(t)) == r->rec_checksum &&
+	       (r->kind == POOL_REC_BLOCK || r->kind == POOL_REC_DIR) && r->name_len &&
+	       r->name_len <= NS_NAME_MAX && !memchr(r->name, '/', r->name_len) &&
+	       !memchr(r->name, 0, r->name_len);
+}
+
+static void rcv_drop(struct rcv *c, struct rcv_rec *x, const char *why)
+{
+	ns_log(c->ns, LOG_WARNING, "recovery: record of %.*s dropped: %s", (int)x->r.name_len,
+	       x->r.name, why);
+	memset(slot_rec(c->ns, x->slot), 0, sizeof(struct pool_rec));
+	c->res->dropped++;
+}
+
+/* Pages of records: collect what they hold. */
+static int rcv_scan(struct rcv *c)
+{
+	struct pool *pool = c->ns->pool;
+
+	for (uint64_t p = 0; p < pool->npages; p++) {
+		struct pool_hdr *h = pool_hdr(pool, p);
+
+		if (h->magic != POOL_HDR_MAGIC || (h->flags & (POOL_HDR_SEALED | POOL_HDR_RECS)) !=
+						      (POOL_HDR_SEALED | POOL_HDR_RECS))
+			continue;
+		if (grow_array((void **)&c->claims, &c->capclaims, c->nclaims, sizeof(*c->claims)))
+			return -ENOMEM;
+		c->claims[c->nclaims++] = (struct rcv_claim){p, 1, NULL};
+		for (unsigned k = 0; k < POOL_RECS_PER_PAGE; k++) {
+			uint64_t slot = p * POOL_RECS_PER_PAGE + k;
+			struct pool_rec *r = slot_rec(c->ns, slot);
+			struct rcv_rec **v;
+			size_t *n, *cap;
+
+			if (r->magic == 0)
+				continue;
+			if (!rec_valid(r)) {
+				ns_log(c->ns, LOG_WARNING,
+				       "recovery: a damaged record in pool page %llu dropped",
+				       (unsigned long long)p);
+				memset(r, 0, sizeof(*r));
+				c->res->dropped++;
+				continue;
+			}
+			if (r->seq >= c->ns->next_seq)
+				c->ns->next_seq = r->seq + 1;
+			v = r->kind == POOL_REC_DIR ? &c->dirs : &c->blocks;
+			n = r->kind == POOL_REC_DIR ? &c->ndirs : &c->nblocks;
+			cap = r->kind == POOL_REC_DIR ? &c->capdirs : &c->capblocks;
+			if (grow_array((void **)v, cap, *n, sizeof(**v)))
+				return -ENOMEM;
+			(*v)[(*n)++] = (struct rcv_rec){.slot = slot, .r = *r};
+		}
+	}
+	return 0;
+}
+
+static struct inode *rcv_inode(struct ns *ns, int kind, const struct pool_rec *r,
+			       struct inode *parent)
+{
+	char name[NS_NAME_MAX + 1];
+	struct inode *i;
+
+	memcpy(name, r->name, r->name_len);
+	name[r->name_len] = '\0';
+	if (find_child(parent, name))
+		return NULL;
+	i = inode_new(ns, kind, name, r->mode, r->uid, r->gid);
+	if (!i)
+		return NULL;
+	if (attach(ns, parent, i) < 0) {
+		inode_free(ns, i);
+		return NULL;
+	}
+	atomic_store_explicit(&i->mtime_ns, r->mtime_ns, memory_order_relaxed);
+	i->ctime_ns = r->mtime_ns;
+	return i;
+}
+
+/* Directories: the newest record of each id, created parent first; orphans dropped. */
+static void rcv_dirs(struct rcv *c)
+{
+	bool progress = true;
+
+	qsort(c->dirs, c->ndirs, sizeof(*c->dirs), cmp_dir_rec);
+	for (size_t k = 0; k < c->ndirs; k++)
+		if (k && c->dirs[k].r.id == c->dirs[k - 1].r.id) {
+			memset(slot_rec(c->ns, c->dirs[k].slot), 0, sizeof(struct pool_rec));
+			c->dirs[k].slot = UINT64_MAX; /* an older record of the same directory */
+		}
+	while (progress) {
+		progress = false;
+		for (size_t k = 0; k < c->ndirs; k++) {
+			struct rcv_rec *x = &c->dirs[k];
+			struct inode *parent;
+
+			if (x->i || x->slot == UINT64_MAX || !(parent = rcv_dir(c, x->r.parent)))
+				continue;
+			x->i = rcv_inode(c->ns, KIND_DIR, &x->r, parent);
+			if (!x->i) {
+				rcv_drop(c, x, "its name is taken");
+				x->slot = UINT64_MAX;
+				continue;
+			}
+			x->i->dir.id = x->r.id;
+			x->i->dir.rec = x->slot + 1;
+			x->i->dir.replicas = (uint8_t)(x->r.flags <= 8 ? x->r.flags : 0);
+			if (x->r.id >= c->ns->next_dir_id)
+				c->ns->next_dir_id = x->r.id + 1;
+			c->res->dirs++;
+			progress = true;
+		}
+	}
+	for (size_t k = 0; k < c->ndirs; k++)
+		if (!c->dirs[k].i && c->dirs[k].slot != UINT64_MAX)
+			rcv_drop(c, &c->dirs[k], "its parent directory is gone");
+}
+
+/* Why block record r does not match the pool, or NULL. */
+static const char *rcv_check_block(const struct ns *ns, const struct pool_rec *r)
+{
+	const struct pool_hdr *h;
+	XXH128_hash_t nh;
+
+	if (r->page == POOL_REC_NOPAGE)
+		return r->length ? "no pages for a non-empty block" : NULL;
+	if (r->page >= ns->pool->npages)
+		return "page outside the pool";
+	h = pool_hdr(ns->pool, r->page);
+	nh = XXH3_128bits(r->name, r->name_len);
+	if (h->magic != POOL_HDR_MAGIC || !(h->flags & POOL_HDR_SEALED) ||
+	    (h->flags & POOL_HDR_RECS))
+		return "its block was never sealed";
+	if (h->generation != r->generation || h->length != r->length ||
+	    h->checksum != r->checksum || h->name_hash[0] != nh.low64 ||
+	    h->name_hash[1] != nh.high64)
+		return "it does not match its block header";
+	if (h->npages < pool_pages_for(r->length) || h->npages > ns->pool->npages - r->page)
+		return "bad extent";
+	return NULL;
+}
+
+static void rcv_blocks(struct rcv *c)
+{
+	struct ns *ns = c->ns;
+
+	for (size_t k = 0; k < c->nblocks; k++) {
+		struct rcv_rec *x = &c->blocks[k];
+		const char *why = rcv_check_block(ns, &x->r);
+		struct inode *parent = rcv_dir(c, x->r.parent), *old, *i;
+		char name[NS_NAME_MAX + 1];
+
+		if (!why && !parent)
+			why = "its directory is gone";
+		if (why) {
+			rcv_drop(c, x, why);
+			continue;
+		}
+		memcpy(name, x->r.name, x->r.name_len);
+		name[x->r.name_len] = '\0';
+		old = find_child(parent, name);
+		if (old && (old->kind == KIND_DIR || old->file.version >= x->r.version)) {
+			memset(slot_rec(ns, x->slot), 0, sizeof(struct pool_rec)); /* superseded */
+			continue;
+		}
+		if (old) { /* an older version of the name, recovered just before */
+			old->file.npages = 0; /* not claimed yet */
+			detach(ns, old);
+			c->res->recovered--;
+			c->res->bytes -= size_of(old);
+			inode_free(ns, old);
+		}
+		i = inode_new(ns, KIND_FILE, name, x->r.mode, x->r.uid, x->r.gid);
+		if (!i) {
+			rcv_drop(c, x, "out of memory");
+			continue;
+		}
+		i->file.sealed = true;
+		i->file.generation = x->r.generation;
+		i->file.version = x->r.version;
+		i->file.sum = x->r.checksum;
+		atomic_store_explicit(&i->file.size, x->r.length, memory_order_relaxed);
+		if (x->r.page != POOL_REC_NOPAGE) {
+			i->file.page = x->r.page;
+			i->file.npages = pool_hdr(ns->pool, x->r.page)->npages;
+			i->file.unverified = true;
+		}
+		i->file.rec = x->slot + 1;
+		if (x->r.flags & POOL_REC_REPLICA)
+			i->flags |= F_REPLICA;
+		if (attach(ns, parent, i) < 0) {
+			i->file.npages = 0;
+			i->file.rec = 0;
+			inode_free(ns, i);
+			rcv_drop(c, x, "out of memory");
+			continue;
+		}
+		atomic_store_explicit(&i->mtime_ns, x->r.mtime_ns, memory_order_relaxed);
+		i->ctime_ns = x->r.mtime_ns;
+		if (x->r.generation > c->max_gen)
+			c->max_gen = x->r.generation;
+		x->i = i;
+		c->res->recovered++;
+		c->res->bytes += x->r.length;
+	}
+}
+
+/* Give every kept block its pages (in ascending order), and free slots back to the list. */
+static void rcv_claim_all(struct rcv *c)
+{
+	struct ns *ns = c->ns;
+
+	for (size_t k = 0; k < c->nblocks; k++) {
+		struct inode *i = c->blocks[k].i;
+
+		if (!i || (i->flags & F_DETACHED) || !i->file.npages)
+			continue;
+		if (grow_array((void **)&c->claims, &c->capclaims, c->nclaims, sizeof(*c->claims)))
+			break; /* out of memory: the rest are dropped below */
+		c->claims[c->nclaims++] = (struct rcv_claim){i->file.page, i->file.npages, i};
+	}
+	qsort(c->claims, c->nclaims, sizeof(*c->claims), cmp_claim);
+	for (size_t k = 0; k < c->nclaims; k++) {
+		struct rcv_claim *x = &c->claims[k];
+
+		if (pool_claim(ns->pool, x->page, x->n) == 0) {
+			if (x->i)
+				lru_push(&ns->lru, &x->i->file.lru);
+			continue;
+		}
+		if (x->i) {
+			ns_log(ns, LOG_WARNING, "recovery: block %s overlaps another: dropped",
+			       x->i->name);
+			x->i->file.npages = 0;
+			detach(ns, x->i);
+			c->res->recovered--;
+			c->res->bytes -= size_of(x->i);
+			c->res->dropped++;
+			inode_free(ns, x->i);
+		}
+	}
+	/* The free slots of the record pages, those cleared above included, make the list. */
+	ns->nslots = 0;
+	for (size_t k = 0; k < c->nclaims; k++) {
+		if (c->claims[k].i)
+			continue;
+		for (unsigned s = 0; s < POOL_RECS_PER_PAGE; s++) {
+			uint64_t slot = c->claims[k].page * POOL_RECS_PER_PAGE + s;
+
+			if (slot_rec(ns, slot)->magic == 0 && slots_reserve(ns, 1) == 0)
+				ns->slots[ns->nslots++] = slot;
+		}
+	}
+}
+
+static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
+{
+	struct rcv *c = arg;
+	struct ns *ns = c->ns;
+	struct inode *d, *i;
+
+	if (walk_dirs(ns, m->dir, true, 0755, &d) < 0 || check_name(m->name) < 0) {
+		ns_log(ns, LOG_WARNING, "recovery: SSD block %s/%s dropped: bad path", m->dir,
+		       m->name);
+		c->res->dropped++;
+		return false;
+	}
+	i = find_child(d, m->name);
+	if (i && i->kind == KIND_FILE && i->file.generation == m->generation &&
+	    i->file.version == m->version && i->file.dev < 0 && m->length) {
+		/* the same block, also in DRAM */
+		i->file.dev = (int8_t)c->dev;
+		i->file.unit = unit;
+		ns->ssd_blocks++;
+		lru_push(&ns->slru[c->dev], &i->file.slru);
+		return true;
+	}
+	if (i && (i->kind == KIND_DIR || i->file.version >= m->version || !m->length))
+		return false; /* superseded */
+	if (i) {
+		c->res->recovered--;
+		c->res->bytes -= size_of(i);
+		detach(ns, i);
+		maybe_free(ns, i);
+	}
+	i = inode_new(ns, KIND_FILE, m->name, m->mode, m->uid, m->gid);
+	if (!i)
+		return false;
+	i->file.sealed = true;
+	i->file.generation = m->generation;
+	i->file.version = m->version;
+	i->file.sum = m->checksum;
+	atomic_store_explicit(&i->file.size, m->length, memory_order_relaxed);
+	i->file.dev = (int8_t)c->dev;
+	i->file.unit = unit;
+	if (attach(ns, d, i) < 0) {
+		i->file.dev = -1;
+		inode_free(ns, i);
+		return false;
+	}
+	atomic_store_explicit(&i->mtime_ns, m->mtime_ns, memory_order_relaxed);
+	i->ctime_ns = m->mtime_ns;
+	ns->ssd_blocks++;
+	ns->ssd_only_n++;
+	lru_push(&ns->slru[c->dev], &i->file.slru);
+	if (m->generation > c->max_gen)
+		c->max_gen = m->generation;
+	c->res->recovered++;
+	c->res->bytes += m->length;
+	return true;
+}
+
+static void rcv_ssd_drop(void *arg, uint64_t unit, const char *why)
+{
+	struct rcv *c = arg;
+
+	ns_log(c->ns, LOG_WARNING, "recovery: SSD %u unit %llu dropped: %s", c->dev,
+	       (unsigned long long)unit, why);
+}
+
+int ns_recover(struct ns *ns, struct ns_recovery *res)
+{
+	struct rcv c = {.ns = ns, .res = res};
+	struct timespec t0, t1;
+	int ret = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	memset(res, 0, sizeof(*res));
+	pthread_mutex_lock(&ns->lock);
+	if (ns->pool->reopened) {
+		ret = rcv_scan(&c);
+		if (!ret) {
+			rcv_dirs(&c);
+			rcv_blocks(&c);
+			rcv_claim_all(&c);
+		}
+	}
+	for (unsigned k = 0; !ret && k < ns->cfg.nssd; k++) {
+		struct ssd_recovery sr;
+
+		c.dev = k;
+		ret = ssd_recover(ns->cfg.ssd[k], rcv_ssd_block, rcv_ssd_drop, &c, &sr);
+		res->dropped += sr.dropped;
+	}
+	if (c.max_gen >= ns->next_gen)
+		ns->next_gen = c.max_gen + 1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	res->elapsed_ns =
+	    (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
+	ns->recovery = *res;
+	if (over_pct(ns, ns->cfg.evict_high))
+		pthread_cond_signal(&ns->evict_cond);
+	pthread_mutex_unlock(&ns->lock);
+	free(c.dirs);
+	free(c.blocks);
+	free(c.claims);
 	return ret;
 }

@@ -25,6 +25,7 @@
 #include "fs/uapi/kvcachefs.h"
 
 struct pool;
+struct ssd;
 struct ns;
 struct ns_handle;
 
@@ -63,6 +64,23 @@ struct ns_config {
 	 * tag (the node id's low bits), so two nodes never publish equal versions of a name. It
 	 * is kept in the block header's seal_time_ns. */
 	uint16_t version_tag;
+	/* The SSD tier (engine/ssd.h; NULL, 0: none): DRAM eviction demotes sealed blocks to
+	 * these devices instead of dropping them, and opening one promotes it back. */
+	struct ssd **ssd;
+	unsigned nssd;
+	/* Notable events (a record dropped at recovery, a corrupt block), one line each; NULL:
+	 * stderr. level is a syslog level. */
+	void (*log)(void *arg, int level, const char *msg);
+	void *log_arg;
+};
+
+/* What ns_recover found. */
+struct ns_recovery {
+	uint64_t recovered; /* blocks kept, both tiers (one with a copy in each counts once) */
+	uint64_t bytes;	    /* their payload bytes */
+	uint64_t dirs;	    /* directories recovered */
+	uint64_t dropped;   /* records that did not check out, or lost their directory */
+	uint64_t elapsed_ns;
 };
 
 struct ns_attr {
@@ -90,6 +108,8 @@ struct ns_block_info {
 	uint64_t version;
 	bool remote;	   /* no bytes here: a stub of a block held by other nodes */
 	bool cached;	   /* a local copy of a block held by other nodes */
+	bool on_ssd;	   /* its bytes are only on the SSD tier (opening it promotes it) */
+	bool ssd_copy;	   /* it has a copy on the SSD tier */
 	unsigned replicas; /* of the directory (of a block: its directory's) */
 };
 
@@ -107,6 +127,14 @@ struct ns_dir {
 
 /* Create the namespace over pool (which it does not own) and start the evictor thread. */
 int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg);
+/*
+ * Rebuild the namespace from what an earlier daemon left: the records and sealed headers of
+ * the pool (when pool_open kept it) and the blocks of every SSD device (ssd_recover), in one
+ * pass over the headers without reading payloads: a recovered block's checksum is verified at
+ * its first open (a mismatch: EIO, the block is dropped). Call once, after ns_create and before
+ * the namespace serves anything. 0 or -errno (an SSD device error, ENOMEM).
+ */
+int ns_recover(struct ns *ns, struct ns_recovery *r);
 /* Stop the evictor and free every inode and handle record (not the pool). */
 void ns_destroy(struct ns *ns);
 

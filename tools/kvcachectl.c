@@ -36,8 +36,11 @@ static void usage(FILE *out)
 		"Usage: kvcachectl COMMAND [OPTIONS]\n"
 		"\n"
 		"Commands:\n"
-		"  status [--json] MOUNTPOINT   pool capacity and usage, block and directory\n"
-		"                               counts, reads, writes, hits, misses, evictions\n"
+		"  status [--json] MOUNTPOINT   capacity and usage of the DRAM pool and the\n"
+		"                               SSD tier, block and directory counts, reads,\n"
+		"                               writes, hits, misses, evictions, demotions to\n"
+		"                               and promotions from SSD, and what the start\n"
+		"                               recovered from a previous daemon\n"
 		"  nodes [--json] MOUNTPOINT    the cluster's members: id, transfer address,\n"
 		"                               pool used and free, state\n"
 		"  hash --block-tokens N [--seed S] [TOKENS...]\n"
@@ -132,12 +135,19 @@ static void print_json(const char *mnt, const struct kvcachefs_status *s)
 	       ", \"evictions\": %llu, \"enospc\": %llu, \"max_block_size\": %llu"
 	       ", \"evict_high_pct\": %u, \"evict_low_pct\": %u, \"pool_size\": %llu"
 	       ", \"pinned\": %llu, \"reservations\": %llu, \"cluster\": %s, \"members\": %llu"
-	       ", \"cluster_capacity\": %llu, \"cluster_used\": %llu}\n",
+	       ", \"cluster_capacity\": %llu, \"cluster_used\": %llu",
 	       s->capacity, s->used, s->free, s->blocks, s->writing, s->directories, s->reads,
 	       s->writes, s->bytes_read, s->bytes_written, s->hits, s->misses, s->evictions,
 	       s->enospc, s->max_block_size, s->evict_high_pct, s->evict_low_pct, s->pool_size,
 	       s->pinned, s->reservations, s->flags & KVCACHEFS_STATUS_CLUSTER ? "true" : "false",
 	       s->members, s->cluster_capacity, s->cluster_used);
+	printf(", \"ssd_capacity\": %llu, \"ssd_used\": %llu, \"ssd_blocks\": %llu"
+	       ", \"ssd_devices\": %llu, \"dram_blocks\": %llu, \"demotions\": %llu"
+	       ", \"promotions\": %llu, \"ssd_evictions\": %llu, \"recovered\": %llu"
+	       ", \"recovery_dropped\": %llu, \"recovery_ns\": %llu}\n",
+	       s->ssd_capacity, s->ssd_used, s->ssd_blocks, s->ssd_devices, s->dram_blocks,
+	       s->demotions, s->promotions, s->ssd_evictions, s->recovered, s->recovery_dropped,
+	       s->recovery_ns);
 }
 
 static void print_text(const char *mnt, const struct kvcachefs_status *s)
@@ -149,9 +159,23 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 		printf("kvcachefs at %s (cluster member, %llu members)\n", mnt, s->members);
 	else
 		printf("kvcachefs at %s (single node)\n", mnt);
-	printf("  pool:        %s capacity, %s used (%.1f%%), %s free\n",
+	printf("  dram:        %s capacity, %s used (%.1f%%), %s free; %llu blocks\n",
 	       human(s->capacity, a, sizeof(a)), human(s->used, b, sizeof(b)), pct,
-	       human(s->free, c, sizeof(c)));
+	       human(s->free, c, sizeof(c)), s->dram_blocks);
+	if (s->ssd_devices) {
+		uint64_t ssd_free =
+		    s->ssd_capacity > s->ssd_used ? s->ssd_capacity - s->ssd_used : 0;
+
+		pct = s->ssd_capacity ? 100.0 * (double)s->ssd_used / (double)s->ssd_capacity : 0;
+		printf("  ssd:         %s capacity, %s used (%.1f%%), %s free; %llu blocks, "
+		       "%llu device%s\n",
+		       human(s->ssd_capacity, a, sizeof(a)), human(s->ssd_used, b, sizeof(b)), pct,
+		       human(ssd_free, c, sizeof(c)), s->ssd_blocks, s->ssd_devices,
+		       s->ssd_devices == 1 ? "" : "s");
+		printf("  tiers:       %llu demoted to SSD, %llu promoted to DRAM, %llu dropped "
+		       "from SSD\n",
+		       s->demotions, s->promotions, s->ssd_evictions);
+	}
 	printf("  eviction:    above %u%% down to %u%%; max block %s\n", s->evict_high_pct,
 	       s->evict_low_pct, human(s->max_block_size, a, sizeof(a)));
 	printf("  blocks:      %llu sealed, %llu being written\n", s->blocks, s->writing);
@@ -160,7 +184,7 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 	printf("  writes:      %llu (%s)\n", s->writes, human(s->bytes_written, a, sizeof(a)));
 	printf("  hits:        %llu\n", s->hits);
 	printf("  misses:      %llu\n", s->misses);
-	printf("  evictions:   %llu\n", s->evictions);
+	printf("  evictions:   %llu (blocks that left DRAM, demoted or dropped)\n", s->evictions);
 	printf("  ENOSPC:      %llu\n", s->enospc);
 	printf("  pinned:      %llu (side channel), %llu reservations open\n", s->pinned,
 	       s->reservations);
@@ -168,6 +192,8 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 		printf("  cluster:     %llu members, %s capacity, %s used\n", s->members,
 		       human(s->cluster_capacity, a, sizeof(a)),
 		       human(s->cluster_used, b, sizeof(b)));
+	printf("  recovery:    %llu blocks recovered, %llu dropped, in %.1f ms\n", s->recovered,
+	       s->recovery_dropped, (double)s->recovery_ns / 1e6);
 }
 
 /* "[--json] MOUNTPOINT" of command cmd: 0 parsed, 1 help shown, 2 usage error (printed). */

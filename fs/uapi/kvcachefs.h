@@ -47,6 +47,19 @@ struct kvcachefs_status {
 	__u64 cluster_capacity; /* block storage of all members, bytes */
 	__u64 cluster_used;	/* of which used */
 	__u64 reserved[3];
+	/* The SSD tier (zero without --ssd) and the recovery at the daemon's start. */
+	__u64 ssd_capacity;	/* bytes of the SSD tier's data units, all devices */
+	__u64 ssd_used;		/* of which allocated to blocks (their meta units included) */
+	__u64 ssd_blocks;	/* blocks with a copy on SSD */
+	__u64 ssd_devices;	/* --ssd paths in use */
+	__u64 dram_blocks;	/* sealed blocks with their bytes in the DRAM pool */
+	__u64 demotions;	/* blocks copied from DRAM to SSD by eviction */
+	__u64 promotions;	/* blocks copied from SSD back to DRAM to be read */
+	__u64 ssd_evictions;	/* SSD copies dropped to make room (LRU) */
+	__u64 recovered;	/* blocks recovered at start, both tiers */
+	__u64 recovery_dropped; /* records found at start and dropped (incomplete, corrupt) */
+	__u64 recovery_ns;	/* how long that recovery took */
+	__u64 reserved2[5];
 };
 
 #define KVCACHEFS_STATUS_CLUSTER 0x1u
@@ -299,7 +312,7 @@ struct kvcachefs_nodes {
 #else
 #define KVCACHEFS_ABI_CHECK(t, n) _Static_assert(sizeof(struct t) == (n), #t " is ABI")
 #endif
-KVCACHEFS_ABI_CHECK(kvcachefs_status, 216);
+KVCACHEFS_ABI_CHECK(kvcachefs_status, 344);
 KVCACHEFS_ABI_CHECK(kvcachefs_pool_info, 360);
 KVCACHEFS_ABI_CHECK(kvcachefs_lookup, 16032);
 KVCACHEFS_ABI_CHECK(kvcachefs_pinned, 48);

@@ -99,6 +99,9 @@ static bool verify(uint64_t ino, size_t len, unsigned seed)
 	return ok;
 }
 
+/* The page of block records (engine/pool.h, struct pool_rec) the first block creates. */
+#define RECS 4096
+
 static void test_dirs(void)
 {
 	struct ns_attr a, b, c;
@@ -202,8 +205,8 @@ static void test_header_and_checksum(void)
 	for (uint64_t pg = 0; pg < pool->npages; pg++) {
 		struct pool_hdr *hd = pool_hdr(pool, pg);
 
-		if (hd->magic != POOL_HDR_MAGIC)
-			continue;
+		if (hd->magic != POOL_HDR_MAGIC || (hd->flags & POOL_HDR_RECS))
+			continue; /* a page of records (what a restart reads) */
 		CHECK(hd->flags & POOL_HDR_SEALED);
 		CHECK(hd->length == sizeof(buf));
 		CHECK(hd->npages == 5);
@@ -238,10 +241,10 @@ static void test_unlink_and_replace_keep_readers(void)
 	fill(want, sizeof(want), 1);
 	CHECK(ns_read(r, 0, 8192, NULL, &p) == 8192 && memcmp(p, want, 8192) == 0);
 	ns_status(ns, &st);
-	CHECK(st.used == 4 * 4096 && st.blocks == 1);
+	CHECK(st.used == 4 * 4096 + RECS && st.blocks == 1);
 	ns_release(r); /* last close of the replaced block frees it */
 	ns_status(ns, &st);
-	CHECK(st.used == 2 * 4096);
+	CHECK(st.used == 2 * 4096 + RECS);
 
 	REQUIRE(ns_open(ns, a.ino, O_RDONLY, &r) == 0);
 	CHECK(ns_unlink(ns, NS_ROOT_INO, "final") == 0);
@@ -250,7 +253,7 @@ static void test_unlink_and_replace_keep_readers(void)
 	CHECK(ns_read(r, 0, 8192, NULL, &p) == 8192 && memcmp(p, want, 8192) == 0);
 	ns_release(r);
 	ns_status(ns, &st);
-	CHECK(st.used == 0 && st.blocks == 0);
+	CHECK(st.used == RECS && st.blocks == 0);
 	teardown();
 }
 
@@ -322,7 +325,7 @@ static void test_enospc(void)
 	CHECK(verify(keep, 4096, 9));				  /* nothing else harmed */
 	ns_status(ns, &st);
 	CHECK(st.enospc == 1);
-	CHECK(st.used == 4096);
+	CHECK(st.used == 4096 + RECS);
 	CHECK(st.writing == 0);
 	/* pool full of pinned blocks: nothing may be evicted */
 	for (int i = 0; i < 3; i++) {

@@ -49,6 +49,8 @@ static void test_defaults(void)
 	CHECK(o.max_block_size == 64ull << 20);
 	CHECK(o.evict_high == 90 && o.evict_low == 80);
 	CHECK(!o.foreground && o.fuse_opts[0] == '\0');
+	CHECK(o.nssd == 0 && o.ssd_queue_depth == KVC_DEFAULT_SSD_QUEUE && o.ssd_queue_depth == 32);
+	CHECK(!o.fresh);
 }
 
 static void test_all_options(void)
@@ -85,6 +87,12 @@ static void test_rejected(void)
 	    "--evict-low 0 /m",			 /* out of range */
 	    "--evict-high 50 --evict-low 50 /m", /* low must be below high */
 	    "/m --pool-size",			 /* missing value */
+	    "--ssd-queue-depth 0 /m",		 /* out of range */
+	    "--ssd-queue-depth 4097 /m",	 /* out of range */
+	    "--ssd-queue-depth -1 /m",		 /* out of range */
+	    "--ssd-queue-depth 8x /m",		 /* not a number */
+	    "--ssd-queue-depth= /m",		 /* empty */
+	    "/m --ssd-queue-depth",		 /* missing value */
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -143,6 +151,74 @@ static void test_cluster_options(void)
 	      -EINVAL);
 }
 
+static void test_ssd(void)
+{
+	struct kvc_options o;
+
+	REQUIRE(parse(&o, "--ssd /x/f:64M --ssd /dev/nvme0n1 --ssd-queue-depth 128 --fresh /m") ==
+		0);
+	CHECK(o.nssd == 2 && o.ssd_queue_depth == 128 && o.fresh);
+	CHECK(!strcmp(o.ssd[0].path, "/x/f") && o.ssd[0].size == 64ull << 20);
+	CHECK(!strcmp(o.ssd[1].path, "/dev/nvme0n1") && o.ssd[1].size == 0);
+	CHECK(parse(&o, "--ssd=/x/f:1G /m") == 0 && o.ssd[0].size == 1ull << 30);
+	CHECK(parse(&o, "--ssd relative:4096 /m") == 0 && !strcmp(o.ssd[0].path, "relative") &&
+	      o.ssd[0].size == 4096);
+	CHECK(parse(&o, "--ssd-queue-depth 1 /m") == 0 && o.ssd_queue_depth == 1);
+	CHECK(parse(&o, "--ssd-queue-depth 4096 /m") == 0 && o.ssd_queue_depth == 4096);
+}
+
+/* The split is at the last ':' and only when a size above 0 follows it. */
+static void test_ssd_last_colon(void)
+{
+	struct kvc_options o;
+
+	CHECK(parse(&o, "--ssd /tmp/a:b/file /m") == 0 && o.nssd == 1 &&
+	      !strcmp(o.ssd[0].path, "/tmp/a:b/file") && o.ssd[0].size == 0);
+	CHECK(parse(&o, "--ssd /tmp/a:b/file:2G /m") == 0 &&
+	      !strcmp(o.ssd[0].path, "/tmp/a:b/file") && o.ssd[0].size == 2ull << 30);
+	CHECK(parse(&o, "--ssd /x/a:1M:2M /m") == 0 && !strcmp(o.ssd[0].path, "/x/a:1M") &&
+	      o.ssd[0].size == 2 << 20);
+	CHECK(parse(&o, "--ssd /x/f:64Q /m") == 0 && !strcmp(o.ssd[0].path, "/x/f:64Q") &&
+	      o.ssd[0].size == 0);
+	CHECK(parse(&o, "--ssd /x/f:0 /m") == 0 && !strcmp(o.ssd[0].path, "/x/f:0") &&
+	      o.ssd[0].size == 0);
+	CHECK(parse(&o, "--ssd /x/f:-1 /m") == 0 && !strcmp(o.ssd[0].path, "/x/f:-1"));
+	CHECK(parse(&o, "--ssd /x/f: /m") == -EINVAL && strstr(o.err, "'/x/f:'") &&
+	      strstr(o.err, "SIZE"));
+	CHECK(parse(&o, "--ssd /x/f:99999999999T /m") == -EINVAL && strstr(o.err, "too large"));
+	CHECK(parse(&o, "--ssd :64M /m") == -EINVAL && strstr(o.err, "empty path"));
+}
+
+static void test_ssd_rejected(void)
+{
+	static char longpath[4100];
+	struct kvc_options o;
+	char *argv[] = {"kvcachefs", "--ssd", longpath, "/m", NULL};
+
+	CHECK(parse(&o, "--ssd /a --ssd /a /m") == -EINVAL && strstr(o.err, "'/a' given twice"));
+	CHECK(parse(&o, "--ssd /a:1G --ssd /a:2G /m") == -EINVAL && strstr(o.err, "twice"));
+	CHECK(parse(&o, "--ssd /a --ssd /a:1G /m") == -EINVAL && strstr(o.err, "twice"));
+	CHECK(parse(&o, "--ssd /a --ssd /a/ /m") == 0 && o.nssd == 2); /* only the spelling */
+	CHECK(parse(&o, "--ssd /1 --ssd /2 --ssd /3 --ssd /4 --ssd /5 --ssd /6 --ssd /7 "
+			"--ssd /8 /m") == 0 &&
+	      o.nssd == KVC_MAX_SSD && !strcmp(o.ssd[7].path, "/8"));
+	CHECK(parse(&o, "--ssd /1 --ssd /2 --ssd /3 --ssd /4 --ssd /5 --ssd /6 --ssd /7 "
+			"--ssd /8 --ssd /9 /m") == -EINVAL &&
+	      strstr(o.err, "at most 8"));
+	CHECK(parse(&o, "/m --ssd") == -EINVAL && strstr(o.err, "needs a value"));
+	CHECK(parse(&o, "--fresh=1 /m") == -EINVAL);
+
+	memset(longpath, 'a', 4095); /* the longest path that fits: 4095 bytes */
+	longpath[0] = '/';
+	REQUIRE(opt_parse(4, argv, &o) == 0 && o.nssd == 1 && strlen(o.ssd[0].path) == 4095);
+	strcpy(longpath + 4095, ":1G"); /* its size does not count */
+	CHECK(opt_parse(4, argv, &o) == 0 && strlen(o.ssd[0].path) == 4095 &&
+	      o.ssd[0].size == 1ull << 30);
+	longpath[4095] = 'a';
+	longpath[4096] = '\0';
+	CHECK(opt_parse(4, argv, &o) == -EINVAL && strstr(o.err, "longer than 4095"));
+}
+
 int main(void)
 {
 	RUN(test_sizes);
@@ -151,5 +227,8 @@ int main(void)
 	RUN(test_rejected);
 	RUN(test_pool_permissions);
 	RUN(test_cluster_options);
+	RUN(test_ssd);
+	RUN(test_ssd_last_colon);
+	RUN(test_ssd_rejected);
 	return check_summary();
 }
