@@ -589,16 +589,18 @@ static void kvc_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 static void kvc_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct kvcachefs_status s;
+	struct kvcachefs_tiers t;
 	struct statvfs v;
 
 	(void)ino;
 	ns_status(req_ns(req), &s);
+	ns_tiers(req_ns(req), &t);
 	memset(&v, 0, sizeof(v));
 	v.f_bsize = 4096;
 	v.f_frsize = 4096;
 	/* both tiers: DRAM and SSD */
-	v.f_blocks = (s.capacity + s.ssd_capacity) / 4096;
-	v.f_bfree = (s.free + s.ssd_capacity - s.ssd_used) / 4096;
+	v.f_blocks = (s.capacity + t.ssd_capacity) / 4096;
+	v.f_bfree = (s.free + t.ssd_capacity - t.ssd_used) / 4096;
 	v.f_bavail = v.f_bfree;
 	v.f_files = s.capacity / 4096; /* a block takes at least one page */
 	v.f_ffree = v.f_files > s.blocks + s.writing ? v.f_files - s.blocks - s.writing : 0;

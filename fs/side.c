@@ -827,6 +827,7 @@ static int do_gpu_unregister(struct side *s, struct side_owner *o,
  * allocation per request. */
 static _Thread_local union {
 	struct kvcachefs_status status;
+	struct kvcachefs_tiers tiers;
 	struct kvcachefs_pool_info pool_info;
 	struct kvcachefs_nodes nodes;
 	struct kvcachefs_lookup lookup;
@@ -850,6 +851,7 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 
 	switch (cmd) {
 	case KVCACHEFS_IOC_STATUS:
+	case KVCACHEFS_IOC_TIERS:
 	case KVCACHEFS_IOC_POOL_INFO:
 	case KVCACHEFS_IOC_NODES:
 		needs_dir = false;
@@ -893,6 +895,12 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		arg.status.reservations = s->resvs;
 		pthread_mutex_unlock(&s->lock);
 		status_cluster(s, &arg.status);
+		ret = 0;
+		break;
+	case KVCACHEFS_IOC_TIERS:
+		memset(&arg.tiers, 0, sizeof(arg.tiers));
+		arg.tiers.version = KVCACHEFS_ABI_VERSION;
+		ns_tiers(s->cfg.ns, &arg.tiers);
 		ret = 0;
 		break;
 	case KVCACHEFS_IOC_POOL_INFO:

@@ -130,6 +130,7 @@ struct ns {
 	/* Records (pool_rec): free slots, and the next seq and directory id to hand out. */
 	uint64_t *slots;
 	size_t nslots, capslots;
+	uint8_t *rec_used; /* per pool page: slots of that record page in use */
 	uint64_t next_seq, next_dir_id;
 	/* The SSD tier: per device, blocks with a copy there, least recently used first. */
 	struct lru slru[NS_MAX_SSD];
@@ -281,6 +282,7 @@ static int attach(struct ns *ns, struct inode *parent, struct inode *child)
 }
 
 static void unpersist(struct ns *ns, struct inode *i);
+static struct pool_rec *slot_rec(const struct ns *ns, uint64_t slot);
 
 /* Take child's name away, keeping its record (a rename writes the new one). */
 static void detach_keep(struct ns *ns, struct inode *child)
@@ -309,7 +311,10 @@ static void detach_keep(struct ns *ns, struct inode *child)
 static void detach(struct ns *ns, struct inode *child)
 {
 	detach_keep(ns, child);
-	unpersist(ns, child);
+	if (child->kind == KIND_DIR)
+		unpersist(ns, child);
+	else if (child->file.rec) /* the slot goes with the pages (readers may hold them) */
+		memset(slot_rec(ns, child->file.rec - 1), 0, sizeof(struct pool_rec));
 }
 
 static void drop_dram(struct ns *ns, struct inode *i);
@@ -474,12 +479,24 @@ static int slots_reserve(struct ns *ns, size_t more)
 	return 0;
 }
 
-/* Clear record slot rec (slot + 1) and make it free. Caller holds ns->lock. */
+/* Clear record slot rec (slot + 1) and make it free; a page of records left empty goes
+ * back to the pool. Caller holds ns->lock. */
 static void slot_put(struct ns *ns, uint64_t rec)
 {
+	uint64_t page = (rec - 1) / POOL_RECS_PER_PAGE;
+	size_t k = 0;
+
 	memset(slot_rec(ns, rec - 1), 0, sizeof(struct pool_rec));
-	if (slots_reserve(ns, 1) == 0) /* else the slot is lost until the next restart */
-		ns->slots[ns->nslots++] = rec - 1;
+	if (--ns->rec_used[page]) {
+		if (slots_reserve(ns, 1) == 0) /* else lost until the next restart */
+			ns->slots[ns->nslots++] = rec - 1;
+		return;
+	}
+	for (size_t j = 0; j < ns->nslots; j++)
+		if (ns->slots[j] / POOL_RECS_PER_PAGE != page)
+			ns->slots[k++] = ns->slots[j];
+	ns->nslots = k;
+	pool_free(ns->pool, page, 1);
 }
 
 static int64_t alloc_evicting(struct ns *ns, uint64_t n);
@@ -510,7 +527,9 @@ static uint64_t slot_get(struct ns *ns, bool evict)
 				ns->slots[ns->nslots++] = (uint64_t)p * POOL_RECS_PER_PAGE + k;
 		}
 	}
-	return ns->slots[--ns->nslots] + 1;
+	ns->nslots--;
+	ns->rec_used[ns->slots[ns->nslots] / POOL_RECS_PER_PAGE]++;
+	return ns->slots[ns->nslots] + 1;
 }
 
 static uint64_t *rec_of(struct inode *i)
@@ -1044,6 +1063,11 @@ int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
 	}
 	for (unsigned k = 0; k < NS_MAX_SSD; k++)
 		lru_init(&ns->slru[k]);
+	ns->rec_used = calloc(pool->npages, 1);
+	if (!ns->rec_used) {
+		free(ns);
+		return -ENOMEM;
+	}
 	pthread_cond_init(&ns->space_cond, NULL);
 	ns->start_ns = now_ns();
 	pthread_mutex_init(&ns->lock, NULL);
@@ -1118,6 +1142,7 @@ void ns_destroy(struct ns *ns)
 	pthread_cond_destroy(&ns->seal_cond);
 	pthread_cond_destroy(&ns->space_cond);
 	free(ns->slots);
+	free(ns->rec_used);
 	pthread_mutex_destroy(&ns->lock);
 	free(ns);
 }
@@ -1979,20 +2004,7 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st)
 	st->blocks = ns->blocks;
 	st->writing = ns->writing;
 	st->directories = ns->dirs;
-	st->ssd_blocks = ns->ssd_blocks;
-	st->dram_blocks = ns->blocks > ns->ssd_only_n ? ns->blocks - ns->ssd_only_n : 0;
 	pthread_mutex_unlock(&ns->lock);
-	st->ssd_devices = ns->cfg.nssd;
-	for (unsigned k = 0; k < ns->cfg.nssd; k++) {
-		st->ssd_capacity += ssd_capacity(ns->cfg.ssd[k]);
-		st->ssd_used += ssd_used(ns->cfg.ssd[k]);
-	}
-	st->demotions = atomic_load(&ns->demotions);
-	st->promotions = atomic_load(&ns->promotions);
-	st->ssd_evictions = atomic_load(&ns->ssd_evictions);
-	st->recovered = ns->recovery.recovered;
-	st->recovery_dropped = ns->recovery.dropped;
-	st->recovery_ns = ns->recovery.elapsed_ns;
 	st->reads = atomic_load(&ns->reads);
 	st->writes = atomic_load(&ns->writes);
 	st->bytes_read = atomic_load(&ns->bytes_read);
@@ -2006,6 +2018,30 @@ void ns_status(struct ns *ns, struct kvcachefs_status *st)
 	st->evict_low_pct = ns->cfg.evict_low;
 	st->pool_size = ns->pool->size;
 	st->start_time_ns = (uint64_t)ns->start_ns;
+}
+
+void ns_tiers(struct ns *ns, struct kvcachefs_tiers *t)
+{
+	uint64_t cap = pool_capacity(ns->pool);
+
+	pthread_mutex_lock(&ns->lock);
+	t->dram_capacity = cap;
+	t->dram_used = pool_used_pages(ns->pool) * POOL_PAGE_SIZE;
+	t->dram_blocks = ns->blocks > ns->ssd_only_n ? ns->blocks - ns->ssd_only_n : 0;
+	t->ssd_blocks = ns->ssd_blocks;
+	t->recovered = ns->recovery.recovered;
+	t->recovery_dropped = ns->recovery.dropped;
+	t->recovery_ns = ns->recovery.elapsed_ns;
+	pthread_mutex_unlock(&ns->lock);
+	t->ssd_devices = ns->cfg.nssd;
+	t->ssd_capacity = t->ssd_used = 0;
+	for (unsigned k = 0; k < ns->cfg.nssd; k++) {
+		t->ssd_capacity += ssd_capacity(ns->cfg.ssd[k]);
+		t->ssd_used += ssd_used(ns->cfg.ssd[k]);
+	}
+	t->demotions = atomic_load(&ns->demotions);
+	t->promotions = atomic_load(&ns->promotions);
+	t->ssd_evictions = atomic_load(&ns->ssd_evictions);
 }
 
 /* ---- the side channel ---------------------------------------------------------------------- */
@@ -2982,13 +3018,24 @@ static void rcv_claim_all(struct rcv *c)
 			inode_free(ns, x->i);
 		}
 	}
-	/* The free slots of the record pages, those cleared above included, make the list. */
+	/* The free slots of the record pages, those cleared above included, make the list;
+	 * pages left without records go back to the pool. */
 	ns->nslots = 0;
 	for (size_t k = 0; k < c->nclaims; k++) {
+		uint64_t page = c->claims[k].page;
+
 		if (c->claims[k].i)
 			continue;
+		ns->rec_used[page] = 0;
+		for (unsigned s = 0; s < POOL_RECS_PER_PAGE; s++)
+			ns->rec_used[page] +=
+			    slot_rec(ns, page * POOL_RECS_PER_PAGE + s)->magic != 0;
+		if (!ns->rec_used[page]) {
+			pool_free(ns->pool, page, 1);
+			continue;
+		}
 		for (unsigned s = 0; s < POOL_RECS_PER_PAGE; s++) {
-			uint64_t slot = c->claims[k].page * POOL_RECS_PER_PAGE + s;
+			uint64_t slot = page * POOL_RECS_PER_PAGE + s;
 
 			if (slot_rec(ns, slot)->magic == 0 && slots_reserve(ns, 1) == 0)
 				ns->slots[ns->nslots++] = slot;

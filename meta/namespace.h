@@ -195,6 +195,8 @@ void ns_dir_free(struct ns_dir *dir);
 
 int ns_block_info(struct ns *ns, uint64_t ino, struct ns_block_info *info);
 void ns_status(struct ns *ns, struct kvcachefs_status *st);
+/* The tiers' figures (every field but version and flags). */
+void ns_tiers(struct ns *ns, struct kvcachefs_tiers *t);
 /* Evict least-recently-used blocks until usage is at most target_pct of capacity.
  * Returns the number evicted. (The evictor thread calls it; tests may too.) */
 uint64_t ns_evict(struct ns *ns, unsigned target_pct);

@@ -13,7 +13,10 @@
  *                         loopback TCP against a kvcache-xfer serve process, with iperf3 on
  *                         the same loopback as the baseline (no mount);
  *   kvcache-bench cluster  remote reads and stat between two nodes of a cluster against Redis
- *                         GET/EXISTS and iperf3, all on loopback (bench_cluster.c).
+ *                         GET/EXISTS and iperf3, all on loopback (bench_cluster.c);
+ *   kvcache-bench ssd     write and read throughput of the SSD tier through the mount
+ *                         against fio on the same filesystem, and the recovery time of a
+ *                         restarted daemon (bench_ssd.c).
  * What every command uses (the signals, the clock, children, full reads and writes, option
  * values, probes of the machine) is in bench_util.c.
  *
@@ -30,6 +33,7 @@
 #include "engine/wire.h"
 #include "engine/xfer.h"
 #include "tools/bench_cluster.h"
+#include "tools/bench_ssd.h"
 #include "tools/bench_util.h"
 #include "tools/pattern.h"
 #include "fs/options.h"
@@ -2908,8 +2912,9 @@ static void usage(FILE *out)
 		     "  zerocopy libkvcache load/lookup/put vs read()/stat()/write() and memcpy\n"
 		     "  transfer transfer engine READ/WRITE over loopback TCP vs iperf3\n"
 		     "  cluster  remote reads/stat between two nodes vs Redis GET/EXISTS, iperf3\n"
-		     "Run 'kvcache-bench COMMAND --help' for its options. fs, memory, zerocopy\n"
-		     "and cluster need root (mounts).\n"
+		     "  ssd      SSD tier write/read throughput vs fio; recovery after a restart\n"
+		     "Run 'kvcache-bench COMMAND --help' for its options. fs, memory, zerocopy,\n"
+		     "cluster and ssd need root (mounts).\n"
 		     "Environment: KVC_BIN_DIR, the directory of kvcachefs, kvcache-memfs and\n"
 		     "kvcache-xfer (default: this binary's directory).\n");
 }
@@ -2934,6 +2939,8 @@ int main(int argc, char **argv)
 		return cmd_transfer(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "cluster"))
 		return cmd_cluster(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "ssd"))
+		return cmd_ssd(argc - 1, argv + 1);
 	fprintf(stderr, "kvcache-bench: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

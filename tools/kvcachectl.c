@@ -96,6 +96,12 @@ static int get_status(const char *mnt, struct kvcachefs_status *st)
 	return mount_ioctl(mnt, KVCACHEFS_IOC_STATUS, st, "status");
 }
 
+static int get_tiers(const char *mnt, struct kvcachefs_tiers *t)
+{
+	memset(t, 0, sizeof(*t));
+	return mount_ioctl(mnt, KVCACHEFS_IOC_TIERS, t, "status");
+}
+
 static const char *human(uint64_t v, char *buf, size_t cap)
 {
 	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -124,7 +130,8 @@ static void json_string(const char *s)
 	putchar('"');
 }
 
-static void print_json(const char *mnt, const struct kvcachefs_status *s)
+static void print_json(const char *mnt, const struct kvcachefs_status *s,
+		       const struct kvcachefs_tiers *t)
 {
 	printf("{\"mountpoint\": ");
 	json_string(mnt);
@@ -145,12 +152,13 @@ static void print_json(const char *mnt, const struct kvcachefs_status *s)
 	       ", \"ssd_devices\": %llu, \"dram_blocks\": %llu, \"demotions\": %llu"
 	       ", \"promotions\": %llu, \"ssd_evictions\": %llu, \"recovered\": %llu"
 	       ", \"recovery_dropped\": %llu, \"recovery_ns\": %llu}\n",
-	       s->ssd_capacity, s->ssd_used, s->ssd_blocks, s->ssd_devices, s->dram_blocks,
-	       s->demotions, s->promotions, s->ssd_evictions, s->recovered, s->recovery_dropped,
-	       s->recovery_ns);
+	       t->ssd_capacity, t->ssd_used, t->ssd_blocks, t->ssd_devices, t->dram_blocks,
+	       t->demotions, t->promotions, t->ssd_evictions, t->recovered, t->recovery_dropped,
+	       t->recovery_ns);
 }
 
-static void print_text(const char *mnt, const struct kvcachefs_status *s)
+static void print_text(const char *mnt, const struct kvcachefs_status *s,
+		       const struct kvcachefs_tiers *t)
 {
 	char a[32], b[32], c[32];
 	double pct = s->capacity ? 100.0 * (double)s->used / (double)s->capacity : 0;
@@ -161,20 +169,20 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 		printf("kvcachefs at %s (single node)\n", mnt);
 	printf("  dram:        %s capacity, %s used (%.1f%%), %s free; %llu blocks\n",
 	       human(s->capacity, a, sizeof(a)), human(s->used, b, sizeof(b)), pct,
-	       human(s->free, c, sizeof(c)), s->dram_blocks);
-	if (s->ssd_devices) {
+	       human(s->free, c, sizeof(c)), t->dram_blocks);
+	if (t->ssd_devices) {
 		uint64_t ssd_free =
-		    s->ssd_capacity > s->ssd_used ? s->ssd_capacity - s->ssd_used : 0;
+		    t->ssd_capacity > t->ssd_used ? t->ssd_capacity - t->ssd_used : 0;
 
-		pct = s->ssd_capacity ? 100.0 * (double)s->ssd_used / (double)s->ssd_capacity : 0;
+		pct = t->ssd_capacity ? 100.0 * (double)t->ssd_used / (double)t->ssd_capacity : 0;
 		printf("  ssd:         %s capacity, %s used (%.1f%%), %s free; %llu blocks, "
 		       "%llu device%s\n",
-		       human(s->ssd_capacity, a, sizeof(a)), human(s->ssd_used, b, sizeof(b)), pct,
-		       human(ssd_free, c, sizeof(c)), s->ssd_blocks, s->ssd_devices,
-		       s->ssd_devices == 1 ? "" : "s");
+		       human(t->ssd_capacity, a, sizeof(a)), human(t->ssd_used, b, sizeof(b)), pct,
+		       human(ssd_free, c, sizeof(c)), t->ssd_blocks, t->ssd_devices,
+		       t->ssd_devices == 1 ? "" : "s");
 		printf("  tiers:       %llu demoted to SSD, %llu promoted to DRAM, %llu dropped "
 		       "from SSD\n",
-		       s->demotions, s->promotions, s->ssd_evictions);
+		       t->demotions, t->promotions, t->ssd_evictions);
 	}
 	printf("  eviction:    above %u%% down to %u%%; max block %s\n", s->evict_high_pct,
 	       s->evict_low_pct, human(s->max_block_size, a, sizeof(a)));
@@ -192,8 +200,8 @@ static void print_text(const char *mnt, const struct kvcachefs_status *s)
 		printf("  cluster:     %llu members, %s capacity, %s used\n", s->members,
 		       human(s->cluster_capacity, a, sizeof(a)),
 		       human(s->cluster_used, b, sizeof(b)));
-	printf("  recovery:    %llu blocks recovered, %llu dropped, in %.1f ms\n", s->recovered,
-	       s->recovery_dropped, (double)s->recovery_ns / 1e6);
+	printf("  recovery:    %llu blocks recovered, %llu dropped, in %.1f ms\n", t->recovered,
+	       t->recovery_dropped, (double)t->recovery_ns / 1e6);
 }
 
 /* "[--json] MOUNTPOINT" of command cmd: 0 parsed, 1 help shown, 2 usage error (printed). */
@@ -287,17 +295,18 @@ static int cmd_nodes(int argc, char **argv)
 static int cmd_status(int argc, char **argv)
 {
 	struct kvcachefs_status st;
+	struct kvcachefs_tiers t;
 	const char *mnt;
 	int json, ret = mount_args("status", argc, argv, &mnt, &json);
 
 	if (ret)
 		return ret == 1 ? 0 : 2;
-	if (get_status(mnt, &st) < 0)
+	if (get_status(mnt, &st) < 0 || get_tiers(mnt, &t) < 0)
 		return 1;
 	if (json)
-		print_json(mnt, &st);
+		print_json(mnt, &st, &t);
 	else
-		print_text(mnt, &st);
+		print_text(mnt, &st, &t);
 	return 0;
 }
 

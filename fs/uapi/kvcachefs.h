@@ -47,24 +47,34 @@ struct kvcachefs_status {
 	__u64 cluster_capacity; /* block storage of all members, bytes */
 	__u64 cluster_used;	/* of which used */
 	__u64 reserved[3];
-	/* The SSD tier (zero without --ssd) and the recovery at the daemon's start. */
-	__u64 ssd_capacity;	/* bytes of the SSD tier's data units, all devices */
+};
+
+#define KVCACHEFS_STATUS_CLUSTER 0x1u
+
+#define KVCACHEFS_IOC_STATUS _IOWR(KVCACHEFS_IOC_MAGIC, 1, struct kvcachefs_status)
+
+/* The storage tiers of the mount and the recovery at the daemon's start (ioctl on any
+ * directory of it). dram_blocks + ssd-only blocks = status.blocks. */
+struct kvcachefs_tiers {
+	__u32 version;		/* in: KVCACHEFS_ABI_VERSION; out: the daemon's */
+	__u32 flags;		/* 0 */
+	__u64 dram_capacity;	/* bytes of block storage in the DRAM pool (= status.capacity) */
+	__u64 dram_used;	/* of which allocated (block records included) */
+	__u64 dram_blocks;	/* sealed blocks with their bytes in DRAM */
+	__u64 ssd_capacity;	/* bytes of the SSD tier's data units, all devices (0: no --ssd) */
 	__u64 ssd_used;		/* of which allocated to blocks (their meta units included) */
 	__u64 ssd_blocks;	/* blocks with a copy on SSD */
 	__u64 ssd_devices;	/* --ssd paths in use */
-	__u64 dram_blocks;	/* sealed blocks with their bytes in the DRAM pool */
 	__u64 demotions;	/* blocks copied from DRAM to SSD by eviction */
 	__u64 promotions;	/* blocks copied from SSD back to DRAM to be read */
 	__u64 ssd_evictions;	/* SSD copies dropped to make room (LRU) */
 	__u64 recovered;	/* blocks recovered at start, both tiers */
 	__u64 recovery_dropped; /* records found at start and dropped (incomplete, corrupt) */
 	__u64 recovery_ns;	/* how long that recovery took */
-	__u64 reserved2[5];
+	__u64 reserved[8];
 };
 
-#define KVCACHEFS_STATUS_CLUSTER 0x1u
-
-#define KVCACHEFS_IOC_STATUS _IOWR(KVCACHEFS_IOC_MAGIC, 1, struct kvcachefs_status)
+#define KVCACHEFS_IOC_TIERS _IOWR(KVCACHEFS_IOC_MAGIC, 14, struct kvcachefs_tiers)
 
 /*
  * ---- The side channel --------------------------------------------------------------------
@@ -312,7 +322,8 @@ struct kvcachefs_nodes {
 #else
 #define KVCACHEFS_ABI_CHECK(t, n) _Static_assert(sizeof(struct t) == (n), #t " is ABI")
 #endif
-KVCACHEFS_ABI_CHECK(kvcachefs_status, 344);
+KVCACHEFS_ABI_CHECK(kvcachefs_status, 216);
+KVCACHEFS_ABI_CHECK(kvcachefs_tiers, 176);
 KVCACHEFS_ABI_CHECK(kvcachefs_pool_info, 360);
 KVCACHEFS_ABI_CHECK(kvcachefs_lookup, 16032);
 KVCACHEFS_ABI_CHECK(kvcachefs_pinned, 48);

@@ -154,7 +154,14 @@ class GpuUnregister(ctypes.Structure):
     _fields_ = [("version", u32), ("pad", u32), ("id", u64)]
 
 
-MIRRORS = {"kvcachefs_status": Status, "kvcachefs_pool_info": PoolInfo,
+class Tiers(ctypes.Structure):
+    _fields_ = [("version", u32), ("flags", u32)] + [(n, u64) for n in (
+        "dram_capacity", "dram_used", "dram_blocks", "ssd_capacity", "ssd_used", "ssd_blocks",
+        "ssd_devices", "demotions", "promotions", "ssd_evictions", "recovered",
+        "recovery_dropped", "recovery_ns")] + [("reserved", u64 * 8)]
+
+
+MIRRORS = {"kvcachefs_status": Status, "kvcachefs_tiers": Tiers, "kvcachefs_pool_info": PoolInfo,
            "kvcachefs_lookup": Lookup, "kvcachefs_pinned": Pinned, "kvcachefs_pin": Pin,
            "kvcachefs_unpin": Unpin, "kvcachefs_reserve": Reserve,
            "kvcachefs_commit": Commit, "kvcachefs_abort": Abort,
