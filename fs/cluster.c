@@ -475,7 +475,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	if (ret)
 		goto fail;
 	members_changed(c, c->members); /* the block layer knows the members from here on */
-	remote_joined(c->remote);	/* the pool starts empty: what this id held is gone */
+	remote_joined(c->remote); /* what this id held before is forgotten, then re-announced */
 	snprintf(c->dirs_prefix, sizeof(c->dirs_prefix), "/kvcachefs/%s/dirs/", c->name);
 	ret = dirs_follow(c);
 	if (ret) {

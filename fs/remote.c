@@ -1358,6 +1358,7 @@ void remote_joined(struct remote *r)
 		}
 	mr_buf_free(&b);
 	free(ids);
+	reannounce(r); /* what the pool kept across the restart (ns_recover) */
 }
 
 /* Tell the owners of job's block that holder job->node no longer has it (J_FORGET). */

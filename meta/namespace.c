@@ -638,8 +638,12 @@ static void drop_dram(struct ns *ns, struct inode *i)
 	if (i->file.npages) {
 		pool_free(ns->pool, i->file.page, i->file.npages);
 		i->file.npages = 0;
-		if (i->file.dev >= 0 && size_of(i))
+		if (i->file.dev >= 0 && size_of(i)) {
 			ns->ssd_only_n++;
+			/* other nodes read from the DRAM pool: not from here until promoted */
+			if (ns->cfg.forget && !(i->flags & (F_DETACHED | F_CACHED)))
+				ns->cfg.forget(ns->cfg.publish_arg, i->parent->ino, i->name);
+		}
 	}
 }
 
@@ -1035,6 +1039,7 @@ static int ensure_resident(struct ns *ns, struct inode *i)
 	lru_touch(&ns->slru[i->file.dev], &i->file.slru);
 	atomic_fetch_add_explicit(&ns->promotions, 1, memory_order_relaxed);
 	persist(ns, i);
+	publish(ns, i);
 out:
 	pthread_cond_broadcast(&ns->space_cond);
 	if (i->flags & F_DETACHED)
@@ -2600,8 +2605,8 @@ int ns_local_blocks(struct ns *ns, struct ns_pub **out, size_t *n)
 		struct inode *i = INODE_OF(node, ino_node);
 
 		if (i->kind != KIND_FILE || !i->file.sealed ||
-		    (i->flags & (F_DETACHED | F_REMOTE | F_CACHED)) || k == cap)
-			continue;
+		    (i->flags & (F_DETACHED | F_REMOTE | F_CACHED)) || ssd_only(i) || k == cap)
+			continue; /* (an SSD-only block is served to other nodes once promoted) */
 		v[k] = (struct ns_pub){
 		    .parent = i->parent->ino,
 		    .name = strdup(i->name),
