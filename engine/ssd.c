@@ -90,10 +90,16 @@ struct ssd {
 	unsigned inflight; /* ring_lock */
 	bool reaping;	   /* ring_lock: a thread is reaping the CQ */
 
+	void *cfg_mem; /* ssd_config.mem */
+	uint64_t cfg_mem_len;
 	uint8_t *stage; /* nsmall units, then nbig big buffers */
 	size_t stage_bytes;
 	unsigned nsmall, nbig;
 	bool fixed; /* stage is registered with the ring */
+	/* Caller memory registered after the stage (ssd_config.mem, cut into <= 1 GiB pieces):
+	 * I/O to or from it skips pinning the pages each time. */
+	struct iovec mem[SSD_MEM_MAX];
+	unsigned nmem, mem_first;
 	pthread_mutex_t buf_lock;
 	pthread_cond_t buf_cond;
 	struct ssd_bufs bufs[2];
@@ -192,6 +198,20 @@ static void ssd_progress(struct ssd *s)
 
 /* Queue one read or write for r, waiting for room in the ring; ring_lock held. bi is the
  * staging buffer index of buf, or -1 for memory that is not registered. */
+/* The fixed buffer index of registered caller memory holding [buf, buf + len), or -1. */
+static int ssd_mem_index(const struct ssd *s, const void *buf, uint32_t len)
+{
+	const uint8_t *b = buf;
+
+	for (unsigned k = 0; k < s->nmem; k++) {
+		const uint8_t *m = s->mem[k].iov_base;
+
+		if (b >= m && b + len <= m + s->mem[k].iov_len)
+			return (int)(s->mem_first + k);
+	}
+	return -1;
+}
+
 static void ssd_queue(struct ssd *s, struct ssd_req *r, bool write, void *buf, uint32_t len,
 		      uint64_t off, int bi)
 {
@@ -203,6 +223,8 @@ static void ssd_queue(struct ssd *s, struct ssd_req *r, bool write, void *buf, u
 	}
 	while (!(sqe = io_uring_get_sqe(&s->ring)))
 		ssd_submit_locked(s);
+	if (bi < 0)
+		bi = ssd_mem_index(s, buf, len);
 	if (bi >= 0 && s->fixed) {
 		if (write)
 			io_uring_prep_write_fixed(sqe, s->fd, buf, len, off, bi);
@@ -722,7 +744,7 @@ static int ssd_setup_ring(struct ssd *s, char *err, size_t errlen)
 		return -ENOMEM;
 	s->bufs[SSD_SMALL].free = calloc(s->nsmall, sizeof(unsigned));
 	s->bufs[SSD_BIG].free = calloc(s->nbig, sizeof(unsigned));
-	iov = calloc(n, sizeof(*iov));
+	iov = calloc(n + SSD_MEM_MAX, sizeof(*iov));
 	if (!s->bufs[SSD_SMALL].free || !s->bufs[SSD_BIG].free || !iov) {
 		free(iov);
 		return -ENOMEM;
@@ -735,8 +757,22 @@ static int ssd_setup_ring(struct ssd *s, char *err, size_t errlen)
 		iov[i].iov_base = ssd_buf(s, (int)i);
 		iov[i].iov_len = i < s->nsmall ? SSD_UNIT : SSD_STAGE_BIG;
 	}
+	/* Caller memory in pieces of at most 1 GiB (the kernel's limit per buffer). */
+	for (uint64_t off = 0; s->cfg_mem_len && off < s->cfg_mem_len && s->nmem < SSD_MEM_MAX;
+	     off += 1ull << 30) {
+		uint64_t l =
+		    s->cfg_mem_len - off < (1ull << 30) ? s->cfg_mem_len - off : 1ull << 30;
+
+		s->mem[s->nmem++] = (struct iovec){(uint8_t *)s->cfg_mem + off, (size_t)l};
+	}
+	s->mem_first = n;
+	memcpy(iov + n, s->mem, s->nmem * sizeof(*iov));
 	/* Best effort: without registration (memlock limits) the same buffers work unpinned. */
-	s->fixed = io_uring_register_buffers(&s->ring, iov, n) == 0;
+	s->fixed = s->nmem && io_uring_register_buffers(&s->ring, iov, n + s->nmem) == 0;
+	if (!s->fixed) {
+		s->nmem = 0;
+		s->fixed = io_uring_register_buffers(&s->ring, iov, n) == 0;
+	}
 	free(iov);
 	return 0;
 }
@@ -765,6 +801,8 @@ int ssd_open(struct ssd **out, const struct ssd_config *cfg, char *err, size_t e
 		return -ENOMEM;
 	s->fd = -1;
 	s->qd = cfg->queue_depth ? cfg->queue_depth : SSD_QUEUE_DEFAULT;
+	s->cfg_mem = cfg->mem;
+	s->cfg_mem_len = cfg->mem ? cfg->mem_len : 0;
 	pthread_mutex_init(&s->ring_lock, NULL);
 	pthread_cond_init(&s->ring_cond, NULL);
 	pthread_mutex_init(&s->buf_lock, NULL);

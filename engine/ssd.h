@@ -61,6 +61,7 @@
 #define SSD_QUEUE_MAX	     4096u
 #define SSD_MIN_SIZE	     (64u * SSD_UNIT)
 #define SSD_MAX_UNITS	     0xffffffffull /* the allocator's limit: 16 TiB of data units */
+#define SSD_MEM_MAX	     64u	   /* 1 GiB pieces of ssd_config.mem registered at most */
 #define SSD_ENTRIES_PER_UNIT (SSD_UNIT / sizeof(struct pool_hdr))
 
 /* Unit 0. checksum is XXH3-64 of the bytes before it. */
@@ -125,6 +126,11 @@ struct ssd_config {
 	unsigned queue_depth; /* ring entries and I/Os in flight; 0: SSD_QUEUE_DEFAULT */
 	bool create;	      /* create a missing file (size required) */
 	bool format;	      /* discard whatever the device holds and format it anew */
+	/* Memory that blocks are written from and read into (the DRAM pool): registered with
+	 * the ring when the kernel allows, so its pages are not pinned again for every I/O.
+	 * NULL: none. It must stay mapped until ssd_close. */
+	void *mem;
+	uint64_t mem_len;
 };
 
 struct ssd;

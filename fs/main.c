@@ -219,6 +219,8 @@ int main(int argc, char **argv)
 				   .queue_depth = o.ssd_queue_depth,
 				   .create = true,
 				   .format = o.fresh,
+				   .mem = pool->base,
+				   .mem_len = pool->size,
 			       },
 			       cerr, sizeof(cerr));
 		if (ret) {
