@@ -63,9 +63,12 @@ struct pool_super {
  * old one: of two records of one object the higher seq wins. rec_checksum (XXH3-64 of the
  * record with rec_checksum zero) catches a record torn by a crash or damaged.
  */
-#define POOL_REC_BLOCK	   1u
-#define POOL_REC_DIR	   2u
-#define POOL_REC_REPLICA   1u	      /* flags: a block: a replica kept for another node */
+#define POOL_REC_BLOCK	 1u
+#define POOL_REC_DIR	 2u
+#define POOL_REC_REPLICA 1u /* flags: a block: a replica kept for another node */
+#define POOL_REC_ONSSD                                                                             \
+	2u			      /* flags: a block whose bytes are on the SSD tier only: the  \
+					 record keeps its name and attributes (page is NOPAGE) */
 #define POOL_ROOT_ID	   1u	      /* the id of the root directory */
 #define POOL_REC_NOPAGE	   UINT64_MAX /* page of an empty block */
 #define POOL_RECS_PER_PAGE (POOL_PAGE_SIZE / 512)

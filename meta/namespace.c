@@ -542,6 +542,8 @@ static uint64_t dir_id_of(const struct ns *ns, const struct inode *d)
 	return d == ns->root ? POOL_ROOT_ID : d->dir.id;
 }
 
+static bool ssd_only(const struct inode *i);
+
 /* Write i's record into slot rec (+ 1). Caller holds ns->lock. */
 static void rec_store(struct ns *ns, struct inode *i, uint64_t rec)
 {
@@ -570,6 +572,8 @@ static void rec_store(struct ns *ns, struct inode *i, uint64_t rec)
 		r.length = atomic_load_explicit(&i->file.size, memory_order_relaxed);
 		r.checksum = i->file.sum;
 		r.flags = (i->flags & F_REPLICA) ? POOL_REC_REPLICA : 0;
+		if (ssd_only(i))
+			r.flags |= POOL_REC_ONSSD;
 	}
 	r.rec_checksum = XXH3_64bits(&r, sizeof(r));
 	memcpy(slot_rec(ns, rec - 1), &r, sizeof(r));
@@ -583,10 +587,8 @@ static void persist(struct ns *ns, struct inode *i)
 
 	if (i->flags & (F_DETACHED | F_REMOTE | F_CACHED))
 		return;
-	if (i->kind == KIND_FILE &&
-	    (!i->file.sealed ||
-	     (!i->file.npages && atomic_load_explicit(&i->file.size, memory_order_relaxed))))
-		return; /* being written, or only on SSD (its SSD record says it all) */
+	if (i->kind == KIND_FILE && !i->file.sealed)
+		return;					  /* being written */
 	if (*cur && slot_rec(ns, *cur - 1)->magic == 0) { /* reserved, not written yet */
 		rec_store(ns, i, *cur);
 		return;
@@ -631,13 +633,20 @@ static bool ssd_only(const struct inode *i)
 	return i->file.dev >= 0 && !i->file.npages && size_of(i);
 }
 
-/* Free the DRAM copy of block i (its record first). Caller holds ns->lock. */
+/* Free the DRAM copy of block i (its record first; a block that stays on SSD keeps one for
+ * its name and attributes). Caller holds ns->lock. */
 static void drop_dram(struct ns *ns, struct inode *i)
 {
-	unpersist(ns, i);
+	bool stays = i->file.dev >= 0 && size_of(i) && i->file.npages &&
+		     !(i->flags & (F_DETACHED | F_CACHED));
+
+	if (!stays)
+		unpersist(ns, i);
 	if (i->file.npages) {
 		pool_free(ns->pool, i->file.page, i->file.npages);
 		i->file.npages = 0;
+		if (stays)
+			persist(ns, i);
 		if (i->file.dev >= 0 && size_of(i)) {
 			ns->ssd_only_n++;
 			/* other nodes read from the DRAM pool: not from here until promoted */
@@ -2719,8 +2728,8 @@ struct rcv_claim {
 struct rcv {
 	struct ns *ns;
 	struct ns_recovery *res;
-	struct rcv_rec *dirs, *blocks;
-	size_t ndirs, nblocks, capdirs, capblocks;
+	struct rcv_rec *dirs, *blocks, *onssd;
+	size_t ndirs, nblocks, capdirs, capblocks, nonssd, caponssd;
 	struct rcv_claim *claims;
 	size_t nclaims, capclaims;
 	uint64_t max_gen;
@@ -2866,7 +2875,8 @@ static void rcv_dirs(struct rcv *c)
 {
 	bool progress = true;
 
-	qsort(c->dirs, c->ndirs, sizeof(*c->dirs), cmp_dir_rec);
+	if (c->ndirs)
+		qsort(c->dirs, c->ndirs, sizeof(*c->dirs), cmp_dir_rec);
 	for (size_t k = 0; k < c->ndirs; k++)
 		if (k && c->dirs[k].r.id == c->dirs[k - 1].r.id) {
 			memset(slot_rec(c->ns, c->dirs[k].slot), 0, sizeof(struct pool_rec));
@@ -2924,13 +2934,48 @@ static const char *rcv_check_block(const struct ns *ns, const struct pool_rec *r
 	return NULL;
 }
 
+static int cmp_gen_rec(const void *a, const void *b)
+{
+	const struct rcv_rec *x = a, *y = b;
+
+	if (x->r.generation != y->r.generation)
+		return x->r.generation < y->r.generation ? -1 : 1;
+	return x->r.seq > y->r.seq ? -1 : x->r.seq < y->r.seq;
+}
+
+/* The newest record of an SSD-only block of this generation, not matched yet, or NULL. */
+static struct rcv_rec *rcv_onssd(struct rcv *c, uint64_t generation)
+{
+	size_t lo = 0, hi = c->nonssd;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (c->onssd[mid].r.generation < generation)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < c->nonssd && c->onssd[lo].r.generation == generation && !c->onssd[lo].i
+		   ? &c->onssd[lo]
+		   : NULL;
+}
+
 static void rcv_blocks(struct rcv *c)
 {
 	struct ns *ns = c->ns;
 
 	for (size_t k = 0; k < c->nblocks; k++) {
 		struct rcv_rec *x = &c->blocks[k];
-		const char *why = rcv_check_block(ns, &x->r);
+		const char *why;
+
+		if (x->r.flags & POOL_REC_ONSSD) { /* matched with its SSD copy later */
+			if (!grow_array((void **)&c->onssd, &c->caponssd, c->nonssd,
+					sizeof(*c->onssd)))
+				c->onssd[c->nonssd++] = *x;
+			continue;
+		}
+		why = rcv_check_block(ns, &x->r);
 		struct inode *parent = rcv_dir(c, x->r.parent), *old, *i;
 		char name[NS_NAME_MAX + 1];
 
@@ -3003,7 +3048,8 @@ static void rcv_claim_all(struct rcv *c)
 			break; /* out of memory: the rest are dropped below */
 		c->claims[c->nclaims++] = (struct rcv_claim){i->file.page, i->file.npages, i};
 	}
-	qsort(c->claims, c->nclaims, sizeof(*c->claims), cmp_claim);
+	if (c->nclaims)
+		qsort(c->claims, c->nclaims, sizeof(*c->claims), cmp_claim);
 	for (size_t k = 0; k < c->nclaims; k++) {
 		struct rcv_claim *x = &c->claims[k];
 
@@ -3052,9 +3098,25 @@ static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
 {
 	struct rcv *c = arg;
 	struct ns *ns = c->ns;
-	struct inode *d, *i;
+	struct rcv_rec *x = rcv_onssd(c, m->generation);
+	struct ssd_meta renamed;
+	struct inode *d = NULL, *i;
 
-	if (walk_dirs(ns, m->dir, true, 0755, &d) < 0 || check_name(m->name) < 0) {
+	/* Renamed, chmod-ed... while on SSD: the pool's record has its name and attributes. */
+	if (x && x->r.version == m->version && (d = rcv_dir(c, x->r.parent))) {
+		renamed = *m;
+		memcpy(renamed.name, x->r.name, x->r.name_len);
+		renamed.name[x->r.name_len] = '\0';
+		renamed.mode = x->r.mode;
+		renamed.uid = x->r.uid;
+		renamed.gid = x->r.gid;
+		renamed.mtime_ns = x->r.mtime_ns;
+		m = &renamed;
+	} else {
+		x = NULL;
+		d = NULL;
+	}
+	if ((!d && walk_dirs(ns, m->dir, true, 0755, &d) < 0) || check_name(m->name) < 0) {
 		ns_log(ns, LOG_WARNING, "recovery: SSD block %s/%s dropped: bad path", m->dir,
 		       m->name);
 		c->res->dropped++;
@@ -3095,6 +3157,10 @@ static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
 	}
 	atomic_store_explicit(&i->mtime_ns, m->mtime_ns, memory_order_relaxed);
 	i->ctime_ns = m->mtime_ns;
+	if (x) {
+		i->file.rec = x->slot + 1;
+		x->i = i;
+	}
 	ns->ssd_blocks++;
 	ns->ssd_only_n++;
 	lru_push(&ns->slru[c->dev], &i->file.slru);
@@ -3130,6 +3196,8 @@ int ns_recover(struct ns *ns, struct ns_recovery *res)
 			rcv_claim_all(&c);
 		}
 	}
+	if (c.nonssd)
+		qsort(c.onssd, c.nonssd, sizeof(*c.onssd), cmp_gen_rec);
 	for (unsigned k = 0; !ret && k < ns->cfg.nssd; k++) {
 		struct ssd_recovery sr;
 
@@ -3137,6 +3205,9 @@ int ns_recover(struct ns *ns, struct ns_recovery *res)
 		ret = ssd_recover(ns->cfg.ssd[k], rcv_ssd_block, rcv_ssd_drop, &c, &sr);
 		res->dropped += sr.dropped;
 	}
+	for (size_t k = 0; k < c.nonssd; k++) /* SSD copies gone, or superseded */
+		if (!c.onssd[k].i)
+			slot_put(ns, c.onssd[k].slot + 1);
 	if (c.max_gen >= ns->next_gen)
 		ns->next_gen = c.max_gen + 1;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -3148,6 +3219,7 @@ int ns_recover(struct ns *ns, struct ns_recovery *res)
 	pthread_mutex_unlock(&ns->lock);
 	free(c.dirs);
 	free(c.blocks);
+	free(c.onssd);
 	free(c.claims);
 	return ret;
 }

@@ -15,19 +15,33 @@ or, for a class whose tests each work in their own directory of one shared mount
 subclass of DirTestCase.
 
 The programs are taken from $KVC_BIN_DIR (set by ctest), else from build/bin of this
-checkout. A Mount always cleans up (unmount, wait for the daemon, remove the directory),
-also when a test fails, and reports a daemon that died during the test, that does not exit
-after the unmount, or that left a sanitizer report behind.
+checkout. A Mount always cleans up (unmount, wait for the daemon, remove the directory, the
+pool object and the --ssd files), also when a test fails, and reports a daemon that died
+during the test, that does not exit after the unmount, or that left a sanitizer report behind.
+
+Restarts (the pool object and the SSD files outlive a daemon):
+
+    m.shutdown(); m.restart()       clean unmount, then a new daemon with the same arguments
+    m.kill9(); m.restart("--fresh")  a crash, then a new daemon with one more argument
+    r = m.try_restart(args=[...])   a daemon expected to refuse: the CompletedProcess
+
+Blocks whose bytes follow from their names (det_bytes, det_size) let a writer process
+(BlockWriter) and a checker agree without holding copies; disk_tempdir gives a directory for
+--ssd files on a filesystem that takes O_DIRECT.
 """
 
 import atexit
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
+import mmap
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -156,6 +170,28 @@ def pid_alive(pid):
     return state not in ("Z", "X", "")
 
 
+def process_gone(pid):
+    """True once every thread of process pid has exited (the process may remain a zombie).
+    pid_alive looks at the main thread only, which is a zombie while other threads still
+    finish their exit (e.g. waiting for in-flight I/O) holding the process's files, and so
+    its locks: a daemon's pool object is free for the next one only when this is true."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return not any(pid_alive_task(pid, int(t)) for t in tasks)
+
+
+def pid_alive_task(pid, tid):
+    try:
+        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            st = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = st[st.rfind(")") + 2:][:1]
+    return state not in ("Z", "X", "")
+
+
 def find_daemon(mnt):
     """The pid of the kvcachefs process serving mountpoint mnt, or None."""
     mnt = os.path.realpath(mnt)
@@ -191,40 +227,116 @@ def wait_until(pred, timeout=5.0, interval=0.05):
 
 _live_mounts = set()
 
+_SIZE_SUFFIXES = ("", "K", "M", "G", "T")
+
+
+def parse_size(s):
+    """The bytes of a size as the daemon's options take it ("64M", "1G", "4096", "16MiB"), or
+    None when s is not one."""
+    m = re.fullmatch(r"(\d+)(?:([KMGTkmgt])(?:i?[Bb])?)?", s)
+    if not m:
+        return None
+    return int(m.group(1)) << (10 * _SIZE_SUFFIXES.index((m.group(2) or "").upper()))
+
+
+def split_ssd_arg(arg):
+    """(path, size or None) of a --ssd PATH[:SIZE] argument, split as the daemon does: at the
+    last ':' when a size above 0 follows it."""
+    head, sep, tail = arg.rpartition(":")
+    if sep and head:
+        size = parse_size(tail)
+        if size:
+            return head, size
+    return arg, None
+
+
+def option_values(args, name):
+    """The values of option name (e.g. "--ssd") in an argument list, as "--name V" or
+    "--name=V", in order."""
+    out = []
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith(name + "="):
+            out.append(a.split("=", 1)[1])
+    return out
+
 
 class Mount:
     """A kvcachefs mounted on a fresh temporary directory (context manager).
 
     args: extra daemon arguments; --pool-size DEFAULT_TEST_POOL is added unless args hold a
     --pool-size or pool_size=None is given.
+
+    The pool object (and the files named by --ssd) outlive a daemon: stop() removes them once
+    the daemon has exited, unless keep_pool=True. mnt: an existing directory to mount on
+    (left in place by stop) instead of a fresh one.
+
+    Restarts on the same mountpoint, pool object and SSD files:
+        m.shutdown()          clean unmount, the daemon exits; nothing is removed
+        m.kill9()             SIGKILL the daemon, lazily unmount the dead mount
+        m.restart(*extra)     (shutdown if running, then) start a daemon with the same
+                              arguments plus extra; try_restart returns the CompletedProcess
+                              instead of raising when the daemon refuses to start
+    Whatever happens in between, stop() (called by the cleanups and at exit) leaves no mount,
+    no daemon, no pool object and no SSD file behind.
     """
 
-    def __init__(self, *args, pool_size=DEFAULT_TEST_POOL):
+    def __init__(self, *args, pool_size=DEFAULT_TEST_POOL, keep_pool=False, mnt=None):
         self.args = list(args)
         if pool_size is not None and not any(
                 a == "--pool-size" or a.startswith("--pool-size=") for a in self.args):
             self.args = ["--pool-size", pool_size] + self.args
-        self.mnt = None
+        self.keep_pool = keep_pool
+        self.own_mnt = mnt is None
+        self.mnt = None if mnt is None else os.path.realpath(mnt)
         self.pid = None
         self.logdir = None
-        self.started = False
+        self.started = False  # a daemon of ours serves the mount now
+        self.run_args = list(self.args)  # the arguments of the latest daemon
+        self._owned = False  # directories made, pool object and SSD files maybe written
+        self._files = set()  # pool objects and SSD files of every daemon started here
 
     # ---- life cycle
     def start(self):
+        """The first start: make the directories and mount. On failure everything is cleaned
+        up and RuntimeError raised."""
+        if self._owned:
+            raise RuntimeError("Mount.start: already started (use restart)")
         self.logdir = tempfile.mkdtemp(prefix="kvc-itest-log-")
-        self.mnt = os.path.realpath(tempfile.mkdtemp(prefix="kvc-itest-mnt-"))
-        cmd = [KVCACHEFS] + self.args + [self.mnt]
+        if self.own_mnt:
+            self.mnt = os.path.realpath(tempfile.mkdtemp(prefix="kvc-itest-mnt-"))
+        self._owned = True
+        _live_mounts.add(self)
         try:
-            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=60, env=sanitizer_env(self.logdir))
+            r = self._launch(self.args)
+            if r.returncode != 0:
+                raise RuntimeError("%s failed (exit %d): %s" % (
+                    " ".join([KVCACHEFS] + self.args + [self.mnt]), r.returncode, r.stderr))
+        except BaseException:
+            try:
+                self.stop()
+            except AssertionError as e:
+                sys.stderr.write("cleanup after a failed start: %s\n" % e)
+            raise
+        return self
+
+    def _launch(self, args):
+        """Run the daemon with args on self.mnt. Returns the CompletedProcess (stderr as
+        text); when it exited 0 the mount is up and self.pid is its daemon. RuntimeError when
+        it hangs or says it started but no mount or daemon is there."""
+        cmd = [KVCACHEFS] + list(args) + [self.mnt]
+        self.run_args = list(args)
+        self._files.update(self.files(args))
+        try:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               errors="replace", timeout=60, env=sanitizer_env(self.logdir))
         except subprocess.TimeoutExpired:
-            self._emergency_cleanup()
+            self.started = True  # whatever came up is stop()'s to take down
+            self.pid = find_daemon(self.mnt)
             raise RuntimeError("%s did not return within 60 s" % " ".join(cmd))
         if r.returncode != 0:
-            err = r.stderr.decode(errors="replace")
-            self._emergency_cleanup()
-            raise RuntimeError("%s failed (exit %d): %s" % (" ".join(cmd), r.returncode, err))
-        _live_mounts.add(self)
+            return r
         self.started = True
         # The daemon returns only once the mount is ready: no waiting here.
         if not is_mounted(self.mnt):
@@ -233,58 +345,119 @@ class Mount:
         self.pid = wait_until(lambda: find_daemon(self.mnt), timeout=5)
         if not self.pid:
             raise RuntimeError("no kvcachefs daemon process found for %s" % self.mnt)
-        return self
+        return r
 
-    def _emergency_cleanup(self):
-        if self.mnt:
-            if is_mounted(self.mnt):
-                unmount(self.mnt)
-            try:
-                os.rmdir(self.mnt)
-            except OSError:
-                pass
-        if self.logdir:
-            shutil.rmtree(self.logdir, ignore_errors=True)
-
-    def stop(self):
-        """Unmount, wait for the daemon to exit, remove the directory. Raises AssertionError
-        (after cleaning up) when the daemon had died, would not exit, or left a sanitizer
-        report."""
-        if not self.started:
-            return
-        self.started = False
-        _live_mounts.discard(self)
+    def _stop_daemon(self):
+        """Unmount and wait for the daemon to exit (killing it when it will not). Returns the
+        problems seen, as sentences."""
         problems = []
+        if not self.started:
+            # a daemon killed on purpose may have left its mount behind
+            if self.mnt and is_mounted(self.mnt):
+                lazy_unmount(self.mnt)
+            return problems
+        self.started = False
         if self.pid and not pid_alive(self.pid):
             problems.append("the daemon (pid %d) died during the test" % self.pid)
         if is_mounted(self.mnt):
             if not unmount(self.mnt):
                 problems.append("could not unmount %s" % self.mnt)
+        if not self.pid:
+            self.pid = find_daemon(self.mnt)  # e.g. one that hung at start
         if self.pid:
-            if not wait_until(lambda: not pid_alive(self.pid), timeout=20, interval=0.05):
+            if not wait_until(lambda: process_gone(self.pid), timeout=20, interval=0.05):
                 problems.append("the daemon (pid %d) did not exit after the unmount" % self.pid)
                 try:
                     os.kill(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                wait_until(lambda: not pid_alive(self.pid), timeout=5)
+                wait_until(lambda: process_gone(self.pid), timeout=10)
                 if is_mounted(self.mnt):
-                    unmount(self.mnt)
-        # A daemon killed on purpose (SIGKILL) could not remove its pool object.
-        pool = self.pool_path()
-        if pool and os.path.exists(pool) and not (self.pid and pid_alive(self.pid)):
-            try:
-                os.unlink(pool)
-            except OSError:
-                pass
-        try:
-            os.rmdir(self.mnt)
-        except OSError as e:
-            problems.append("cannot remove mountpoint %s: %s" % (self.mnt, e))
+                    lazy_unmount(self.mnt)
+            if process_gone(self.pid):
+                self.pid = None
+        return problems
+
+    def _sanitizer_problems(self):
+        """Sanitizer reports written since the last look (removed once reported)."""
         reports = sanitizer_reports(self.logdir)
-        if reports:
-            problems.append("sanitizer report(s) from the daemon:\n" + "\n".join(reports))
-        shutil.rmtree(self.logdir, ignore_errors=True)
+        for n in os.listdir(self.logdir) if reports else ():
+            if n.startswith("san"):
+                try:
+                    os.unlink(os.path.join(self.logdir, n))
+                except OSError:
+                    pass
+        return ["sanitizer report(s) from the daemon:\n" + "\n".join(reports)] if reports else []
+
+    def shutdown(self):
+        """Unmount cleanly and wait for the daemon to exit, keeping the mountpoint, the pool
+        object and the SSD files for a restart. Raises AssertionError when the daemon had
+        died, would not exit, or left a sanitizer report (the Mount stays restartable and
+        stop() still cleans up)."""
+        if not self._owned:
+            raise RuntimeError("Mount.shutdown: not started")
+        problems = self._stop_daemon() + self._sanitizer_problems()
+        if problems:
+            raise AssertionError("kvcachefs at %s: %s" % (self.mnt, "; ".join(problems)))
+
+    def kill9(self):
+        """SIGKILL the daemon (a crash), wait until it is gone and lazily unmount its dead
+        mount. The pool object and the SSD files stay as the daemon left them."""
+        if not self.started or not self.pid:
+            raise RuntimeError("Mount.kill9: no daemon running")
+        pid = self.pid
+        if not pid_alive(pid):
+            raise AssertionError("kvcachefs at %s: the daemon (pid %d) died before kill9"
+                                 % (self.mnt, pid))
+        os.kill(pid, signal.SIGKILL)
+        self.started = False
+        self.pid = None
+        if not wait_until(lambda: process_gone(pid), timeout=20, interval=0.02):
+            raise AssertionError("the daemon (pid %d) is still there 20 s after SIGKILL" % pid)
+        if not lazy_unmount(self.mnt):
+            raise AssertionError("%s is still mounted after umount -l" % self.mnt)
+
+    def try_restart(self, *extra, args=None):
+        """Shut the daemon down cleanly if it runs (see shutdown), then start a new one on the
+        same mountpoint with args (default: the Mount's arguments) followed by extra. Returns
+        the CompletedProcess (stderr as text): returncode 0 means the mount is up again."""
+        if not self._owned:
+            raise RuntimeError("Mount.try_restart: not started")
+        if self.started:
+            self.shutdown()
+        return self._launch(list(self.args if args is None else args) + list(extra))
+
+    def restart(self, *extra, args=None):
+        """try_restart, raising RuntimeError when the daemon refuses to start. Returns self."""
+        r = self.try_restart(*extra, args=args)
+        if r.returncode != 0:
+            raise RuntimeError("restarting kvcachefs %s on %s failed (exit %d): %s" % (
+                " ".join(self.run_args), self.mnt, r.returncode, r.stderr))
+        return self
+
+    def stop(self):
+        """Unmount, wait for the daemon to exit, remove the pool object and the SSD files
+        (unless keep_pool) and the directory. Raises AssertionError (after cleaning up) when
+        the daemon had died, would not exit, or left a sanitizer report. Does nothing the
+        second time."""
+        if not self._owned:
+            return
+        self._owned = False
+        _live_mounts.discard(self)
+        problems = self._stop_daemon()
+        if not self.keep_pool and not (self.pid and not process_gone(self.pid)):
+            for f in sorted(self._files):
+                remove_regular_file(f)
+        if self.own_mnt and self.mnt:
+            try:
+                os.rmdir(self.mnt)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                problems.append("cannot remove mountpoint %s: %s" % (self.mnt, e))
+        if self.logdir:
+            problems += self._sanitizer_problems()
+            shutil.rmtree(self.logdir, ignore_errors=True)
         if problems:
             raise AssertionError("kvcachefs at %s: %s" % (self.mnt, "; ".join(problems)))
 
@@ -308,7 +481,7 @@ class Mount:
         try:
             m.start()
         finally:
-            if m.started:
+            if m._owned:
                 add_cleanup(m.stop)
         return m
 
@@ -323,22 +496,55 @@ class Mount:
         return cls._start_cleaned_by(testcase.addCleanup, args, kw)
 
     # ---- conveniences
-    def pool_path(self):
+    def pool_path(self, args=None):
         """The daemon's pool object: --pool-path, or the default derived from the mountpoint
-        (fs/main.c), or None when that default is a hash (very long mountpoints)."""
-        for i, a in enumerate(self.args):
-            if a == "--pool-path" and i + 1 < len(self.args):
-                return self.args[i + 1]
-            if a.startswith("--pool-path="):
-                return a.split("=", 1)[1]
+        (fs/main.c), or None when that default is a hash (very long mountpoints). args:
+        those of the latest daemon unless given."""
+        paths = option_values(self.run_args if args is None else args, "--pool-path")
+        if paths:
+            return paths[-1]
+        if not self.mnt:
+            return None
         name = "/dev/shm/kvcachefs" + self.mnt.replace("/", ".")
         return name if len(self.mnt) <= 200 else None
+
+    def ssd_paths(self, args=None):
+        """The paths given with --ssd (those of the latest daemon unless args are given)."""
+        return [split_ssd_arg(a)[0]
+                for a in option_values(self.run_args if args is None else args, "--ssd")]
+
+    def files(self, args=None):
+        """The pool object and the SSD paths a daemon started with args uses."""
+        pool = self.pool_path(args)
+        return ([pool] if pool else []) + self.ssd_paths(args)
 
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
 
     def status(self):
         return ctl_status_json(self.mnt)
+
+
+def remove_regular_file(path):
+    """Unlink path when it is a regular file (never a device a test pointed --ssd at)."""
+    try:
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def lazy_unmount(mnt):
+    """umount -l (then fusermount3 -uz): for a mount whose daemon is dead. True when mnt is
+    no longer mounted."""
+    if not is_mounted(mnt):
+        return True
+    for cmd in (["umount", "-l", mnt], ["fusermount3", "-uz", mnt]):
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        if wait_until(lambda: not is_mounted(mnt), timeout=5):
+            return True
+    return False
 
 
 def unmount(mnt, tries=10):
@@ -499,6 +705,147 @@ def renameat2(old, new, flags=0):
 
 
 # --------------------------------------------------------------------------------------------
+# Deterministic blocks: contents derived from the name alone, so that a writer process and a
+# checker agree without sharing (or holding) the bytes.
+
+def det_size(name, lo, hi):
+    """A size in [lo, hi] derived from name."""
+    h = hashlib.sha256(b"size:" + os.fsencode(name)).digest()
+    return lo + int.from_bytes(h[:8], "little") % (hi - lo + 1)
+
+
+def det_bytes(name, size):
+    """size bytes derived from name (SHAKE-256 of it): different names give unrelated bytes,
+    so any 32 bytes of a block are found nowhere else."""
+    return hashlib.shake_256(os.fsencode(name)).digest(size) if size else b""
+
+
+def writer_name(prefix, i):
+    return "%s-%06d" % (prefix, i)
+
+
+class BlockWriter:
+    """A python child process that writes blocks writer_name(prefix, 0), (prefix, 1), ...
+    into directory d: each created (O_EXCL), filled with det_bytes(name, det_size(name, lo,
+    hi)), fsync'ed (unless fsync=False), closed, and only then its name printed on a line of
+    its own: with fsync, a printed name is a sealed block. It stops after count blocks or at
+    the first error (said on its stderr). Its stdout goes to a file, so it never blocks on a
+    pipe the test does not read."""
+
+    def __init__(self, d, prefix, count, lo, hi, fsync=True):
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "writer", d, prefix, str(count),
+             str(lo), str(hi), "1" if fsync else "0"],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err)
+        self.returncode = None
+        self.stderr = ""
+
+    def finish(self, kill=False, timeout=120):
+        """Wait for the writer (SIGKILL it first when kill); return the names it printed
+        (complete lines only). returncode and stderr are set."""
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+            raise AssertionError("the block writer did not finish within %d s" % timeout)
+        finally:
+            self.out.seek(0)
+            text = self.out.read().decode(errors="replace")
+            self.err.seek(0)
+            self.stderr = self.err.read().decode(errors="replace")
+            self.out.close()
+            self.err.close()
+        return text.split("\n")[:-1]
+
+    def printed(self):
+        """Bytes printed so far: 0 until the first block is done."""
+        return os.fstat(self.out.fileno()).st_size if not self.out.closed else -1
+
+    def wait_started(self, timeout=30):
+        """Wait until the first block is done or the writer exited."""
+        return wait_until(lambda: self.printed() != 0 or self.proc.poll() is not None,
+                          timeout=timeout, interval=0.01)
+
+    def kill(self):
+        """SIGKILL and reap it, if it still runs (for cleanups)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _writer_main(argv):
+    d, prefix, count, lo, hi, do_fsync = argv
+    count, lo, hi, do_fsync = int(count), int(lo), int(hi), do_fsync == "1"
+    out = sys.stdout
+    for i in range(count):
+        name = writer_name(prefix, i)
+        data = det_bytes(name, det_size(name, lo, hi))
+        try:
+            fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                write_all(fd, data)
+                if do_fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            sys.stderr.write("writer: %s: %s\n" % (name, e))
+            return 3
+        out.write(name + "\n")
+        out.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Directories for --ssd files
+
+def odirect_ok(d):
+    """True when files in directory d can be opened with O_DIRECT and written through it."""
+    path = os.path.join(d, ".kvc-odirect-probe-%d" % os.getpid())
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    try:
+        buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
+        try:
+            return os.pwrite(fd, buf, 0) == 4096
+        finally:
+            buf.close()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def disk_tempdir(testcase, prefix="kvc-itest-ssd-"):
+    """A fresh directory for --ssd files on a filesystem that takes O_DIRECT: under
+    $KVC_SSD_DIR, /var/tmp or the temp directory, whichever works first (not /dev/shm: the
+    pool is there already). Removed by a test cleanup registered now, so it runs after the
+    cleanups of mounts started later. SkipTest when there is no such place."""
+    seen = []
+    for base in (os.environ.get("KVC_SSD_DIR"), "/var/tmp", tempfile.gettempdir()):
+        if not base or base in seen or not os.path.isdir(base):
+            continue
+        seen.append(base)
+        if odirect_ok(base):
+            d = tempfile.mkdtemp(prefix=prefix, dir=base)
+            testcase.addCleanup(shutil.rmtree, d, ignore_errors=True)
+            return d
+    raise unittest.SkipTest("no directory accepting O_DIRECT among %s (set KVC_SSD_DIR)"
+                            % seen)
+
+
+# --------------------------------------------------------------------------------------------
 # Assertions
 
 class TestCase(unittest.TestCase):
@@ -642,3 +989,7 @@ def reexec_for_libkvcache():
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+if __name__ == "__main__" and len(sys.argv) == 8 and sys.argv[1] == "writer":
+    sys.exit(_writer_main(sys.argv[2:]))
