@@ -1662,7 +1662,18 @@ static void checksum_write(struct ns_handle *h, uint64_t off, const void *buf, s
 	}
 }
 
+static int copy_from(void *arg, void *dst, size_t len)
+{
+	memcpy(dst, arg, len);
+	return 0;
+}
+
 ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len)
+{
+	return ns_write_fill(h, off, len, copy_from, (void *)buf);
+}
+
+ssize_t ns_write_fill(struct ns_handle *h, uint64_t off, size_t len, ns_fill_fn fill, void *arg)
 {
 	struct ns *ns = h->ns;
 	struct inode *i = h->ino;
@@ -1700,8 +1711,11 @@ ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len)
 	size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
 	if (off > size) /* recycled pages: a hole must read as zeros */
 		memset(data + size, 0, off - size);
-	memcpy(data + off, buf, len);
-	checksum_write(h, off, buf, len);
+	ret = fill(arg, data + off, len);
+	if (ret < 0)
+		goto out;
+	ret = (ssize_t)len;
+	checksum_write(h, off, data + off, len);
 	if (end > size)
 		atomic_store_explicit(&i->file.size, end, memory_order_relaxed);
 	atomic_store_explicit(&i->mtime_ns, now_ns(), memory_order_relaxed);

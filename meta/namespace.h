@@ -178,6 +178,10 @@ ssize_t ns_read(struct ns_handle *h, uint64_t off, size_t len, void *buf, const 
  * ENOSPC when the pool cannot make room (the block is then discarded at close), EPERM after
  * the block was sealed. Returns len. */
 ssize_t ns_write(struct ns_handle *h, uint64_t off, const void *buf, size_t len);
+/* ns_write with the bytes put in place by fill(arg, dst, len) (0 or -errno), e.g. straight
+ * from a pipe: the bytes at dst are final when it returns. */
+typedef int (*ns_fill_fn)(void *arg, void *dst, size_t len);
+ssize_t ns_write_fill(struct ns_handle *h, uint64_t off, size_t len, ns_fill_fn fill, void *arg);
 /* Seal the block now if h is its writer (fsync); a discarded block reports ENOSPC. */
 int ns_seal(struct ns_handle *h);
 /* One close() of an fd on h (FUSE flush): the writer may still write through a dup, so the

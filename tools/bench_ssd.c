@@ -976,7 +976,7 @@ static int sb_rec_write(struct sb_run *r)
 	struct sb_rec_job job = {.r = r};
 	struct sb_rec_worker w[SB_REC_THREADS] = {0};
 	struct sb_stat s;
-	char path[PATH_MAX + 16];
+	char path[PATH_MAX + 64];
 	int started = 0, ret;
 	uint64_t t0;
 
