@@ -2746,6 +2746,11 @@ struct rcv {
 	size_t ndirs, nblocks, capdirs, capblocks, nonssd, caponssd;
 	struct rcv_claim *claims;
 	size_t nclaims, capclaims;
+	struct rcv_gen {
+		uint64_t gen;
+		struct inode *i;
+	} * gens; /* the blocks recovered from the pool, by generation */
+	size_t ngens;
 	uint64_t max_gen;
 	unsigned dev;
 };
@@ -3108,16 +3113,68 @@ static void rcv_claim_all(struct rcv *c)
 	}
 }
 
+static int cmp_gen(const void *a, const void *b)
+{
+	const struct rcv_gen *x = a, *y = b;
+
+	return x->gen < y->gen ? -1 : x->gen > y->gen;
+}
+
+/* Index the blocks recovered from the pool by generation (unique per block): an SSD copy is
+ * matched with its DRAM copy whatever names they were written under. */
+static void rcv_index(struct rcv *c)
+{
+	struct hnode *node = NULL;
+	uint64_t cursor = 0;
+	size_t cap = 0;
+
+	while ((node = htable_next(&c->ns->inodes, &cursor, node))) {
+		struct inode *i = INODE_OF(node, ino_node);
+
+		if (i->kind != KIND_FILE || (i->flags & F_DETACHED))
+			continue;
+		if (grow_array((void **)&c->gens, &cap, c->ngens, sizeof(*c->gens)))
+			break; /* out of memory: unmatched copies are recovered by name */
+		c->gens[c->ngens++] = (struct rcv_gen){i->file.generation, i};
+	}
+	if (c->ngens)
+		qsort(c->gens, c->ngens, sizeof(*c->gens), cmp_gen);
+}
+
+static struct inode *rcv_by_gen(const struct rcv *c, uint64_t gen)
+{
+	size_t lo = 0, hi = c->ngens;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (c->gens[mid].gen < gen)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < c->ngens && c->gens[lo].gen == gen ? c->gens[lo].i : NULL;
+}
+
 static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
 {
 	struct rcv *c = arg;
 	struct ns *ns = c->ns;
 	struct rcv_rec *x = rcv_onssd(c, m->generation);
 	struct ssd_meta renamed;
-	struct inode *d = NULL, *i;
+	struct inode *d = NULL, *i = rcv_by_gen(c, m->generation);
 
-	/* Renamed, chmod-ed... while on SSD: the pool's record has its name and attributes. */
-	if (x && x->r.version == m->version && (d = rcv_dir(c, x->r.parent))) {
+	if (i && !(i->flags & F_DETACHED) && i->file.dev < 0 && m->length) {
+		/* the same block, also in DRAM (under the name it has now) */
+		i->file.dev = (int8_t)c->dev;
+		i->file.unit = unit;
+		ns->ssd_blocks++;
+		lru_push(&ns->slru[c->dev], &i->file.slru);
+		return true;
+	}
+	/* Renamed, chmod-ed... while on SSD: the pool's record has its name and attributes
+	 * (a rename gave it a newer version). */
+	if (x && x->r.version >= m->version && (d = rcv_dir(c, x->r.parent))) {
 		renamed = *m;
 		memcpy(renamed.name, x->r.name, x->r.name_len);
 		renamed.name[x->r.name_len] = '\0';
@@ -3125,6 +3182,7 @@ static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
 		renamed.uid = x->r.uid;
 		renamed.gid = x->r.gid;
 		renamed.mtime_ns = x->r.mtime_ns;
+		renamed.version = x->r.version;
 		m = &renamed;
 	} else {
 		x = NULL;
@@ -3137,18 +3195,12 @@ static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
 		return false;
 	}
 	i = find_child(d, m->name);
-	if (i && i->kind == KIND_FILE && i->file.generation == m->generation &&
-	    i->file.version == m->version && i->file.dev < 0 && m->length) {
-		/* the same block, also in DRAM */
-		i->file.dev = (int8_t)c->dev;
-		i->file.unit = unit;
-		ns->ssd_blocks++;
-		lru_push(&ns->slru[c->dev], &i->file.slru);
-		return true;
-	}
 	if (i && (i->kind == KIND_DIR || i->file.version >= m->version || !m->length))
 		return false; /* superseded */
 	if (i) {
+		for (size_t k = 0; k < c->ngens; k++) /* no dangling pointer in the index */
+			if (c->gens[k].i == i)
+				c->gens[k].i = NULL;
 		c->res->recovered--;
 		c->res->bytes -= size_of(i);
 		detach(ns, i);
@@ -3212,6 +3264,7 @@ int ns_recover(struct ns *ns, struct ns_recovery *res)
 	}
 	if (c.nonssd)
 		qsort(c.onssd, c.nonssd, sizeof(*c.onssd), cmp_gen_rec);
+	rcv_index(&c);
 	for (unsigned k = 0; !ret && k < ns->cfg.nssd; k++) {
 		struct ssd_recovery sr;
 
@@ -3234,6 +3287,7 @@ int ns_recover(struct ns *ns, struct ns_recovery *res)
 	free(c.dirs);
 	free(c.blocks);
 	free(c.onssd);
+	free(c.gens);
 	free(c.claims);
 	return ret;
 }

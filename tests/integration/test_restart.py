@@ -302,6 +302,36 @@ class CleanRestart(RestartCase):
         for n in names + more:
             self.assertBytes(self.p(n), n, MiB)
 
+    def test_renames_on_ssd_come_back_under_the_new_name(self):
+        """A block renamed while only on SSD, one renamed while it has copies on both tiers,
+        and a directory renamed over SSD blocks: each comes back once, under its new name."""
+        self.mount(*POOL16, ssd="64M")
+        os.mkdir(self.p("d1"))
+        names = ["d1/r%02d" % i for i in range(32)]
+        for n in names:
+            kvc.write_block(self.p(n), det_bytes(n, MiB))
+        self.settled(lambda s: s["demotions"] > 0)
+        self.assertTrue(wait_until(lambda: tier(self.p(names[1])) == "ssd", timeout=10))
+        # names[0]: renamed while only on SSD
+        self.assertEqual(tier(self.p(names[0])), "ssd")
+        os.rename(self.p(names[0]), self.p("d1/moved0"))
+        # names[1]: promoted (both copies), then renamed
+        self.assertBytes(self.p(names[1]), names[1], MiB)
+        self.assertEqual(tier(self.p(names[1])), "dram")
+        os.rename(self.p(names[1]), self.p("d1/moved1"))
+        # the directory holding them all
+        os.rename(self.p("d1"), self.p("d2"))
+        self.settled()
+        before = tree(self.m.mnt)
+        self.m.restart()
+        self.assertRecovered(self.m.status(), 32)
+        self.assertTree(before)
+        self.assertEqual(sorted(os.listdir(self.m.mnt)), ["d2"])
+        self.assertBytes(self.p("d2/moved0"), names[0], MiB)
+        self.assertBytes(self.p("d2/moved1"), names[1], MiB)
+        for n in names[2:]:
+            self.assertBytes(self.p("d2/" + n.split("/")[1]), n, MiB)
+
     def test_start_log_line(self):
         m = self.mount("--pool-size", "16M")
         sizes = {"x0": 0, "x1": 1, "x2": 5000, "x3": 70000}
