@@ -261,11 +261,18 @@ static void test_list_order_and_pages(void)
  * Forced hashes: "G.J" hashes to G spread over the whole 64-bit range, so each G is a group of
  * equal hashes; "max.J" hashes to UINT64_MAX and "zero.J" to 0 (the ends).
  */
+static bool has_prefix(const char *s, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return strlen(s) >= n && memcmp(s, prefix, n) == 0;
+}
+
 static uint64_t group_hash(const char *name)
 {
-	if (strncmp(name, "max.", 4) == 0)
+	if (has_prefix(name, "max."))
 		return UINT64_MAX;
-	if (strncmp(name, "zero.", 5) == 0)
+	if (has_prefix(name, "zero."))
 		return 0;
 	return (uint64_t)strtoull(name, NULL, 10) * (UINT64_MAX / 512) + 1;
 }
