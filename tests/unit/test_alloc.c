@@ -1,7 +1,9 @@
 /*
  * Unit tests of engine/alloc.c: whole-pool allocation, exhaustion, coalescing, in-place
- * extend and shrink, the exact-class fallback, bad arguments, and a randomized stress run
- * checked against a shadow map of the pages.
+ * extend and shrink, the exact-class fallback, bad arguments, a randomized stress run
+ * checked against a shadow map of the pages, and alloc_claim_tail (a restart rebuilding its
+ * allocations in ascending order: gaps stay usable, bad claims change nothing, claimed
+ * extents free and merge like any other).
  */
 #include "engine/alloc.h"
 #include "tests/unit/check.h"
@@ -355,6 +357,181 @@ static void test_stress(void)
 	alloc_destroy(a);
 }
 
+/* Claims in ascending order with gaps: the gaps stay free and usable, the rest is one tail. */
+static void test_claim_tail(void)
+{
+	struct alloc *a = alloc_create(100);
+
+	REQUIRE(a);
+	CHECK(alloc_claim_tail(a, 0, 5) == 0);	 /* at the very start: no gap */
+	CHECK(alloc_claim_tail(a, 10, 5) == 0);	 /* gap [5, 10) */
+	CHECK(alloc_claim_tail(a, 30, 20) == 0); /* gap [15, 30) */
+	CHECK(alloc_check(a) == 0);
+	CHECK(alloc_free_pages(a) == 70);
+	CHECK(alloc_claim_tail(a, 90, 10) == 0); /* up to the end: gap [50, 90), no tail left */
+	CHECK(alloc_check(a) == 0);
+	CHECK(alloc_free_pages(a) == 60);
+	CHECK(alloc_claim_tail(a, 50, 1) == -EINVAL); /* the last page is taken: no tail */
+	CHECK(alloc_claim_tail(a, 99, 1) == -EINVAL);
+	CHECK(alloc_free_pages(a) == 60);
+
+	/* A claimed extent is freed like any other: [10, 15) merges with both gaps around it. */
+	alloc_put(a, 10, 5);
+	CHECK(alloc_check(a) == 0);
+	CHECK(alloc_free_pages(a) == 65);
+	CHECK(alloc_get(a, 25) == 5);
+	/* The gap [50, 90) serves gets; freeing [90, 100) merges with what is left of it. */
+	CHECK(alloc_get(a, 39) == 50);
+	CHECK(alloc_get(a, 2) == -ENOSPC); /* only page 89 is free */
+	alloc_put(a, 90, 10);
+	CHECK(alloc_check(a) == 0);
+	CHECK(alloc_free_pages(a) == 11);
+	CHECK(alloc_get(a, 11) == 89);
+	CHECK(alloc_free_pages(a) == 0);
+	CHECK(alloc_check(a) == 0);
+	alloc_destroy(a);
+
+	/* The whole range in one claim; a one-page range. */
+	a = alloc_create(1000);
+	REQUIRE(a);
+	CHECK(alloc_claim_tail(a, 0, 1000) == 0);
+	CHECK(alloc_free_pages(a) == 0 && alloc_check(a) == 0);
+	CHECK(alloc_get(a, 1) == -ENOSPC);
+	alloc_put(a, 0, 1000);
+	CHECK(alloc_free_pages(a) == 1000 && alloc_check(a) == 0);
+	alloc_destroy(a);
+	a = alloc_create(1);
+	REQUIRE(a);
+	CHECK(alloc_claim_tail(a, 0, 1) == 0);
+	CHECK(alloc_claim_tail(a, 0, 1) == -EINVAL);
+	CHECK(alloc_free_pages(a) == 0 && alloc_check(a) == 0);
+	alloc_destroy(a);
+}
+
+/* Each gap after the claims is served by alloc_get in full, the largest request first. */
+static void test_claim_tail_gets_fill_gaps(void)
+{
+	struct alloc *a = alloc_create(4096);
+	static const uint64_t claims[][2] = {{3, 1}, {20, 17}, {100, 300}, {1000, 1}, {3000, 96}};
+	bool used[4096] = {false};
+
+	REQUIRE(a);
+	for (unsigned k = 0; k < sizeof(claims) / sizeof(claims[0]); k++) {
+		CHECK(alloc_claim_tail(a, claims[k][0], claims[k][1]) == 0);
+		range_set(used, claims[k][0], claims[k][1], true);
+	}
+	CHECK(alloc_check(a) == 0);
+	CHECK(alloc_free_pages(a) == 4096 - (1 + 17 + 300 + 1 + 96));
+	/* Gaps of 3, 16, 63, 600 and 1999 pages and a tail of 1000, asked for largest first:
+	 * each request fits exactly one free extent, so the pool ends up full. */
+	static const uint64_t gets[] = {1999, 1000, 600, 63, 16, 3};
+	for (unsigned k = 0; k < sizeof(gets) / sizeof(gets[0]); k++) {
+		int64_t p = alloc_get(a, gets[k]);
+
+		CHECK(p >= 0 && range_is(used, (uint64_t)p, gets[k], false));
+		if (p >= 0)
+			range_set(used, (uint64_t)p, gets[k], true);
+	}
+	CHECK(alloc_free_pages(a) == 0);
+	CHECK(alloc_check(a) == 0);
+	CHECK(range_is(used, 0, 4096, true));
+	alloc_destroy(a);
+}
+
+/* Claims that are out of order, overlap, run past the end or are empty: -EINVAL, and nothing
+ * changes. */
+static void test_claim_tail_bad(void)
+{
+	struct alloc *a = alloc_create(100);
+
+	REQUIRE(a);
+	CHECK(alloc_claim_tail(a, 0, 0) == -EINVAL);
+	CHECK(alloc_claim_tail(a, 100, 1) == -EINVAL);
+	CHECK(alloc_claim_tail(a, 98, 3) == -EINVAL);
+	CHECK(alloc_claim_tail(a, 0, 101) == -EINVAL);
+	CHECK(alloc_claim_tail(a, 1, UINT64_MAX) == -EINVAL);
+	CHECK(alloc_claim_tail(a, UINT64_MAX, 1) == -EINVAL);
+	CHECK(alloc_free_pages(a) == 100 && alloc_check(a) == 0);
+	REQUIRE(alloc_claim_tail(a, 50, 10) == 0);
+	CHECK(alloc_claim_tail(a, 10, 5) == -EINVAL);  /* out of order: below the tail */
+	CHECK(alloc_claim_tail(a, 45, 10) == -EINVAL); /* overlaps the claim from below */
+	CHECK(alloc_claim_tail(a, 55, 10) == -EINVAL); /* starts inside it */
+	CHECK(alloc_claim_tail(a, 50, 10) == -EINVAL); /* the same claim again */
+	CHECK(alloc_claim_tail(a, 59, 1) == -EINVAL);  /* its last page */
+	CHECK(alloc_claim_tail(a, 60, 41) == -EINVAL); /* past the end */
+	CHECK(alloc_free_pages(a) == 90 && alloc_check(a) == 0);
+	/* The tail after the failed claims is intact: all of it can still be claimed. */
+	CHECK(alloc_claim_tail(a, 60, 40) == 0);
+	CHECK(alloc_free_pages(a) == 50 && alloc_check(a) == 0);
+	/* A get that takes the tail's first page leaves a tail that starts later. */
+	alloc_put(a, 60, 40);
+	CHECK(alloc_get(a, 50) == 0); /* the gap [0, 50) exactly */
+	CHECK(alloc_get(a, 1) == 60); /* from the tail */
+	CHECK(alloc_claim_tail(a, 60, 1) == -EINVAL);
+	CHECK(alloc_claim_tail(a, 61, 39) == 0);
+	CHECK(alloc_free_pages(a) == 0 && alloc_check(a) == 0);
+	alloc_destroy(a);
+}
+
+#define CLAIM_PAGES 65536
+
+/* A restart's worth of random ascending claims with random gaps, checked against a shadow
+ * map; then everything is freed in random order and merges back into one extent. */
+static void test_claim_tail_random(void)
+{
+	struct alloc *a = alloc_create(CLAIM_PAGES);
+	struct ext *ext = calloc(CLAIM_PAGES, sizeof(*ext));
+	bool *used = calloc(CLAIM_PAGES, sizeof(*used));
+	uint64_t next = 0, n, nused = 0;
+	size_t count = 0;
+
+	rng_state = 0x2545f4914f6cdd1dull;
+	REQUIRE(a && ext && used);
+	for (;;) {
+		next += rng() % 3 == 0 ? rng() % 20 : 0; /* a gap now and then */
+		if (next >= CLAIM_PAGES)
+			break;
+		n = rand_size();
+		if (n > CLAIM_PAGES - next)
+			n = CLAIM_PAGES - next;
+		REQUIRE(alloc_claim_tail(a, next, n) == 0);
+		range_set(used, next, n, true);
+		ext[count++] = (struct ext){next, n};
+		nused += n;
+		/* Claiming below what was just claimed is refused. */
+		if (next > 0)
+			CHECK(alloc_claim_tail(a, next - 1, 1) == -EINVAL);
+		next += n;
+		CHECK(alloc_free_pages(a) == CLAIM_PAGES - nused);
+	}
+	CHECK(alloc_check(a) == 0);
+	CHECK(count > 500);
+	/* The free space is usable: a get of the longest free run succeeds where it is free. */
+	n = longest_free_run(used, CLAIM_PAGES);
+	if (n) {
+		int64_t p = alloc_get(a, n);
+
+		REQUIRE(p >= 0 && range_is(used, (uint64_t)p, n, false));
+		range_set(used, (uint64_t)p, n, true);
+		ext[count++] = (struct ext){(uint64_t)p, n};
+		nused += n;
+	}
+	CHECK(alloc_free_pages(a) == CLAIM_PAGES - nused);
+	while (count) {
+		size_t k = rng() % count;
+
+		alloc_put(a, ext[k].start, ext[k].n);
+		ext[k] = ext[--count];
+		if (count % 64 == 0)
+			REQUIRE(alloc_check(a) == 0);
+	}
+	CHECK(alloc_free_pages(a) == CLAIM_PAGES && alloc_check(a) == 0);
+	CHECK(alloc_get(a, CLAIM_PAGES) == 0);
+	free(ext);
+	free(used);
+	alloc_destroy(a);
+}
+
 int main(void)
 {
 	RUN(test_create_args);
@@ -367,5 +544,9 @@ int main(void)
 	RUN(test_exact_class_fallback);
 	RUN(test_big_pool);
 	RUN(test_stress);
+	RUN(test_claim_tail);
+	RUN(test_claim_tail_gets_fill_gaps);
+	RUN(test_claim_tail_bad);
+	RUN(test_claim_tail_random);
 	return check_summary();
 }

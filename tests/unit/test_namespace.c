@@ -1,10 +1,16 @@
 /*
  * Unit tests of meta/namespace.c without FUSE: the directory tree, the block life cycle,
- * headers and checksums, the LRU order of eviction, pinning by open handles, ENOSPC.
+ * headers and checksums, the LRU order of eviction, pinning by open handles, ENOSPC, and
+ * restarts (ns_recover): what a stopped namespace left in the pool object comes back (names,
+ * sizes, modes, owners, bytes) and nothing else does (unlinked, replaced, being written);
+ * damaged records and payloads are dropped; with an SSD tier (a file under /var/tmp), blocks
+ * demoted to it read back exact and come back from it after a restart.
  * The evictor thread is kept asleep (high watermark 100%) so eviction here is synchronous
- * and deterministic; the watermark thread is exercised by the integration tests.
+ * and deterministic, except in the SSD tests, where a writer waits for it to demote; the
+ * watermark thread is otherwise exercised by the integration tests.
  */
 #include "engine/pool.h"
+#include "engine/ssd.h"
 #include "meta/namespace.h"
 #include "tests/unit/check.h"
 
@@ -12,6 +18,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -93,7 +100,9 @@ static bool verify(uint64_t ino, size_t len, unsigned seed)
 		free(want);
 		return false;
 	}
-	ok = ns_read(h, 0, len + 100, NULL, &p) == (ssize_t)len && memcmp(p, want, len) == 0;
+	/* an empty block's *p is the NULL buffer passed in: memcmp may not see it */
+	ok = ns_read(h, 0, len + 100, NULL, &p) == (ssize_t)len &&
+	     (len == 0 || memcmp(p, want, len) == 0);
 	ns_release(h);
 	free(want);
 	return ok;
@@ -595,6 +604,575 @@ static void test_paths(void)
 	teardown();
 }
 
+/* ---- restarts: the pool object (and the SSD tier) outlive the namespace ------------------ */
+
+static struct ssd *ssd;
+static char ssd_path[128];
+static int logged;
+
+static void on_log(void *arg, int level, const char *msg)
+{
+	(void)arg, (void)level, (void)msg;
+	logged++;
+}
+
+/* Open the SSD device at ssd_path over the current pool (64 MiB, created when missing). */
+static int open_ssd(void)
+{
+	char err[512];
+	int ret = ssd_open(&ssd,
+			   &(struct ssd_config){.path = ssd_path,
+						.size = 64 << 20,
+						.create = true,
+						.mem = pool->base,
+						.mem_len = pool->size},
+			   err, sizeof(err));
+
+	if (ret)
+		printf("     ssd_open: %d %s\n", ret, err);
+	return ret;
+}
+
+/* What a daemon does at start: open the pool object (kept unless fresh), the SSD device
+ * (with_ssd), create the namespace and recover what an earlier one left. */
+static int start(uint64_t pool_size, bool fresh, bool with_ssd, struct ns_recovery *r)
+{
+	uint64_t old = 0;
+	int ret;
+
+	snprintf(path, sizeof(path), "/dev/shm/kvcachefs-test-ns.%d", (int)getpid());
+	ret = pool_open(&pool, path, pool_size, 0600, fresh, &old);
+	if (ret)
+		return ret;
+	ssd = NULL;
+	if (with_ssd && (ret = open_ssd()) < 0) {
+		pool_destroy(pool, true);
+		pool = NULL;
+		return ret;
+	}
+	vanished = 0;
+	logged = 0;
+	ret = ns_create(&ns, pool,
+			&(struct ns_config){.max_block_size = 1 << 20,
+					    .evict_high = with_ssd ? 90 : 100,
+					    .evict_low = 50,
+					    .vanish = on_vanish,
+					    .ssd = with_ssd ? &ssd : NULL,
+					    .nssd = with_ssd ? 1 : 0,
+					    .log = on_log});
+	if (ret)
+		return ret;
+	return ns_recover(ns, r);
+}
+
+/* What a killed daemon leaves: the pool object and the SSD device as they are. Handles still
+ * open (a writer, a reader) just go away. */
+static void stop(void)
+{
+	ns_destroy(ns);
+	ns = NULL;
+	if (ssd)
+		ssd_close(ssd);
+	ssd = NULL;
+	pool_destroy(pool, false);
+	pool = NULL;
+}
+
+/* Reopen the pool object stop() left without a namespace (to damage it); 0 when kept. */
+static int reopen(uint64_t pool_size)
+{
+	uint64_t old = 0;
+	int ret = pool_open(&pool, path, pool_size, 0600, false, &old);
+
+	if (ret == 0 && !pool->reopened)
+		ret = -ESTALE;
+	return ret;
+}
+
+/* The rest of start() after reopen(). */
+static int recover(struct ns_recovery *r)
+{
+	int ret;
+
+	vanished = 0;
+	logged = 0;
+	ret = ns_create(&ns, pool,
+			&(struct ns_config){.max_block_size = 1 << 20,
+					    .evict_high = 100,
+					    .evict_low = 50,
+					    .vanish = on_vanish,
+					    .log = on_log});
+	return ret ? ret : ns_recover(ns, r);
+}
+
+/* The attributes of name in parent, without keeping a kernel reference. */
+static int get(uint64_t parent, const char *name, struct ns_attr *a)
+{
+	int ret = ns_lookup(ns, parent, name, a);
+
+	if (ret == 0)
+		ns_forget(ns, a->ino, 1);
+	return ret;
+}
+
+/* Does name in parent read back as fill(len, seed), with this mode? */
+static bool has_block(uint64_t parent, const char *name, size_t len, unsigned seed, uint32_t mode)
+{
+	struct ns_attr a;
+
+	return get(parent, name, &a) == 0 && a.size == len && a.mode == (S_IFREG | mode) &&
+	       !a.writing && verify(a.ino, len, seed);
+}
+
+/* Is there a pool page of records at page? */
+static bool is_rec_page(uint64_t page)
+{
+	const struct pool_hdr *h = pool_hdr(pool, page);
+
+	return h->magic == POOL_HDR_MAGIC &&
+	       (h->flags & (POOL_HDR_SEALED | POOL_HDR_RECS)) == (POOL_HDR_SEALED | POOL_HDR_RECS);
+}
+
+/* The record (of kind) named name in the pool, found the way a restart reads them. */
+static struct pool_rec *find_rec(uint16_t kind, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (uint64_t p = 0; p < pool->npages; p++) {
+		struct pool_rec *r = pool_page_addr(pool, p);
+
+		if (!is_rec_page(p))
+			continue;
+		for (unsigned k = 0; k < POOL_RECS_PER_PAGE; k++)
+			if (r[k].magic == POOL_REC_MAGIC && r[k].kind == kind &&
+			    r[k].name_len == nl && memcmp(r[k].name, name, nl) == 0)
+				return &r[k];
+	}
+	return NULL;
+}
+
+/* Pages of records that hold at least one record (a restart keeps exactly those). */
+static uint64_t live_rec_pages(void)
+{
+	uint64_t n = 0;
+
+	for (uint64_t p = 0; p < pool->npages; p++) {
+		const struct pool_rec *r = pool_page_addr(pool, p);
+		bool live = false;
+
+		if (!is_rec_page(p))
+			continue;
+		for (unsigned k = 0; k < POOL_RECS_PER_PAGE; k++)
+			live |= r[k].magic != 0;
+		n += live;
+	}
+	return n;
+}
+
+static uint64_t used_pages(void)
+{
+	struct kvcachefs_status st;
+
+	ns_status(ns, &st);
+	return st.used / POOL_PAGE_SIZE;
+}
+
+static void test_restart_round_trip(void)
+{
+	struct ns_attr d, e, a, m, f;
+	struct ns_handle *w, *held;
+	struct ns_recovery r;
+	struct kvcachefs_status st;
+	struct ns_dir dir;
+	uint8_t buf[50000];
+	uint64_t keep_pages, max_gen = 0;
+	int64_t mtime_a;
+
+	REQUIRE(start(8 << 20, true, false, &r) == 0);
+	CHECK(!pool->reopened);
+	CHECK(r.recovered == 0 && r.dirs == 0 && r.dropped == 0);
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "d", 0700, 1000, 1001, &d) == 0);
+	REQUIRE(ns_mkdir(ns, d.ino, "e", 0750, 7, 8, &e) == 0);
+	REQUIRE(put(NS_ROOT_INO, "a", 10000, 1));
+	REQUIRE(put(d.ino, "b", 3 * 4096, 2));
+	REQUIRE(put(e.ino, "c", 100000, 3));
+	REQUIRE(put(NS_ROOT_INO, "empty", 0, 4));
+	REQUIRE(put(NS_ROOT_INO, "old", 5000, 5));
+	REQUIRE(ns_rename(ns, NS_ROOT_INO, "old", d.ino, "renamed", 0) == 0);
+	uint64_t ino = put(NS_ROOT_INO, "mode", 2 * 4096 + 1, 6);
+	REQUIRE(ino);
+	REQUIRE(ns_setattr(ns, ino, NULL, NS_SET_MODE | NS_SET_UID | NS_SET_GID,
+			   &(struct ns_attr){.mode = 0600, .uid = 42, .gid = 43}, &m) == 0);
+	REQUIRE(put(NS_ROOT_INO, "gone", 777, 7));
+	REQUIRE(ns_unlink(ns, NS_ROOT_INO, "gone") == 0);
+	REQUIRE(put(NS_ROOT_INO, "x", 100, 8) && put(NS_ROOT_INO, "y", 200, 9));
+	REQUIRE(ns_rename(ns, NS_ROOT_INO, "y", NS_ROOT_INO, "x", 0) == 0); /* replaces x */
+	/* Unlinked while a reader has it: its sealed header is still in the pool at the crash. */
+	ino = put(NS_ROOT_INO, "held", 3000, 10);
+	REQUIRE(ino && ns_open(ns, ino, O_RDONLY, &held) == 0);
+	REQUIRE(ns_unlink(ns, NS_ROOT_INO, "held") == 0);
+	/* Being written at the crash: never sealed, never comes back. */
+	fill(buf, sizeof(buf), 11);
+	REQUIRE(ns_create_block(ns, NS_ROOT_INO, "partial", 0644, 0, 0, &a, &w) == 0);
+	CHECK(ns_write(w, 0, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+	REQUIRE(get(NS_ROOT_INO, "a", &a) == 0);
+	mtime_a = a.mtime_ns;
+	/* What comes back: the pages of the 7 surviving blocks and the record pages in use. */
+	keep_pages = 3 + 3 + 25 + 0 + 2 + 3 + 1 + live_rec_pages();
+	CHECK(used_pages() == keep_pages + 13 /* partial */ + 1 /* held */);
+	stop();
+
+	REQUIRE(start(8 << 20, false, false, &r) == 0);
+	CHECK(pool->reopened);
+	CHECK(r.recovered == 7);
+	CHECK(r.dirs == 2);
+	CHECK(r.dropped == 0);
+	CHECK(r.bytes == 10000 + 3 * 4096 + 100000 + 0 + 5000 + 2 * 4096 + 1 + 200);
+	CHECK(logged == 0);
+	CHECK(used_pages() == keep_pages);
+	ns_status(ns, &st);
+	CHECK(st.blocks == 7 && st.directories == 2 && st.writing == 0);
+	/* Directories: modes and owners. */
+	REQUIRE(get(NS_ROOT_INO, "d", &d) == 0);
+	CHECK(d.mode == (S_IFDIR | 0700) && d.uid == 1000 && d.gid == 1001 && d.nlink == 3);
+	REQUIRE(get(d.ino, "e", &e) == 0);
+	CHECK(e.mode == (S_IFDIR | 0750) && e.uid == 7 && e.gid == 8 && e.nlink == 2);
+	/* Blocks: sizes, modes, content (the first open of each checks its checksum). */
+	CHECK(has_block(NS_ROOT_INO, "a", 10000, 1, 0644));
+	CHECK(has_block(d.ino, "b", 3 * 4096, 2, 0644));
+	CHECK(has_block(e.ino, "c", 100000, 3, 0644));
+	CHECK(has_block(NS_ROOT_INO, "empty", 0, 4, 0644));
+	CHECK(has_block(d.ino, "renamed", 5000, 5, 0644));
+	CHECK(has_block(NS_ROOT_INO, "mode", 2 * 4096 + 1, 6, 0600));
+	CHECK(has_block(NS_ROOT_INO, "x", 200, 9, 0644));
+	REQUIRE(get(NS_ROOT_INO, "mode", &m) == 0);
+	CHECK(m.uid == 42 && m.gid == 43);
+	REQUIRE(get(NS_ROOT_INO, "a", &a) == 0);
+	CHECK(a.mtime_ns == mtime_a);
+	/* Unlinked, renamed away, replaced, held or being written at the crash: gone. */
+	CHECK(get(NS_ROOT_INO, "gone", &a) == -ENOENT);
+	CHECK(get(NS_ROOT_INO, "old", &a) == -ENOENT);
+	CHECK(get(NS_ROOT_INO, "y", &a) == -ENOENT);
+	CHECK(get(NS_ROOT_INO, "held", &a) == -ENOENT);
+	CHECK(get(NS_ROOT_INO, "partial", &a) == -ENOENT);
+	REQUIRE(ns_opendir(ns, NS_ROOT_INO, &dir) == 0);
+	CHECK(dir.count == 2 + 5); /* d a empty mode x */
+	ns_dir_free(&dir);
+	REQUIRE(ns_opendir(ns, d.ino, &dir) == 0);
+	CHECK(dir.count == 2 + 3); /* e b renamed */
+	ns_dir_free(&dir);
+	static const char *const names[] = {"a", "empty", "mode", "x"};
+	for (unsigned k = 0; k < 4; k++)
+		if (get(NS_ROOT_INO, names[k], &a) == 0 && a.generation > max_gen)
+			max_gen = a.generation;
+
+	/* New work next to the recovered blocks: new generations and directory ids. */
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "f", 0711, 5, 6, &f) == 0);
+	REQUIRE(put(f.ino, "n", 4097, 12));
+	REQUIRE(get(f.ino, "n", &a) == 0);
+	CHECK(a.generation > max_gen);
+	CHECK(ns_unlink(ns, NS_ROOT_INO, "a") == 0);
+	CHECK(ns_rename(ns, NS_ROOT_INO, "x", d.ino, "x2", 0) == 0);
+	stop();
+
+	REQUIRE(start(8 << 20, false, false, &r) == 0);
+	CHECK(r.recovered == 7 && r.dirs == 3 && r.dropped == 0);
+	REQUIRE(get(NS_ROOT_INO, "d", &d) == 0);
+	REQUIRE(get(d.ino, "e", &e) == 0);
+	REQUIRE(get(NS_ROOT_INO, "f", &f) == 0);
+	CHECK(f.mode == (S_IFDIR | 0711) && f.uid == 5 && f.gid == 6);
+	CHECK(has_block(f.ino, "n", 4097, 12, 0644));
+	CHECK(has_block(d.ino, "x2", 200, 9, 0644));
+	CHECK(has_block(d.ino, "b", 3 * 4096, 2, 0644));
+	CHECK(has_block(e.ino, "c", 100000, 3, 0644));
+	CHECK(has_block(d.ino, "renamed", 5000, 5, 0644));
+	CHECK(has_block(NS_ROOT_INO, "mode", 2 * 4096 + 1, 6, 0600));
+	CHECK(has_block(NS_ROOT_INO, "empty", 0, 4, 0644));
+	CHECK(get(NS_ROOT_INO, "a", &a) == -ENOENT);
+	CHECK(get(NS_ROOT_INO, "x", &a) == -ENOENT);
+	teardown();
+}
+
+/* A damaged record (its checksum) is dropped and so is its block; a record that checks out
+ * but does not match its block's header too; a lost directory takes its blocks with it. */
+static void test_restart_corrupt_record(void)
+{
+	struct ns_recovery r;
+	struct ns_attr a, d;
+	struct pool_rec *rec;
+
+	REQUIRE(start(4 << 20, true, false, &r) == 0);
+	REQUIRE(put(NS_ROOT_INO, "a", 10000, 1) && put(NS_ROOT_INO, "b", 10000, 2));
+	REQUIRE(put(NS_ROOT_INO, "c", 10000, 3));
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "d", 0755, 0, 0, &d) == 0);
+	REQUIRE(put(d.ino, "k", 5000, 4));
+	stop();
+
+	/* One byte of b's name: the record's checksum no longer matches. */
+	REQUIRE(reopen(4 << 20) == 0);
+	rec = find_rec(POOL_REC_BLOCK, "b");
+	REQUIRE(rec);
+	rec->name[0] ^= 0x20;
+	REQUIRE(recover(&r) == 0);
+	CHECK(r.dropped == 1 && r.recovered == 3 && r.dirs == 1);
+	CHECK(logged >= 1);
+	CHECK(get(NS_ROOT_INO, "b", &a) == -ENOENT && get(NS_ROOT_INO, "B", &a) == -ENOENT);
+	CHECK(has_block(NS_ROOT_INO, "a", 10000, 1, 0644));
+	CHECK(has_block(NS_ROOT_INO, "c", 10000, 3, 0644));
+	CHECK(used_pages() == 3 + 3 + 2 + 1); /* b's pages are free again */
+	stop();
+	/* The damaged record was cleared: the next restart finds nothing to drop. */
+	REQUIRE(start(4 << 20, false, false, &r) == 0);
+	CHECK(r.dropped == 0 && r.recovered == 3);
+	stop();
+
+	/* c's record renamed consistently (checksum recomputed): its block header disagrees. */
+	REQUIRE(reopen(4 << 20) == 0);
+	rec = find_rec(POOL_REC_BLOCK, "c");
+	REQUIRE(rec);
+	rec->name[0] = 'z';
+	rec->rec_checksum = 0;
+	rec->rec_checksum = XXH3_64bits(rec, sizeof(*rec));
+	REQUIRE(recover(&r) == 0);
+	CHECK(r.dropped == 1 && r.recovered == 2);
+	CHECK(get(NS_ROOT_INO, "c", &a) == -ENOENT && get(NS_ROOT_INO, "z", &a) == -ENOENT);
+	CHECK(has_block(NS_ROOT_INO, "a", 10000, 1, 0644));
+	stop();
+
+	/* The directory's record: the directory and the block in it are dropped. */
+	REQUIRE(reopen(4 << 20) == 0);
+	rec = find_rec(POOL_REC_DIR, "d");
+	REQUIRE(rec);
+	rec->mode ^= 1;
+	REQUIRE(recover(&r) == 0);
+	CHECK(r.dropped == 2 && r.recovered == 1 && r.dirs == 0);
+	CHECK(get(NS_ROOT_INO, "d", &a) == -ENOENT);
+	CHECK(has_block(NS_ROOT_INO, "a", 10000, 1, 0644));
+	CHECK(used_pages() == 3 + 1);
+	teardown();
+}
+
+/* A damaged payload is found at the block's first open: EIO, and the block is gone. */
+static void test_restart_corrupt_payload(void)
+{
+	struct ns_recovery r;
+	struct ns_handle *h;
+	struct ns_attr a, b;
+	struct pool_rec *rec;
+
+	REQUIRE(start(4 << 20, true, false, &r) == 0);
+	REQUIRE(put(NS_ROOT_INO, "a", 10000, 1) && put(NS_ROOT_INO, "b", 10000, 2));
+	REQUIRE(put(NS_ROOT_INO, "c", 10000, 3));
+	stop();
+
+	REQUIRE(reopen(4 << 20) == 0);
+	rec = find_rec(POOL_REC_BLOCK, "b");
+	REQUIRE(rec && rec->page < pool->npages);
+	((uint8_t *)pool_page_addr(pool, rec->page))[5000] ^= 1;
+	rec = find_rec(POOL_REC_BLOCK, "c"); /* past c's end, in its last page: harmless */
+	REQUIRE(rec && rec->page < pool->npages);
+	((uint8_t *)pool_page_addr(pool, rec->page))[11000] ^= 1;
+	REQUIRE(recover(&r) == 0);
+	CHECK(r.recovered == 3 && r.dropped == 0); /* payloads are not read at recovery */
+	REQUIRE(ns_lookup(ns, NS_ROOT_INO, "b", &b) == 0);
+	CHECK(ns_open(ns, b.ino, O_RDONLY, &h) == -EIO);
+	CHECK(vanished == 1 && logged == 1);
+	CHECK(ns_open(ns, b.ino, O_RDONLY, &h) == -ENOENT);
+	CHECK(ns_getattr(ns, b.ino, &a) == -ENOENT);
+	CHECK(get(NS_ROOT_INO, "b", &a) == -ENOENT);
+	ns_forget(ns, b.ino, 1);
+	CHECK(has_block(NS_ROOT_INO, "a", 10000, 1, 0644));
+	CHECK(has_block(NS_ROOT_INO, "c", 10000, 3, 0644));
+	CHECK(used_pages() == 3 + 3 + 1);
+	stop();
+	/* Dropped for good: the next restart does not bring it back. */
+	REQUIRE(start(4 << 20, false, false, &r) == 0);
+	CHECK(r.recovered == 2 && r.dropped == 0);
+	CHECK(get(NS_ROOT_INO, "b", &a) == -ENOENT);
+	CHECK(has_block(NS_ROOT_INO, "a", 10000, 1, 0644));
+	teardown();
+}
+
+/* Evict from DRAM down to pct of the pool, demoting to SSD: the evictor thread may have a batch
+ * of demotions in flight that ns_evict does not wait for, so try again until done (10 s). */
+static bool evict_to(unsigned pct)
+{
+	struct kvcachefs_tiers t;
+
+	for (int k = 0; k < 1000; k++) {
+		ns_evict(ns, pct);
+		ns_tiers(ns, &t);
+		if (pct ? t.dram_used * 100 <= t.dram_capacity * pct : t.dram_blocks == 0)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* The SSD tier: a pool smaller than what is written demotes to SSD, a demoted block reads back
+ * exact (promoted), and a restart brings back both tiers, with attribute changes and unlinks
+ * made while blocks were on SSD. */
+#define SSD_BLOCKS 40
+#define SSD_LEN	   60000 /* 15 pages: 40 of them are more than a 2 MiB pool */
+
+static void test_restart_ssd_tier(void)
+{
+	struct kvcachefs_tiers t;
+	struct ns_block_info bi;
+	struct ns_recovery r;
+	struct ns_attr kv, a;
+	char name[32];
+	int ret;
+
+	snprintf(ssd_path, sizeof(ssd_path), "/var/tmp/kvcachefs-test-ns-ssd.%d", (int)getpid());
+	unlink(ssd_path);
+	ret = start(2 << 20, true, true, &r);
+	if (ret == -EINVAL) {
+		printf("     skipped: /var/tmp does not take O_DIRECT\n");
+		unlink(ssd_path);
+		return;
+	}
+	REQUIRE(ret == 0);
+	CHECK(r.recovered == 0 && r.dropped == 0);
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "kv", 0700, 1000, 1001, &kv) == 0);
+	for (unsigned k = 0; k < SSD_BLOCKS; k++) {
+		snprintf(name, sizeof(name), "b%02u", k);
+		REQUIRE(put(kv.ino, name, SSD_LEN, k));
+	}
+	CHECK(evict_to(50));
+	ns_tiers(ns, &t);
+	CHECK(t.demotions > 0 && t.ssd_blocks > 0 && t.ssd_devices == 1);
+	CHECK(t.ssd_used > 0 && t.ssd_capacity > t.ssd_used);
+	CHECK(t.dram_used * 100 <= t.dram_capacity * 50);
+	CHECK(t.promotions == 0);
+	CHECK(vanished == 0); /* nothing was lost */
+	/* The oldest block is only on SSD now; reading it promotes it, byte-exact. */
+	REQUIRE(get(kv.ino, "b00", &a) == 0);
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	CHECK(bi.on_ssd && bi.ssd_copy);
+	CHECK(has_block(kv.ino, "b00", SSD_LEN, 0, 0644));
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	CHECK(!bi.on_ssd && bi.ssd_copy);
+	ns_tiers(ns, &t);
+	CHECK(t.promotions == 1);
+	/* Every block reads back, promoting (and demoting others) as needed. */
+	for (unsigned k = 0; k < SSD_BLOCKS; k++) {
+		snprintf(name, sizeof(name), "b%02u", k);
+		CHECK(has_block(kv.ino, name, SSD_LEN, k, 0644));
+	}
+	ns_tiers(ns, &t);
+	CHECK(t.promotions > 1);
+
+	/* Everything only on SSD, then the states a restart must bring back. */
+	CHECK(evict_to(0));
+	ns_tiers(ns, &t);
+	CHECK(t.dram_blocks == 0 && t.ssd_blocks == SSD_BLOCKS);
+	REQUIRE(get(kv.ino, "b00", &a) == 0); /* SSD only: chmod, chown */
+	CHECK(ns_setattr(ns, a.ino, NULL, NS_SET_MODE | NS_SET_UID | NS_SET_GID,
+			 &(struct ns_attr){.mode = 0600, .uid = 11, .gid = 12}, &a) == 0);
+	CHECK(ns_unlink(ns, kv.ino, "b02") == 0);	   /* SSD only: unlinked */
+	CHECK(has_block(kv.ino, "b04", SSD_LEN, 4, 0644)); /* both tiers */
+	CHECK(has_block(kv.ino, "b05", SSD_LEN, 5, 0644)); /* both tiers: unlinked */
+	CHECK(ns_unlink(ns, kv.ino, "b05") == 0);
+	REQUIRE(put(kv.ino, "fresh", SSD_LEN, 100)); /* DRAM only */
+	REQUIRE(put(kv.ino, "empty", 0, 101));
+	REQUIRE(get(kv.ino, "b04", &a) == 0);
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	CHECK(!bi.on_ssd && bi.ssd_copy);
+	REQUIRE(get(kv.ino, "b06", &a) == 0);
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	CHECK(bi.on_ssd);
+	stop();
+
+	REQUIRE(start(2 << 20, false, true, &r) == 0);
+	CHECK(pool->reopened);
+	CHECK(r.recovered == SSD_BLOCKS - 2 + 2);
+	CHECK(r.dirs == 1 && r.dropped == 0);
+	REQUIRE(get(NS_ROOT_INO, "kv", &kv) == 0);
+	CHECK(kv.mode == (S_IFDIR | 0700) && kv.uid == 1000 && kv.gid == 1001);
+	CHECK(has_block(kv.ino, "b00", SSD_LEN, 0, 0600));
+	REQUIRE(get(kv.ino, "b00", &a) == 0);
+	CHECK(a.uid == 11 && a.gid == 12);
+	CHECK(get(kv.ino, "b02", &a) == -ENOENT);
+	CHECK(get(kv.ino, "b05", &a) == -ENOENT);
+	/* b04 comes back in DRAM with its SSD copy, b06 on SSD only. */
+	REQUIRE(get(kv.ino, "b04", &a) == 0);
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	CHECK(!bi.on_ssd && bi.ssd_copy);
+	REQUIRE(get(kv.ino, "b06", &a) == 0);
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	CHECK(bi.on_ssd);
+	CHECK(has_block(kv.ino, "fresh", SSD_LEN, 100, 0644));
+	CHECK(has_block(kv.ino, "empty", 0, 101, 0644));
+	for (unsigned k = 1; k < SSD_BLOCKS; k++) {
+		snprintf(name, sizeof(name), "b%02u", k);
+		if (k != 2 && k != 5)
+			CHECK(has_block(kv.ino, name, SSD_LEN, k, 0644));
+	}
+	ns_tiers(ns, &t);
+	CHECK(t.recovered == r.recovered && t.recovery_dropped == 0);
+	CHECK(t.promotions > 0);
+	ns_destroy(ns);
+	ns = NULL;
+	ssd_close(ssd);
+	ssd = NULL;
+	pool_destroy(pool, true);
+	pool = NULL;
+	CHECK(unlink(ssd_path) == 0);
+}
+
+/* A rename while a block is on SSD, only there or in both tiers, survives a restart: the
+ * block comes back under its new name only. */
+static void test_restart_ssd_rename(void)
+{
+	struct ns_block_info bi;
+	struct pool_rec *rec;
+	struct ns_recovery r;
+	struct ns_attr kv, a;
+	int ret;
+
+	snprintf(ssd_path, sizeof(ssd_path), "/var/tmp/kvcachefs-test-ns-ssd.%d", (int)getpid());
+	unlink(ssd_path);
+	ret = start(2 << 20, true, true, &r);
+	if (ret == -EINVAL) {
+		printf("     skipped: /var/tmp does not take O_DIRECT\n");
+		unlink(ssd_path);
+		return;
+	}
+	REQUIRE(ret == 0);
+	REQUIRE(ns_mkdir(ns, NS_ROOT_INO, "kv", 0755, 0, 0, &kv) == 0);
+	REQUIRE(put(kv.ino, "s", SSD_LEN, 1) && put(kv.ino, "t", SSD_LEN, 2));
+	REQUIRE(put(kv.ino, "u", SSD_LEN, 3));
+	CHECK(evict_to(0)); /* all three only on SSD */
+	REQUIRE(get(kv.ino, "s", &a) == 0);
+	REQUIRE(ns_block_info(ns, a.ino, &bi) == 0);
+	REQUIRE(bi.on_ssd);
+	CHECK(ns_rename(ns, kv.ino, "s", kv.ino, "s2", 0) == 0);
+	rec = find_rec(POOL_REC_BLOCK, "s2"); /* the pool records the new name */
+	CHECK(rec && (rec->flags & POOL_REC_ONSSD) && find_rec(POOL_REC_BLOCK, "s") == NULL);
+	CHECK(has_block(kv.ino, "t", SSD_LEN, 2, 0644)); /* promoted: in both tiers */
+	CHECK(ns_rename(ns, kv.ino, "t", NS_ROOT_INO, "t2", 0) == 0);
+	stop();
+
+	REQUIRE(start(2 << 20, false, true, &r) == 0);
+	CHECK(r.recovered == 3 && r.dropped == 0);
+	REQUIRE(get(NS_ROOT_INO, "kv", &kv) == 0);
+	CHECK(has_block(kv.ino, "u", SSD_LEN, 3, 0644));
+	/* renamed while only on SSD */
+	CHECK(has_block(kv.ino, "s2", SSD_LEN, 1, 0644));
+	CHECK(get(kv.ino, "s", &a) == -ENOENT);
+	/* renamed while in DRAM with a copy on SSD */
+	CHECK(has_block(NS_ROOT_INO, "t2", SSD_LEN, 2, 0644));
+	CHECK(get(kv.ino, "t", &a) == -ENOENT);
+	ns_destroy(ns);
+	ns = NULL;
+	ssd_close(ssd);
+	ssd = NULL;
+	pool_destroy(pool, true);
+	pool = NULL;
+	CHECK(unlink(ssd_path) == 0);
+}
+
 int main(void)
 {
 	RUN(test_dirs);
@@ -611,5 +1189,10 @@ int main(void)
 	RUN(test_pins_survive);
 	RUN(test_locate_batch);
 	RUN(test_paths);
+	RUN(test_restart_round_trip);
+	RUN(test_restart_corrupt_record);
+	RUN(test_restart_corrupt_payload);
+	RUN(test_restart_ssd_tier);
+	RUN(test_restart_ssd_rename);
 	return check_summary();
 }
