@@ -1008,7 +1008,8 @@ static int ssd_write_prep(struct ssd *s, struct ssd_write *w, uint64_t *n)
 	if (!nl || memchr(meta->name, '/', nl))
 		return -EINVAL;
 	meta->length = w->len;
-	meta->checksum = checksum(w->payload, w->len);
+	if (!meta->checksum_known)
+		meta->checksum = checksum(w->payload, w->len);
 	nh = XXH3_128bits(meta->name, nl);
 	meta->name_hash[0] = nh.low64;
 	meta->name_hash[1] = nh.high64;

@@ -113,6 +113,9 @@ struct ssd_meta {
 	uint64_t version;
 	int64_t mtime_ns;
 	uint32_t mode, uid, gid;
+	/* Input of ssd_write_block: checksum below is already the payload's (the caller hashed
+	 * it as it was written), so the payload is not read once more to hash it. */
+	bool checksum_known;
 	/* Outputs: set by ssd_write_block from what it stored, filled by ssd_recover. */
 	uint64_t length;
 	uint64_t checksum;     /* XXH3-64 of the payload */

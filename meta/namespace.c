@@ -804,6 +804,10 @@ static unsigned demote_batch(struct ns *ns)
 		d[n].meta.mode = i->mode;
 		d[n].meta.uid = i->uid;
 		d[n].meta.gid = i->gid;
+		/* written in this run: its checksum is known; a recovered block is hashed anew,
+		 * and checked against its record below */
+		d[n].meta.checksum = i->file.sum;
+		d[n].meta.checksum_known = !i->file.unverified;
 		d[n].w.meta = &d[n].meta;
 		d[n].w.payload = pool_page_addr(ns->pool, i->file.page);
 		d[n].w.len = size_of(i);
