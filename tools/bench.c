@@ -18,7 +18,9 @@
  *                         against fio on the same filesystem, and the recovery time of a
  *                         restarted daemon (bench_ssd.c).
  * What every command uses (the signals, the clock, children, full reads and writes, option
- * values, probes of the machine) is in bench_util.c.
+ * values, probes of the machine, the bar charts of --plot FILE.png) is in bench_util.c. A
+ * command checks --plot before it measures (gnuplot in PATH, the file writable) and draws
+ * after it printed its figures, targets met or not.
  *
  * Every filesystem is mounted on a fresh directory made with mkdtemp under /tmp and is
  * unmounted and removed before exit, on errors and on SIGINT/SIGTERM too: the signal handler
@@ -102,11 +104,16 @@ static int arg_positive(const char *opt, const char *arg, uint64_t *out)
 	return 0;
 }
 
-/* The options every command takes (--pool-size, --json, --help) and unknown ones, for the
- * default case of its getopt switch. Returns -1 to go on parsing, else the exit status. */
-static int arg_common(int c, uint64_t *pool, bool *json, void (*usage)(FILE *out))
+/* The options every command of this file takes (--pool-size, --json, --plot, --help) and
+ * unknown ones, for the default case of its getopt switch. Returns -1 to go on parsing, else
+ * the exit status. */
+static int arg_common(int c, uint64_t *pool, bool *json, const char **plot,
+		      void (*usage)(FILE *out))
 {
 	switch (c) {
+	case 'P':
+		*plot = optarg;
+		return -1;
 	case 'p':
 		if (opt_parse_size(optarg, pool) < 0 || !*pool) {
 			fprintf(stderr, "kvcache-bench: --pool-size: bad size '%s'\n", optarg);
@@ -494,7 +501,7 @@ static void fs_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: kvcache-bench fs [--count N] [--sizes LIST] [--reps R] [--pool-size SIZE]\n"
-		"                        [--targets LIST] [--json]\n"
+		"                        [--targets LIST] [--json] [--plot FILE.png]\n"
 		"Write, stat and read N blocks of each size through kvcachefs, tmpfs and\n"
 		"kvcache-memfs (a trivial in-memory libfuse filesystem with the same FUSE\n"
 		"settings), each on a fresh mount, and print the best of R repetitions.\n"
@@ -504,7 +511,13 @@ static void fs_usage(FILE *out)
 		"  --pool-size SIZE  kvcachefs pool and tmpfs size (default: 1.3 x the largest\n"
 		"                    size x count, at least 256M)\n"
 		"  --targets LIST    any of kvcachefs,tmpfs,memfs (default: all three)\n"
-		"  --json            print the results as JSON\n",
+		"  --json            print the results as JSON\n"
+		"  --plot FILE.png   also draw them with gnuplot (Debian package gnuplot-nox):\n"
+		"                    read and write GB/s and stat() per second of every target\n"
+		"                    per size, and the ratios of kvcachefs to the baselines\n"
+		"                    against 1.0 (there is no target); checked before the run\n"
+		"Exit status: 0 done, 1 error (the plot could not be drawn included: the\n"
+		"figures are still printed), 2 usage.\n",
 		FS_MIN_COUNT, FS_MAX_COUNT, FS_DEFAULT_SIZES, FS_DEFAULT_REPS);
 }
 
@@ -597,6 +610,93 @@ static void fs_print(const uint64_t *sizes, const uint64_t *counts, int nsizes, 
 	}
 }
 
+/* --plot: read and write GB/s and stat() per second of every target per size (kvcachefs
+ * first, then its baselines in the order of their ratios), and the ratios against 1.0. */
+static int fs_plot(const char *path, const uint64_t *sizes, int nsizes, const bool *use,
+		   struct fs_result res[][TARGET_NKINDS], int reps)
+{
+	static const char *const ylabels[3] = {"GB/s (10^9 bytes/s)", "GB/s (10^9 bytes/s)",
+					       "thousand stat() per second"};
+	static const char *const titles[3] = {"read: open + read() + close of every block",
+					      "write: create + write() + close of every block",
+					      "stat() of every block"};
+	const char *names[TARGET_NKINDS + 1] = {NULL}, *rnames[2 * FS_NBASELINES + 1] = {NULL};
+	int order[TARGET_NKINDS], n = 0, nr = 0;
+	char ratio[2 * FS_NBASELINES][32], sz[32], base[64] = "";
+	struct bench_plot *p;
+	int ret;
+
+	for (int b = -1; b < FS_NBASELINES; b++) {
+		int k = b < 0 ? TARGET_KVCACHEFS : fs_baselines[b];
+
+		if (use[k]) {
+			order[n] = k;
+			names[n++] = target_names[k];
+		}
+	}
+	for (int b = 0; use[TARGET_KVCACHEFS] && b < FS_NBASELINES; b++) {
+		const char *bn = target_names[fs_baselines[b]];
+
+		if (!use[fs_baselines[b]])
+			continue;
+		snprintf(ratio[nr], sizeof(ratio[0]), "read / %s", bn);
+		rnames[nr] = ratio[nr];
+		nr++;
+		snprintf(ratio[nr], sizeof(ratio[0]), "write / %s", bn);
+		rnames[nr] = ratio[nr];
+		nr++;
+		snprintf(base + strlen(base), sizeof(base) - strlen(base), "%s%s",
+			 base[0] ? " and " : "", bn);
+	}
+	if (nr)
+		p = bench_plot_begin(
+		    "fs",
+		    "kvcachefs vs %s (kvcache-memfs: a trivial libfuse filesystem), "
+		    "through the mount; best of %d; no target",
+		    base, reps);
+	else
+		p = bench_plot_begin("fs", "through the mount; best of %d", reps);
+	for (int ph = 0; ph < 3; ph++) {
+		bench_plot_panel(p, titles[ph], "block size", ylabels[ph], names);
+		for (int s = 0; s < nsizes; s++) {
+			double v[TARGET_NKINDS];
+
+			for (int i = 0; i < n; i++) {
+				const struct fs_result *r = &res[s][order[i]];
+
+				v[i] = ph == 0	 ? r->read_mbps / 1e3
+				       : ph == 1 ? r->write_mbps / 1e3
+						 : r->stat_ops / 1e3;
+			}
+			bench_plot_row(p, bench_fmt_size(sizes[s], sz, sizeof(sz)), v);
+		}
+	}
+	if (nr) {
+		bench_plot_panel(p, "kvcachefs relative to the baselines", "block size",
+				 "kvcachefs / baseline (throughput)", rnames);
+		for (int s = 0; s < nsizes; s++) {
+			const struct fs_result *r = res[s];
+			double v[2 * FS_NBASELINES];
+			int i = 0;
+
+			for (int b = 0; b < FS_NBASELINES; b++) {
+				const int k = fs_baselines[b];
+
+				if (!use[k])
+					continue;
+				v[i++] = bench_ratio(r[TARGET_KVCACHEFS].read_mbps, r[k].read_mbps);
+				v[i++] =
+				    bench_ratio(r[TARGET_KVCACHEFS].write_mbps, r[k].write_mbps);
+			}
+			bench_plot_row(p, bench_fmt_size(sizes[s], sz, sizeof(sz)), v);
+		}
+		bench_plot_line(p, -1, 1.0, "1.00 = as fast");
+	}
+	ret = bench_plot_write(p, path);
+	bench_plot_free(p);
+	return ret;
+}
+
 /* Parse a comma-separated list of sizes. */
 static int parse_sizes(const char *arg, uint64_t *sizes, int *n)
 {
@@ -640,18 +740,24 @@ static int parse_targets(const char *arg, bool *use)
 static int cmd_fs(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"count", required_argument, NULL, 'n'},   {"sizes", required_argument, NULL, 's'},
-	    {"reps", required_argument, NULL, 'r'},    {"pool-size", required_argument, NULL, 'p'},
-	    {"targets", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0},
+	    {"count", required_argument, NULL, 'n'},
+	    {"sizes", required_argument, NULL, 's'},
+	    {"reps", required_argument, NULL, 'r'},
+	    {"pool-size", required_argument, NULL, 'p'},
+	    {"targets", required_argument, NULL, 't'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'P'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	uint64_t sizes[FS_MAX_SIZES], counts[FS_MAX_SIZES], count = 0, pool = 0, need = 0, maxsz;
 	struct fs_result res[FS_MAX_SIZES][TARGET_NKINDS];
 	struct target targets[TARGET_NKINDS];
-	bool use[TARGET_NKINDS] = {true, true, true}, json = false;
+	bool use[TARGET_NKINDS] = {true, true, true}, json = false, printed = false;
 	struct fs_run run = {0};
 	char bindir[PATH_MAX], sz[32];
 	int nsizes = 0, reps = FS_DEFAULT_REPS, c, st, ret = 0;
+	const char *plot = NULL;
 
 	parse_sizes(FS_DEFAULT_SIZES, sizes, &nsizes);
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -678,7 +784,7 @@ static int cmd_fs(int argc, char **argv)
 			}
 			break;
 		default:
-			st = arg_common(c, &pool, &json, fs_usage);
+			st = arg_common(c, &pool, &json, &plot, fs_usage);
 			if (st >= 0)
 				return st;
 		}
@@ -687,6 +793,8 @@ static int cmd_fs(int argc, char **argv)
 		fs_usage(stderr);
 		return 2;
 	}
+	if (plot && bench_plot_check(plot) < 0)
+		return 1;
 
 	maxsz = 0;
 	for (int s = 0; s < nsizes; s++) {
@@ -756,8 +864,11 @@ static int cmd_fs(int argc, char **argv)
 		fprintf(stderr, "\n");
 	}
 	fs_print(sizes, counts, nsizes, use, res, reps, pool, json);
+	printed = true;
 out:
 	finish(ret);
+	if (printed && plot)
+		ret = fs_plot(plot, sizes, nsizes, use, res, reps);
 	free(run.path);
 	free(run.wbuf);
 	free(run.rbuf);
@@ -771,6 +882,7 @@ static void mem_usage(FILE *out)
 	fprintf(out,
 		"usage: kvcache-bench memory [--blocks N] [--name-len L] [--pool-size SIZE] "
 		"[--json]\n"
+		"                            [--plot FILE.png]\n"
 		"Mount kvcachefs, create N one-byte blocks with names of L hex digits spread over\n"
 		"%d directories, and report the daemon's anonymous memory (RssAnon) per block,\n"
 		"beyond the pool. The target is at most %d + L bytes per block.\n"
@@ -778,7 +890,11 @@ static void mem_usage(FILE *out)
 		"  --name-len L      name length in hex digits (default %d)\n"
 		"  --pool-size SIZE  pool size (default: N x 4 KiB x 1.1 + 64M)\n"
 		"  --json            print the result as JSON\n"
-		"Exit status: 0 target met, 3 target missed, 1 error.\n",
+		"  --plot FILE.png   also draw it with gnuplot (Debian package gnuplot-nox): the\n"
+		"                    bytes per block as a bar against the target line (drawn\n"
+		"                    also when the target is missed); checked before the run\n"
+		"Exit status: 0 target met, 3 target missed, 1 error (the plot could not be\n"
+		"drawn included: the figures are still printed), 2 usage.\n",
 		MEM_NDIRS, MEM_TARGET_BASE, MEM_DEFAULT_BLOCKS, MEM_DEFAULT_NAME_LEN);
 }
 
@@ -806,6 +922,30 @@ static void mem_name(uint64_t i, int len, char *out)
 	out[len] = '\0';
 }
 
+/* --plot: the bytes per block beyond the pool, as a bar, against the target line. */
+static int mem_plot(const char *path, uint64_t blocks, int name_len, double per_block,
+		    double target, bool met)
+{
+	struct bench_plot *p = bench_plot_begin(
+	    "memory",
+	    "the daemon's anonymous memory (RssAnon) per stored block, beyond the pool; "
+	    "target %s",
+	    met ? "met" : "MISSED");
+	char row[64], line[64];
+	int ret;
+
+	snprintf(row, sizeof(row), "%" PRIu64 " blocks of 1 byte, %d-digit names", blocks,
+		 name_len);
+	snprintf(line, sizeof(line), "target <= %.0f (%d + name length)", target, MEM_TARGET_BASE);
+	bench_plot_panel(p, "RssAnon growth / blocks created", "", "bytes per block",
+			 (const char *const[]){"kvcachefs", NULL});
+	bench_plot_row(p, row, &per_block);
+	bench_plot_line(p, -1, target, line);
+	ret = bench_plot_write(p, path);
+	bench_plot_free(p);
+	return ret;
+}
+
 /* Report a failed read of pid's RssAnon (err: -errno); returns err. */
 static int rss_anon_fail(pid_t pid, int64_t err)
 {
@@ -820,6 +960,7 @@ static int cmd_memory(int argc, char **argv)
 	    {"name-len", required_argument, NULL, 'l'},
 	    {"pool-size", required_argument, NULL, 'p'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -829,7 +970,8 @@ static int cmd_memory(int argc, char **argv)
 	int64_t before, after, shm;
 	char bindir[PATH_MAX], path[PATH_MAX + 600], name[520], sz[32];
 	double per_block, target;
-	bool json = false, met;
+	bool json = false, met, printed = false;
+	const char *plot = NULL;
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -842,7 +984,7 @@ static int cmd_memory(int argc, char **argv)
 				return 2;
 			break;
 		default:
-			st = arg_common(c, &pool, &json, mem_usage);
+			st = arg_common(c, &pool, &json, &plot, mem_usage);
 			if (st >= 0)
 				return st;
 		}
@@ -851,6 +993,8 @@ static int cmd_memory(int argc, char **argv)
 		mem_usage(stderr);
 		return 2;
 	}
+	if (plot && bench_plot_check(plot) < 0)
+		return 1;
 	if (!pool)
 		pool = round_up(blocks * 4096 + blocks * 4096 / 10 + 64 * MIB, 64 * MIB);
 	if (bench_bin_dir(bindir, sizeof(bindir)) < 0)
@@ -953,8 +1097,11 @@ static int cmd_memory(int argc, char **argv)
 		       MEM_TARGET_BASE, met ? "met" : "MISSED");
 	}
 	ret = met ? 0 : 3;
+	printed = true;
 out:
 	finish(ret);
+	if (printed && plot && mem_plot(plot, blocks, name_len, per_block, target, met) < 0)
+		ret = 1;
 	return ret < 0 ? 1 : ret;
 }
 
@@ -1504,7 +1651,7 @@ static void zc_usage(FILE *out)
 	    out,
 	    "usage: kvcache-bench zerocopy [--sizes LIST] [--count N] [--reps R]\n"
 	    "                              [--lookup-blocks N] [--suffix S] [--pool-size SIZE]\n"
-	    "                              [--json]\n"
+	    "                              [--json] [--plot FILE.png]\n"
 	    "On one kvcachefs mount, compare libkvcache with the file interface and with\n"
 	    "plain memory, best of R repetitions:\n"
 	    "  load    kvc_load_batch (up to 600 names a call: locate, copy into a user buffer,\n"
@@ -1528,7 +1675,12 @@ static void zc_usage(FILE *out)
 	    "  --pool-size SIZE     pool size (default: 1.5 x the data of all phases, at\n"
 	    "                       least 256M)\n"
 	    "  --json               print the results as JSON\n"
-	    "Exit status: 0 targets met, 3 a target missed, 1 error.\n",
+	    "  --plot FILE.png      also draw them with gnuplot (Debian package gnuplot-nox):\n"
+	    "                       for load, put and lookup, the GB/s (names/s) of each way\n"
+	    "                       per size and its ratios against the target line (drawn\n"
+	    "                       also when a target is missed); checked before the run\n"
+	    "Exit status: 0 targets met, 3 a target missed, 1 error (the plot could not be\n"
+	    "drawn included: the figures are still printed), 2 usage.\n",
 	    ZC_TARGET_LOAD, ZC_TARGET_LOOKUP, ZC_TARGET_PUT, ZC_DEFAULT_SIZES, ZC_MIN_COUNT,
 	    ZC_MAX_COUNT, ZC_DEFAULT_REPS, KVC_LOOKUP_MAX, ZC_SUFFIX_MAX);
 }
@@ -1729,6 +1881,90 @@ static void zc_print(const struct zc_results *z)
 		       z->evictions);
 }
 
+/* --plot: for load, put and lookup, a panel of the figures (GB/s, names/s) and one of their
+ * ratios with the target line of the ratio that has one. */
+static int zc_plot(const char *path, const struct zc_results *z)
+{
+	const struct zc_lookup_result *l = &z->lookup;
+	const char *gbps = "GB/s (10^9 bytes/s)", *ratio = "ratio (1.00 = as fast)";
+	char sz[32], line[64];
+	struct bench_plot *p;
+	int ret;
+
+	p = bench_plot_begin("zerocopy",
+			     "libkvcache vs the file interface of the same mount and vs memcpy; "
+			     "best of %d; targets %s",
+			     z->reps, zc_met(z) ? "met" : "MISSED");
+	bench_plot_panel(
+	    p, "load into a user buffer", "block size", gbps,
+	    (const char *const[]){"kvc_load", "kvc_batch", "kvc_get", "read()", "memcpy", NULL});
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_load_result *r = &z->load[s];
+
+		bench_plot_row(p, bench_fmt_size(z->sizes[s], sz, sizeof(sz)),
+			       (const double[]){r->kvc_load / 1e3, r->kvc_batch / 1e3,
+						r->kvc_get / 1e3, r->read / 1e3, r->memcpy / 1e3});
+	}
+	bench_plot_panel(p, "load, ratios", "block size", ratio,
+			 (const char *const[]){"kvc_load / memcpy", "kvc_load / read()",
+					       "kvc_batch / memcpy", "kvc_get / memcpy", NULL});
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_load_result *r = &z->load[s];
+
+		bench_plot_row(p, bench_fmt_size(z->sizes[s], sz, sizeof(sz)),
+			       (const double[]){bench_ratio(r->kvc_load, r->memcpy),
+						bench_ratio(r->kvc_load, r->read),
+						bench_ratio(r->kvc_batch, r->memcpy),
+						bench_ratio(r->kvc_get, r->memcpy)});
+	}
+	snprintf(line, sizeof(line), "target: kvc_load / memcpy >= %.1f", ZC_TARGET_LOAD);
+	bench_plot_line(p, 0, ZC_TARGET_LOAD, line);
+
+	bench_plot_panel(p, "put from a user buffer", "block size", gbps,
+			 z->inplace_err
+			     ? (const char *const[]){"kvc_put", "write()", NULL}
+			     : (const char *const[]){"kvc_put", "write()", "in place", NULL});
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_put_result *r = &z->put[s];
+
+		bench_plot_row(
+		    p, bench_fmt_size(z->sizes[s], sz, sizeof(sz)),
+		    (const double[]){r->kvc_put / 1e3, r->write / 1e3, r->inplace / 1e3});
+	}
+	bench_plot_panel(p, "put, ratios", "block size", ratio,
+			 z->inplace_err ? (const char *const[]){"kvc_put / write()", NULL}
+					: (const char *const[]){"kvc_put / write()",
+								"in place / write()", NULL});
+	for (int s = 0; s < z->nsizes; s++) {
+		const struct zc_put_result *r = &z->put[s];
+
+		bench_plot_row(p, bench_fmt_size(z->sizes[s], sz, sizeof(sz)),
+			       (const double[]){bench_ratio(r->kvc_put, r->write),
+						bench_ratio(r->inplace, r->write)});
+	}
+	snprintf(line, sizeof(line), "target: kvc_put / write() >= %.1f", ZC_TARGET_PUT);
+	bench_plot_line(p, 0, ZC_TARGET_PUT, line);
+
+	snprintf(line, sizeof(line), "%" PRIu64 " names", z->lookup_n);
+	bench_plot_panel(
+	    p, "lookup of a prefix of existing blocks", "names per call", "names per second",
+	    (const char *const[]){"kvc_lookup", "stat() uncached", "stat() cached", NULL});
+	bench_plot_row(p, line,
+		       (const double[]){l->kvc_names, l->stat_names, l->stat_cached_names});
+	bench_plot_panel(p, "lookup, ratios", "names per call", ratio,
+			 (const char *const[]){"kvc_lookup / stat() uncached",
+					       "kvc_lookup / stat() cached", NULL});
+	bench_plot_row(p, line,
+		       (const double[]){bench_ratio(l->kvc_names, l->stat_names),
+					bench_ratio(l->kvc_names, l->stat_cached_names)});
+	snprintf(line, sizeof(line), "target: kvc_lookup / stat() uncached >= %.0f",
+		 ZC_TARGET_LOOKUP);
+	bench_plot_line(p, 0, ZC_TARGET_LOOKUP, line);
+	ret = bench_plot_write(p, path);
+	bench_plot_free(p);
+	return ret;
+}
+
 /* Load phase of one size: store the data set, then every repetition runs the four ways. */
 static int zc_load_size(struct zc_run *r, struct zc_results *z, int s)
 {
@@ -1792,6 +2028,7 @@ static int cmd_zerocopy(int argc, char **argv)
 	    {"suffix", required_argument, NULL, 'x'},
 	    {"pool-size", required_argument, NULL, 'p'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1800,8 +2037,9 @@ static int cmd_zerocopy(int argc, char **argv)
 	struct zc_run r = {.t = {.kind = TARGET_KVCACHEFS}};
 	uint64_t count = 0, maxsz = ZC_LOOKUP_BLOCK, maxcount = 0, maxset = 0, need = 0;
 	char bindir[PATH_MAX], sz[32];
-	bool json = false;
+	bool json = false, printed = false;
 	int c, st, ret = 0, lookup_n;
+	const char *plot = NULL;
 
 	parse_sizes(ZC_DEFAULT_SIZES, z.sizes, &z.nsizes);
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -1838,7 +2076,7 @@ static int cmd_zerocopy(int argc, char **argv)
 			z.suffix = r.suffix;
 			break;
 		default:
-			st = arg_common(c, &z.pool, &json, zc_usage);
+			st = arg_common(c, &z.pool, &json, &plot, zc_usage);
 			if (st >= 0)
 				return st;
 		}
@@ -1847,6 +2085,8 @@ static int cmd_zerocopy(int argc, char **argv)
 		zc_usage(stderr);
 		return 2;
 	}
+	if (plot && bench_plot_check(plot) < 0)
+		return 1;
 
 	/* The pool holds every load data set at once, plus one put set and the lookup set. */
 	for (int s = 0; s < z.nsizes; s++) {
@@ -1959,12 +2199,15 @@ static int cmd_zerocopy(int argc, char **argv)
 	else
 		zc_print(&z);
 	ret = zc_met(&z) ? 0 : 3;
+	printed = true;
 out:
 	if (r.kw)
 		kvc_close(r.kw);
 	if (r.k)
 		kvc_close(r.k);
 	finish(ret);
+	if (printed && plot && zc_plot(plot, &z) < 0)
+		ret = 1;
 	free(r.names);
 	free(r.nameptrs);
 	free(r.blocks);
@@ -2682,12 +2925,82 @@ static void tr_print(const struct tr_results *z)
 		printf("target met\n");
 }
 
+/* --plot: READ and WRITE GB/s per size, a bar per batch size and iperf3's; the ratios of the
+ * best batch to iperf3 against the target line; the latencies of single requests. */
+static int tr_plot(const char *path, const struct tr_results *z)
+{
+	const char *names[TR_MAX_BATCHES + 2] = {NULL};
+	char bnames[TR_MAX_BATCHES][32], sz[32], line[64], base[32];
+	double base_gbps = tr_baseline(z);
+	struct bench_plot *p;
+	int t = tr_target_index(z), ret;
+
+	for (int b = 0; b < z->nbatches; b++) {
+		snprintf(bnames[b], sizeof(bnames[b]), "batch %" PRIu64, z->batches[b]);
+		names[b] = bnames[b];
+	}
+	names[z->nbatches] = "iperf3 (baseline)";
+	if (z->conns != 1)
+		snprintf(base, sizeof(base), "the best of -P 1 and -P %u", z->conns);
+	else
+		snprintf(base, sizeof(base), "-P 1");
+	p = bench_plot_begin(
+	    "transfer",
+	    "transfer engine over loopback TCP, %u connections per peer, vs iperf3 "
+	    "(%s); best of %d runs of %d s; target %s",
+	    z->conns, base, z->reps, z->seconds,
+	    t < 0	? "not measured"
+	    : tr_met(z) ? "met"
+			: "MISSED");
+	for (int op = 0; op < TR_NOPS; op++) {
+		char title[64];
+
+		snprintf(title, sizeof(title), "%s: batches of requests submitted at once",
+			 tr_op_names[op]);
+		bench_plot_panel(p, title, "request size", "GB/s (10^9 bytes/s)", names);
+		for (int s = 0; s < z->nsizes; s++) {
+			double v[TR_MAX_BATCHES + 1];
+
+			for (int b = 0; b < z->nbatches; b++)
+				v[b] = z->gbps[s][b][op];
+			v[z->nbatches] = base_gbps;
+			bench_plot_row(p, bench_fmt_size(z->sizes[s], sz, sizeof(sz)), v);
+		}
+	}
+	bench_plot_panel(p, "ratios to iperf3, the best batch", "request size",
+			 "transfer engine / iperf3",
+			 (const char *const[]){"READ / iperf3", "WRITE / iperf3", NULL});
+	for (int s = 0; s < z->nsizes; s++)
+		bench_plot_row(p, bench_fmt_size(z->sizes[s], sz, sizeof(sz)),
+			       (const double[]){bench_ratio(tr_best(z, s, TR_READ), base_gbps),
+						bench_ratio(tr_best(z, s, TR_WRITE), base_gbps)});
+	snprintf(line, sizeof(line), "target: %s READ and WRITE >= %.2f",
+		 bench_fmt_size(TR_TARGET_SIZE, sz, sizeof(sz)), TR_TARGET);
+	bench_plot_line(p, -1, TR_TARGET, line);
+	snprintf(line, sizeof(line), "latency of one %s request",
+		 bench_fmt_size(TR_LAT_SIZE, sz, sizeof(sz)));
+	bench_plot_panel(p, line, "percentile", "microseconds",
+			 (const char *const[]){"READ", "WRITE", NULL});
+	for (int i = 0; i < 2; i++) {
+		const unsigned pct = i ? 99 : 50;
+
+		snprintf(sz, sizeof(sz), "p%u", pct);
+		bench_plot_row(
+		    p, sz,
+		    (const double[]){bench_pct(z->lat[TR_READ], z->nlat[TR_READ], pct),
+				     bench_pct(z->lat[TR_WRITE], z->nlat[TR_WRITE], pct)});
+	}
+	ret = bench_plot_write(p, path);
+	bench_plot_free(p);
+	return ret;
+}
+
 static void tr_usage(FILE *out)
 {
 	fprintf(
 	    out,
 	    "usage: kvcache-bench transfer [--sizes LIST] [--batches LIST] [--seconds S]\n"
-	    "                              [--reps R] [--conns N] [--json]\n"
+	    "                              [--reps R] [--conns N] [--json] [--plot FILE.png]\n"
 	    "READ and WRITE throughput of the transfer engine over loopback TCP, against a\n"
 	    "kvcache-xfer serve process (found next to this binary), at each request size and\n"
 	    "batch size (B requests submitted at once and waited together), plus the p50/p99\n"
@@ -2700,8 +3013,14 @@ static void tr_usage(FILE *out)
 	    "  --reps R        repetitions, best kept (default %d)\n"
 	    "  --conns N       TCP connections per peer (default: the engine's)\n"
 	    "  --json          print the results as JSON\n"
+	    "  --plot FILE.png also draw them with gnuplot (Debian package gnuplot-nox):\n"
+	    "                  READ and WRITE GB/s of every batch size per request size next\n"
+	    "                  to iperf3, the ratios to iperf3 against the target line (drawn\n"
+	    "                  also when the target is missed), and the latencies; checked\n"
+	    "                  before the run\n"
 	    "Needs iperf3 (Debian package iperf3). Exit status: 0 target met, 3 target\n"
-	    "missed, 1 error.\n",
+	    "missed, 1 error (the plot could not be drawn included: the figures are still\n"
+	    "printed), 2 usage.\n",
 	    TR_TARGET, TR_DEFAULT_SIZES, TR_MAX_BATCH, TR_DEFAULT_BATCHES, TR_DEFAULT_SECONDS,
 	    TR_DEFAULT_REPS);
 }
@@ -2727,17 +3046,23 @@ static int tr_parse_batches(const char *arg, uint64_t *out, int *n)
 static int cmd_transfer(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"sizes", required_argument, NULL, 's'},   {"batches", required_argument, NULL, 'b'},
-	    {"seconds", required_argument, NULL, 't'}, {"reps", required_argument, NULL, 'r'},
-	    {"conns", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0},
+	    {"sizes", required_argument, NULL, 's'},
+	    {"batches", required_argument, NULL, 'b'},
+	    {"seconds", required_argument, NULL, 't'},
+	    {"reps", required_argument, NULL, 'r'},
+	    {"conns", required_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'P'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct tr_results z = {.reps = TR_DEFAULT_REPS, .seconds = TR_DEFAULT_SECONDS};
 	struct tr_run r = {0};
 	uint64_t maxsize = 0, maxbatch = 0, unused = 0;
 	struct xfer_peer_info info;
 	int c, st, conns = 0, ret = 0;
-	bool json = false;
+	bool json = false, printed = false;
+	const char *plot = NULL;
 
 	parse_sizes(TR_DEFAULT_SIZES, z.sizes, &z.nsizes);
 	tr_parse_batches(TR_DEFAULT_BATCHES, z.batches, &z.nbatches);
@@ -2771,7 +3096,7 @@ static int cmd_transfer(int argc, char **argv)
 				return 2;
 			break;
 		default:
-			st = arg_common(c, &unused, &json, tr_usage);
+			st = arg_common(c, &unused, &json, &plot, tr_usage);
 			if (st >= 0)
 				return st;
 		}
@@ -2801,6 +3126,8 @@ static int cmd_transfer(int argc, char **argv)
 				"baseline (Debian package iperf3)\n");
 		return 1;
 	}
+	if (plot && bench_plot_check(plot) < 0)
+		return 1;
 	if (bench_bin_dir(r.bindir, sizeof(r.bindir)) < 0)
 		return 1;
 	/* Every batch's ranges side by side while they fit in TR_SPAN_MAX (rounded to the
@@ -2864,6 +3191,7 @@ static int cmd_transfer(int argc, char **argv)
 	else
 		tr_print(&z);
 	ret = tr_met(&z) ? 0 : 3;
+	printed = true;
 out:
 	if (ret == -EINTR && stop)
 		fprintf(stderr, "\nkvcache-bench: interrupted, cleaning up\n");
@@ -2892,6 +3220,8 @@ out:
 	if (r.secret_path[0])
 		unlink(r.secret_path);
 	explicit_bzero(r.secret, sizeof(r.secret));
+	if (printed && plot && tr_plot(plot, &z) < 0)
+		ret = 1;
 	if (r.buf)
 		munmap(r.buf, r.seg_size);
 	free(r.reqs);
@@ -2914,7 +3244,9 @@ static void usage(FILE *out)
 		     "  cluster  remote reads/stat between two nodes vs Redis GET/EXISTS, iperf3\n"
 		     "  ssd      SSD tier write/read throughput vs fio; recovery after a restart\n"
 		     "Run 'kvcache-bench COMMAND --help' for its options. fs, memory, zerocopy,\n"
-		     "cluster and ssd need root (mounts).\n"
+		     "cluster and ssd need root (mounts). Every command takes --plot FILE.png:\n"
+		     "its figures, kvcachefs against its baselines and the ratios against the\n"
+		     "targets, drawn as bar charts by gnuplot (Debian package gnuplot-nox).\n"
 		     "Environment: KVC_BIN_DIR, the directory of kvcachefs, kvcache-memfs and\n"
 		     "kvcache-xfer (default: this binary's directory).\n");
 }

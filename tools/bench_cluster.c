@@ -535,6 +535,7 @@ struct cl_run {
 	uint64_t mib, nstat;
 	int reps, threads, seconds, npasses;
 	bool json;
+	const char *plot; /* --plot FILE.png, NULL without */
 	/* what was started: cl_teardown undoes whatever is set */
 	char bindir[PATH_MAX];
 	char tmp[PATH_MAX];	    /* the run's directory, "" when there is none */
@@ -1740,6 +1741,74 @@ static void cl_print(const struct cl_run *r)
 		printf("targets met\n");
 }
 
+/* --plot: GB/s of every pass (size x thread count) next to Redis GET and iperf3; the ratios
+ * of the better thread count against the two target lines; the stat/EXISTS latencies with
+ * the line that remote stat p50 must stay under. */
+static int cl_plot(const struct cl_run *r)
+{
+	const struct cl_results *z = &r->z;
+	double base = cl_iperf(z);
+	char row[48], sz[24], line[80];
+	struct bench_plot *p;
+	int t = cl_target_index(), ret;
+
+	p = bench_plot_begin("cluster",
+			     "reads of blocks held by another node (two kvcachefs nodes + etcd on "
+			     "loopback) vs redis-server %s and iperf3; best of %d; %s",
+			     z->redis_version, r->reps,
+			     z->remote_failed || z->rstat_failed ? "remote reads or stat FAILED"
+			     : cl_met(z)			 ? "targets met"
+								 : "targets MISSED");
+	bench_plot_panel(p, "one block per open/read/close (Redis: one GET per value)",
+			 "block size, threads", "GB/s (10^9 bytes/s)",
+			 (const char *const[]){"local A", "remote B", "side channel B", "Redis GET",
+					       "iperf3 (baseline)", NULL});
+	for (int s = 0; s < CL_NSIZES; s++)
+		for (int pass = 0; pass < r->npasses; pass++) {
+			int th = pass == CL_T1 ? 1 : r->threads;
+
+			snprintf(row, sizeof(row), "%s, %d thread%s",
+				 bench_fmt_size(cl_sizes[s], sz, sizeof(sz)), th,
+				 th > 1 ? "s" : "");
+			/* the side channel runs one thread */
+			bench_plot_row(p, row,
+				       (const double[]){z->local[s][pass], z->remote[s][pass],
+							pass == CL_T1 ? z->side[s] : 0,
+							z->redis[s][pass], base});
+		}
+	bench_plot_panel(p, "ratios, the better thread count of each", "block size",
+			 "ratio (1.00 = as fast)",
+			 (const char *const[]){"remote / Redis GET", "remote / iperf3",
+					       "side / Redis GET", "side / iperf3", NULL});
+	for (int s = 0; s < CL_NSIZES; s++) {
+		double rem = cl_best(z->remote[s]), red = cl_best(z->redis[s]);
+
+		bench_plot_row(p, bench_fmt_size(cl_sizes[s], sz, sizeof(sz)),
+			       (const double[]){bench_ratio(rem, red), bench_ratio(rem, base),
+						bench_ratio(z->side[s], red),
+						bench_ratio(z->side[s], base)});
+	}
+	bench_fmt_size(cl_sizes[t], sz, sizeof(sz));
+	snprintf(line, sizeof(line), "target: %s remote / Redis GET >= %.1f", sz, CL_TARGET_REDIS);
+	bench_plot_line(p, 0, CL_TARGET_REDIS, line);
+	snprintf(line, sizeof(line), "target: %s remote / iperf3 >= %.1f", sz, CL_TARGET_IPERF);
+	bench_plot_line(p, 1, CL_TARGET_IPERF, line);
+	snprintf(line, sizeof(line), "latency, %" PRIu64 " names each, never looked up", r->nstat);
+	bench_plot_panel(p, line, "percentile", "microseconds",
+			 (const char *const[]){"stat() on A (local)", "stat() on B (remote)",
+					       "Redis EXISTS", NULL});
+	bench_plot_row(p, "p50", (const double[]){z->stat_a[0], z->stat_b[0], z->exists[0]});
+	bench_plot_row(p, "p99", (const double[]){z->stat_a[1], z->stat_b[1], z->exists[1]});
+	if (z->exists[0] > 0) {
+		snprintf(line, sizeof(line), "target: remote p50 <= %.1f x EXISTS p50",
+			 CL_TARGET_STAT);
+		bench_plot_line(p, 1, CL_TARGET_STAT * z->exists[0], line);
+	}
+	ret = bench_plot_write(p, r->plot);
+	bench_plot_free(p);
+	return ret;
+}
+
 /* ---- the command ------------------------------------------------------------------------- */
 
 static void cl_usage(FILE *out)
@@ -1747,7 +1816,7 @@ static void cl_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: kvcache-bench cluster [--mib M] [--reps R] [--threads T] [--seconds S]\n"
-	    "                             [--stat-count N] [--json]\n"
+	    "                             [--stat-count N] [--json] [--plot FILE.png]\n"
 	    "Starts an etcd, two kvcachefs nodes A and B joined to one cluster and a\n"
 	    "redis-server, all on loopback (kvcachefs is found next to this binary), writes\n"
 	    "blocks of 2M and 256K through A's mount and reads them, one block per\n"
@@ -1768,11 +1837,16 @@ static void cl_usage(FILE *out)
 	    "  --seconds S     seconds per iperf3 run (default %d)\n"
 	    "  --stat-count N  names per latency measurement (default %d)\n"
 	    "  --json          print the results as JSON\n"
+	    "  --plot FILE.png also draw them with gnuplot (Debian package gnuplot-nox): GB/s\n"
+	    "                  of every size and thread count next to Redis GET and iperf3,\n"
+	    "                  the ratios against the target lines (drawn also when a target\n"
+	    "                  is missed) and the latencies; checked before the run\n"
 	    "Needs root (mounts), etcd (Debian package etcd-server), redis-server, iperf3 and\n"
 	    "fusermount3. Memory: A's pool holds one repetition, B's every block it reads\n"
 	    "(it may keep copies), the side channel's buffer one set of M MiB. Exit status:\n"
 	    "0 targets met, 3 a target missed, 1 error (a remote read, side-channel load or\n"
-	    "stat that failed included; the rest is still printed).\n",
+	    "stat that failed, or a plot that could not be drawn, included; the rest is still\n"
+	    "printed), 2 usage.\n",
 	    CL_TARGET_REDIS, CL_TARGET_IPERF, CL_TARGET_STAT, CL_DEFAULT_MIB,
 	    (int)(CL_DEFAULT_MIB * MIB / CL_TARGET_SIZE), CL_DEFAULT_REPS, CL_DEFAULT_THREADS,
 	    CL_DEFAULT_SECONDS, CL_DEFAULT_STATS);
@@ -1903,6 +1977,7 @@ int cmd_cluster(int argc, char **argv)
 	    {"seconds", required_argument, NULL, 's'},
 	    {"stat-count", required_argument, NULL, 'n'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1945,6 +2020,9 @@ int cmd_cluster(int argc, char **argv)
 		case 'j':
 			r.json = true;
 			break;
+		case 'P':
+			r.plot = optarg;
+			break;
 		case 'h':
 			cl_usage(stdout);
 			return 0;
@@ -1965,6 +2043,8 @@ int cmd_cluster(int argc, char **argv)
 			cl_err("%s not found in PATH (Debian package %s)", progs[i], pkgs[i]);
 			return 1;
 		}
+	if (r.plot && bench_plot_check(r.plot) < 0)
+		return 1;
 	if (bench_bin_dir(r.bindir, sizeof(r.bindir)) < 0)
 		return 1;
 	snprintf(bin, sizeof(bin), "%s/kvcachefs", r.bindir);
@@ -2020,6 +2100,8 @@ out:
 		ret = r.z.remote_failed || r.z.rstat_failed || r.z.side_failed ? 1
 		      : cl_met(&r.z)					       ? 0
 									       : 3;
+		if (r.plot && cl_plot(&r) < 0)
+			ret = 1;
 	}
 	for (int t = 0; r.w && t < r.threads; t++)
 		free(r.w[t].buf);

@@ -139,6 +139,7 @@ struct sb_run {
 	uint64_t total, pool_size, nrec;
 	int reps; /* rounds of fio and kvcachefs per size; the best of each is kept */
 	bool json, dram_only;
+	const char *plot; /* --plot FILE.png, NULL without */
 	/* what was made: sb_teardown undoes whatever is set */
 	char bin[PATH_MAX + 16], ctl[PATH_MAX + 16]; /* kvcachefs, kvcachectl */
 	char tmp[PATH_MAX];	 /* the run's directory in dir, "" when there is none */
@@ -1320,6 +1321,75 @@ static void sb_print(const struct sb_run *r)
 		printf("blocks lost or read back wrong (see above)\n");
 }
 
+/* --plot: write and read GB/s per size of kvcachefs next to fio, their ratios against the
+ * target line, and the restarts' times when the recovery test ran. */
+static int sb_plot(const struct sb_run *r)
+{
+	static const char *const titles[SB_NDIRS] = {
+	    "write: open/write/close of every block + the wait for the demotions",
+	    "read of every block from SSD: open/read/close, oldest first"};
+	static const char *const kvc_names[SB_NDIRS][2] = {
+	    {"kvcachefs", "kvcachefs, writes only"},
+	    {"kvcachefs, SSD reads", "kvcachefs, all reads"}};
+	char sz[24], line[64], qd[32];
+	struct bench_plot *p;
+	int ret;
+
+	snprintf(qd, sizeof(qd), "fio iodepth %d", SB_QD_INFO);
+	p = bench_plot_begin(
+	    "ssd",
+	    "%sSSD tier through the mount vs fio (O_DIRECT, io_uring, one job) on %s "
+	    "(%s); best of %d; target %s%s",
+	    r->dram_only ? "DRAM-ONLY TEST MODE, not the benchmark's figures: " : "", r->dir,
+	    r->fstype, r->reps, sb_met(r) ? "met" : "MISSED",
+	    r->bad_blocks ? "; blocks lost or read back wrong" : "");
+	for (int d = 0; d < SB_NDIRS; d++) {
+		bench_plot_panel(p, titles[d], "block size", "GB/s (10^9 bytes/s)",
+				 (const char *const[]){kvc_names[d][0], kvc_names[d][1],
+						       "fio iodepth 1 (baseline)", qd, NULL});
+		for (int s = 0; s < r->nsizes; s++) {
+			const struct sb_size *z = &r->sz[s];
+
+			bench_plot_row(p, bench_fmt_size(z->size, sz, sizeof(sz)),
+				       (const double[]){z->kvc[d],
+							d == SB_WRITE ? z->write_only : z->read_all,
+							z->fio[d][SB_QD1], z->fio[d][SB_QDN]});
+		}
+	}
+	bench_plot_panel(p, "kvcachefs / fio at iodepth 1", "block size", "ratio (1.00 = as fast)",
+			 (const char *const[]){"write / fio", "read / fio", NULL});
+	for (int s = 0; s < r->nsizes; s++) {
+		const struct sb_size *z = &r->sz[s];
+
+		bench_plot_row(
+		    p, bench_fmt_size(z->size, sz, sizeof(sz)),
+		    (const double[]){bench_ratio(z->kvc[SB_WRITE], z->fio[SB_WRITE][SB_QD1]),
+				     bench_ratio(z->kvc[SB_READ], z->fio[SB_READ][SB_QD1])});
+	}
+	snprintf(line, sizeof(line), "target >= %.2f, write and read, every size", SB_TARGET);
+	bench_plot_line(p, -1, SB_TARGET, line);
+	if (r->nrec) {
+		char title[96];
+
+		snprintf(title, sizeof(title), "restart on %" PRIu64 " blocks of %s", r->nrec,
+			 bench_fmt_size(SB_REC_SIZE, sz, sizeof(sz)));
+		bench_plot_panel(p, title, "restart after", "milliseconds",
+				 (const char *const[]){"stop", "recovery (the daemon's)",
+						       "start to mount answering", NULL});
+		for (int k = 0; k < SB_NRESTARTS; k++) {
+			const struct sb_restart *z = &r->rec[k];
+
+			bench_plot_row(p, k == SB_CLEAN ? "clean unmount" : "kill -9",
+				       (const double[]){(double)z->stop_ns / 1e6,
+							(double)z->recovery_ns / 1e6,
+							(double)z->mount_ns / 1e6});
+		}
+	}
+	ret = bench_plot_write(p, r->plot);
+	bench_plot_free(p);
+	return ret;
+}
+
 /* ---- the command -------------------------------------------------------------------------- */
 
 static void sb_usage(FILE *out)
@@ -1328,7 +1398,7 @@ static void sb_usage(FILE *out)
 	    out,
 	    "usage: kvcache-bench ssd [--dir DIR] [--sizes 2M,256K] [--total SIZE]\n"
 	    "                         [--pool-size SIZE] [--recovery-blocks N] [--reps R]\n"
-	    "                         [--json]\n"
+	    "                         [--json] [--plot FILE.png]\n"
 	    "Starts kvcachefs (found next to this binary) with a small DRAM pool and an SSD\n"
 	    "file in a temporary directory in DIR, writes --total bytes of blocks of each size\n"
 	    "through the mount (they are demoted to SSD) and reads each back once from SSD,\n"
@@ -1345,10 +1415,15 @@ static void sb_usage(FILE *out)
 	    "  --reps R             rounds of fio and kvcachefs per size, alternating; the best\n"
 	    "                       of each is compared (default %d)\n"
 	    "  --json               print the results as one JSON line\n"
+	    "  --plot FILE.png      also draw them with gnuplot (Debian package gnuplot-nox):\n"
+	    "                       write and read GB/s per size next to fio, the ratios\n"
+	    "                       against the target line (drawn also when the target is\n"
+	    "                       missed) and the restart times; checked before the run\n"
 	    "Needs root (mounts), fio (Debian package fio) and fusermount3. DIR needs room for\n"
 	    "the SSD file (about 1.25 x the sizes' totals + 10K per recovery block) and for\n"
 	    "--total more. Exit status: 0 target met, 3 missed, 1 error (blocks lost or read\n"
-	    "back wrong included; the figures are still printed), 2 usage.\n",
+	    "back wrong, or a plot that could not be drawn, included; the figures are still\n"
+	    "printed), 2 usage.\n",
 	    SB_QD_INFO, SB_TARGET, SB_DEFAULT_DIR, SB_DEFAULT_SIZES, SB_DEFAULT_TOTAL / MIB,
 	    SB_DEFAULT_POOL / MIB, SB_DEFAULT_REC, SB_DEFAULT_REPS);
 }
@@ -1562,6 +1637,7 @@ int cmd_ssd(int argc, char **argv)
 	    {"recovery-blocks", required_argument, NULL, 'n'},
 	    {"reps", required_argument, NULL, 'r'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1613,6 +1689,9 @@ int cmd_ssd(int argc, char **argv)
 		case 'j':
 			r.json = true;
 			break;
+		case 'P':
+			r.plot = optarg;
+			break;
 		case 'h':
 			sb_usage(stdout);
 			return 0;
@@ -1650,6 +1729,8 @@ int cmd_ssd(int argc, char **argv)
 			sb_err("%s not found in PATH (Debian package %s)", progs[i], pkgs[i]);
 			return 1;
 		}
+	if (r.plot && bench_plot_check(r.plot) < 0)
+		return 1;
 	if (bench_bin_dir(bindir, sizeof(bindir)) < 0)
 		return 1;
 	snprintf(r.bin, sizeof(r.bin), "%s/kvcachefs", bindir);
@@ -1685,6 +1766,8 @@ out:
 		else
 			sb_print(&r);
 		ret = r.bad_blocks ? 1 : sb_met(&r) ? 0 : 3;
+		if (r.plot && sb_plot(&r) < 0)
+			ret = 1;
 	}
 	free(r.wbuf);
 	free(r.rbuf);

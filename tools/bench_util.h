@@ -2,7 +2,7 @@
  * bench_util: what the commands of kvcache-bench (bench.c, bench_cluster.c) share: the `stop`
  * flag its signals set, the clock, full reads and writes that give way to `stop`, children
  * started in their own process groups, option values, and small probes of the machine (PATH,
- * mounts, /proc/meminfo, a free loopback port).
+ * mounts, /proc/meminfo, a free loopback port), and the bar charts of --plot (gnuplot).
  *
  * Functions return -errno and print nothing unless their comment says so.
  */
@@ -96,5 +96,67 @@ uint64_t bench_meminfo(const char *field);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago, or -errno. */
 int bench_free_port(void);
+
+/* ---- plots (--plot FILE.png) ---- */
+
+/*
+ * A figure of one run, drawn by gnuplot (Debian package gnuplot-nox) into a PNG: a title
+ * naming the command, the machine (hostname, CPUs we may run on) and the date, over a grid of
+ * panels (two columns once there is more than one). A panel is grouped bars: one group per
+ * row (a block size, say) on the x axis, one bar per series (kvcachefs and its baselines, or
+ * their ratios) with its value written above it, and up to BENCH_PLOT_MAX_LINES horizontal
+ * dashed lines across it (a target, or 1.0 for "as fast"), each in the legend.
+ *
+ * Built in memory, one panel after the other: bench_plot_panel starts a panel, the rows and
+ * lines that follow go to it. Nothing touches the disk before bench_plot_write. The building
+ * calls return nothing: an error (out of memory, too many panels, rows, series or lines) is
+ * kept in the plot and reported by bench_plot_write, so that a command adds its figures
+ * without a check after each, as with stdio's ferror. A NULL plot (bench_plot_begin out of
+ * memory) is taken by every call and reported the same way.
+ */
+#define BENCH_PLOT_MAX_PANELS 8
+#define BENCH_PLOT_MAX_SERIES 12
+#define BENCH_PLOT_MAX_ROWS   16
+#define BENCH_PLOT_MAX_LINES  4
+
+struct bench_plot;
+
+/* Is `path` a file we may write the plot to, and is gnuplot in PATH? Run before measuring,
+ * so that a run of minutes does not end in a plot that cannot be drawn. Creates nothing that
+ * stays (a file made to try is removed; an existing one is left as it is). Prints the error
+ * ("--plot PATH: reason", or gnuplot missing with its Debian package); 0 or -errno. */
+int bench_plot_check(const char *path);
+
+/* A new plot of `kvcache-bench command`, with a second title line (printf format), which
+ * should say what was compared and whether the targets were met. The caller frees it with
+ * bench_plot_free. NULL when out of memory (see above). */
+struct bench_plot *bench_plot_begin(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Start a panel: its title, the x axis label (what the rows are), the y axis label (with the
+ * unit), and its series, a NULL-terminated list of at most BENCH_PLOT_MAX_SERIES names. */
+void bench_plot_panel(struct bench_plot *p, const char *title, const char *xlabel,
+		      const char *ylabel, const char *const *series);
+
+/* A row of the current panel: its label on the x axis and one value per series. A value of 0
+ * or less, or NaN, was not measured: no bar, "n/a" in its place. */
+void bench_plot_row(struct bench_plot *p, const char *label, const double *values);
+
+/* A horizontal line across the current panel at `value`, with its legend `label` (say
+ * "target >= 0.80"): in the colour of series `series` when it is that series' target, black
+ * when series is -1. */
+void bench_plot_line(struct bench_plot *p, int series, double value, const char *label);
+
+/* Draw the plot into `path` (a PNG, pngcairo terminal where gnuplot has it, else png): the
+ * script and the data go to a temporary directory (in $TMPDIR, default /tmp) that is removed
+ * afterwards, whatever happens; gnuplot runs in its own process group and its messages are
+ * shown only when it fails. `path` is written only once gnuplot made a PNG, so a failed run
+ * leaves an older plot as it was. Flushes stdout first (the figures come before any error).
+ * Prints the error, naming gnuplot and its Debian package where it is missing, and returns
+ * -errno (-EINTR once `stop` is set); 0 when the plot was written. */
+int bench_plot_write(struct bench_plot *p, const char *path);
+
+/* Free a plot (NULL is fine). */
+void bench_plot_free(struct bench_plot *p);
 
 #endif
