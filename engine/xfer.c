@@ -43,6 +43,8 @@ struct rpath {
 	struct xslice *inflight; /* doubly linked (h.mu) */
 };
 
+static void rdma_slices_end(struct slice_list *l);
+
 static void rpath_kill(struct xfer_engine *e, struct rpath *r, struct slice_list *l)
 {
 	struct xslice *s;
@@ -150,7 +152,7 @@ void xfer_rdma_poll(struct xfer_engine *e)
 		pthread_mutex_unlock(&r->h.mu);
 	}
 	pthread_mutex_unlock(&e->peers_mu);
-	xfer_slices_end(&l);
+	rdma_slices_end(&l);
 }
 
 static struct rseg *rseg_find(struct xfer_peer *p, uint32_t seg)
@@ -387,10 +389,12 @@ static void slice_dispatch(struct xslice *s)
 	slice_release(s);
 }
 
-static void slice_end(struct xslice *s, int err)
+/* tidx: the transport of the path that ended s (XFER_IDX_*), for the counters. */
+static void slice_end(struct xslice *s, int err, unsigned tidx)
 {
 	struct xreq *q = s->req;
 	struct xfer_peer *p = q->peer;
+	struct xfer_counters *c = p->e->cfg.counters;
 	int zero = 0;
 
 	free(s->copy);
@@ -404,6 +408,8 @@ static void slice_end(struct xslice *s, int err)
 		slice_release(s);
 		return;
 	}
+	if (err < 0 && c)
+		atomic_fetch_add_explicit(&c->path_failures[tidx], 1, memory_order_relaxed);
 	if (err < 0) {
 		if (s->tries < 1 + p->e->cfg.retries) {
 			atomic_fetch_add(&p->retries, 1);
@@ -414,6 +420,10 @@ static void slice_end(struct xslice *s, int err)
 	}
 	if (err == 0) {
 		atomic_fetch_add(s->op == XFER_READ ? &p->bytes_read : &p->bytes_written, s->len);
+		if (c)
+			atomic_fetch_add_explicit(s->op == XFER_READ ? &c->read_bytes[tidx]
+								     : &c->written_bytes[tidx],
+						  s->len, memory_order_relaxed);
 	} else {
 		atomic_fetch_add(&p->failures, 1);
 		atomic_compare_exchange_strong(&q->err, &zero, err);
@@ -421,15 +431,26 @@ static void slice_end(struct xslice *s, int err)
 	slice_release(s);
 }
 
-void xfer_slices_end(struct slice_list *l)
+static void slices_end(struct slice_list *l, unsigned tidx)
 {
 	struct xslice *s;
 
 	while ((s = l->head)) {
 		l->head = s->lnext;
 		s->lnext = NULL;
-		slice_end(s, s->end_err);
+		slice_end(s, s->end_err, tidx);
 	}
+}
+
+/* The transports' lists: tcp.c only ever ends slices of its own connections. */
+void xfer_slices_end(struct slice_list *l)
+{
+	slices_end(l, XFER_IDX_TCP);
+}
+
+static void rdma_slices_end(struct slice_list *l)
+{
+	slices_end(l, XFER_IDX_RDMA);
 }
 
 /* Make sure no path touches s's caller buffer any more. */
@@ -443,7 +464,7 @@ static void slice_detach(struct xfer_engine *e, struct xslice *s)
 			tcp_conn_detach((struct tcp_conn *)h, s);
 		} else {
 			rpath_detach(e, (struct rpath *)h, s, &l);
-			xfer_slices_end(&l);
+			rdma_slices_end(&l);
 		}
 		if (atomic_load(&s->path) == h) {
 			/* still held: as an orphan, whose reply will be drained */
@@ -686,6 +707,10 @@ int xfer_seg_get(struct xfer_engine *e, uint32_t id, uint64_t off, uint64_t len,
 	pthread_rwlock_unlock(&e->seg_lock);
 	if (rc == 0)
 		*out = s;
+	/* only tcp.c serves peers' READ and WRITE frames through here */
+	if (rc == 0 && e->cfg.counters)
+		atomic_fetch_add_explicit(&e->cfg.counters->served_bytes, len,
+					  memory_order_relaxed);
 	return rc;
 }
 
@@ -847,7 +872,7 @@ static void peer_shutdown(struct xfer_peer *p)
 		pthread_mutex_lock(&r->h.mu);
 		rpath_kill(p->e, r, &l);
 		pthread_mutex_unlock(&r->h.mu);
-		xfer_slices_end(&l);
+		rdma_slices_end(&l);
 	}
 	pthread_mutex_lock(&p->mu);
 	while (p->refs > 1)
@@ -933,6 +958,19 @@ void xfer_peer_info(struct xfer_peer *p, struct xfer_peer_info *info)
 	info->bytes_written = atomic_load(&p->bytes_written);
 	info->failures = atomic_load(&p->failures);
 	info->retries = atomic_load(&p->retries);
+}
+
+size_t xfer_peers_info(struct xfer_engine *e, struct xfer_peer_info *out, size_t max)
+{
+	struct xfer_peer *p;
+	size_t n = 0;
+
+	pthread_mutex_lock(&e->peers_mu);
+	for (p = e->peers; p; p = p->next, n++)
+		if (n < max)
+			xfer_peer_info(p, &out[n]);
+	pthread_mutex_unlock(&e->peers_mu);
+	return n;
 }
 
 /* ---- metadata RPCs ------------------------------------------------------------------ */

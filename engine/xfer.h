@@ -59,6 +59,23 @@ struct xfer_batch;
 typedef int (*xfer_rpc_fn)(void *arg, uint64_t from_node, const void *req, size_t len, void **resp,
 			   size_t *resp_len);
 
+/*
+ * Counters an engine adds to, for the caller's metrics: relaxed atomics in memory the caller
+ * owns (it outlives the engine) and reads with atomic_load. Indexed by XFER_IDX_TCP and
+ * XFER_IDX_RDMA. Bytes are those of slices this node initiated that completed; a path
+ * failure is a slice that failed on a path of that transport (it is then retried on another
+ * path, or its request fails). served_bytes: bytes of this node's segments that peers read
+ * or wrote over TCP (RDMA is one-sided: the target never sees it).
+ */
+#define XFER_IDX_TCP  0
+#define XFER_IDX_RDMA 1
+struct xfer_counters {
+	_Atomic uint64_t read_bytes[2];
+	_Atomic uint64_t written_bytes[2];
+	_Atomic uint64_t path_failures[2];
+	_Atomic uint64_t served_bytes;
+};
+
 struct xfer_config {
 	const char *listen; /* "HOST:PORT" (PORT 0: any free port); NULL: do not listen */
 	uint64_t node_id;   /* this node's id, sent in the handshake (0: random) */
@@ -73,6 +90,7 @@ struct xfer_config {
 	unsigned io_threads;	 /* threads driving the transports (default 2) */
 	xfer_rpc_fn rpc;	 /* RPCs from peers; NULL: answered with status EOPNOTSUPP */
 	void *rpc_arg;		 /* passed to rpc */
+	struct xfer_counters *counters; /* NULL: none kept */
 };
 
 int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg);
@@ -105,6 +123,9 @@ struct xfer_peer_info {
 	uint64_t bytes_read, bytes_written, failures, retries;
 };
 void xfer_peer_info(struct xfer_peer *p, struct xfer_peer_info *info);
+/* xfer_peer_info of each peer the engine has open, into out[0..max) (one lock hold, no
+ * allocation). Returns how many peers there are (may exceed max). */
+size_t xfer_peers_info(struct xfer_engine *e, struct xfer_peer_info *out, size_t max);
 
 /*
  * Send one request (len <= XFER_RPC_MAX bytes; copied, so req may be reused as soon as this

@@ -40,6 +40,7 @@ struct cluster {
 	struct ns *ns;
 	struct pool *pool;
 	struct xfer_engine *xe;
+	struct xfer_counters xc; /* the engine adds to them (cluster_xfer_counters) */
 	uint32_t pool_seg;
 	struct etcd *etcd;
 	struct members *members;
@@ -395,6 +396,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 				      .secret_len = secret_len,
 				      .rpc = cluster_rpc,
 				      .rpc_arg = c,
+				      .counters = &c->xc,
 				  });
 	explicit_bzero(secret, sizeof(secret));
 	if (ret) {
@@ -521,6 +523,16 @@ void cluster_stop(struct cluster *c)
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
+}
+
+const struct xfer_counters *cluster_xfer_counters(struct cluster *c)
+{
+	return &c->xc;
+}
+
+size_t cluster_xfer_peers(struct cluster *c, struct xfer_peer_info *out, size_t max)
+{
+	return xfer_peers_info(c->xe, out, max);
 }
 
 void cluster_nodes(void *arg, struct kvcachefs_nodes *out)

@@ -20,6 +20,8 @@ struct kvc_options;
 struct kvcachefs_nodes;
 struct ns;
 struct pool;
+struct xfer_counters;
+struct xfer_peer_info;
 
 /* Join the cluster the options name. On failure, err holds the one line to print. */
 int cluster_start(struct cluster **out, const struct kvc_options *o, const char *mountpoint,
@@ -33,6 +35,12 @@ int cluster_set_replicas(struct cluster *c, uint64_t ino, unsigned replicas);
 void cluster_stop(struct cluster *c);
 /* side_nodes_fn: the member list for KVCACHEFS_IOC_NODES. */
 void cluster_nodes(void *c, struct kvcachefs_nodes *out);
+
+/* For metrics (any thread, until cluster_stop): the transfer engine's counters per transport
+ * (engine/xfer.h; valid as long as c), and its open peers' figures into out[0..max) —
+ * returns how many peers there are. */
+const struct xfer_counters *cluster_xfer_counters(struct cluster *c);
+size_t cluster_xfer_peers(struct cluster *c, struct xfer_peer_info *out, size_t max);
 
 /*
  * Directories live in etcd (/kvcachefs/<cluster>/dirs/<path>, value: the mode in octal):

@@ -12,6 +12,7 @@
 #include "fs/cluster.h"
 #include "fs/daemonize.h"
 #include "fs/inval.h"
+#include "fs/metrics.h"
 #include "fs/ops.h"
 #include "fs/side.h"
 #include "fs/options.h"
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -140,6 +142,7 @@ int main(int argc, char **argv)
 	struct ns *ns = NULL;
 	struct side *side = NULL;
 	struct cluster *cluster = NULL;
+	struct metrics *metrics = NULL;
 	char cerr[512];
 	struct kvc_fs fs;
 	bool fs_ready = false;
@@ -282,6 +285,29 @@ int main(int argc, char **argv)
 	}
 	fs.cluster = cluster;
 	fs_ready = true;
+	/* The endpoint listens from here, answering /health with 503 until the mount is ready:
+	 * a port in use is a start-up error like any other. */
+	if (o.metrics) {
+		fs.timed = true;
+		ret = metrics_start(&metrics,
+				    &(struct metrics_config){
+					.addr = (const struct sockaddr *)&o.metrics_addr,
+					.addrlen = o.metrics_addr.ss_family == AF_INET6
+						       ? sizeof(struct sockaddr_in6)
+						       : sizeof(struct sockaddr_in),
+					.spec = o.metrics,
+					.mountpoint = mnt,
+					.ns = ns,
+					.side = side,
+					.cluster = cluster,
+					.fs = &fs,
+				    },
+				    cerr, sizeof(cerr));
+		if (ret) {
+			log_msg(LOG_ERR, "%s", cerr);
+			goto out;
+		}
+	}
 	se = session_new_quiet(&args, &fs);
 	if (!se) {
 		log_msg(LOG_ERR, "invalid mount options '%s'", o.fuse_opts);
@@ -311,8 +337,11 @@ int main(int argc, char **argv)
 		use_syslog = true;
 	}
 	keep_pool = true;
+	metrics_set_state(metrics, METRICS_SERVING);
 	log_msg(LOG_INFO, "mounted on %s: pool %s (%s), max block %llu bytes", mnt, pool_path, a,
 		(unsigned long long)o.max_block_size);
+	if (metrics)
+		log_msg(LOG_INFO, "metrics on http://%s/metrics", o.metrics);
 	for (unsigned k = 0; k < o.nssd; k++) {
 		human(ssd_capacity(ssd[k]), a, sizeof(a));
 		log_msg(LOG_INFO, "SSD tier: %s (%s)", o.ssd[k].path, a);
@@ -325,6 +354,7 @@ int main(int argc, char **argv)
 	/* The loop returns the signal number when SIGINT/SIGTERM/SIGHUP ended it: a clean stop. */
 	ret = kvc_fuse_loop(se);
 	status = ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
+	metrics_set_state(metrics, METRICS_STOPPING);
 	log_msg(LOG_INFO, "unmounting %s", mnt);
 
 out_unmount:
@@ -334,6 +364,8 @@ out_unmount:
 out_signals:
 	fuse_remove_signal_handlers(se);
 out:
+	/* before what it reads goes */
+	metrics_stop(metrics);
 	if (se)
 		fuse_session_destroy(se);
 	if (fs_ready)

@@ -133,14 +133,30 @@ static struct remote *req_remote(fuse_req_t req)
 	return cluster_remote(((struct kvc_fs *)fuse_req_userdata(req))->cluster);
 }
 
+/* Latency of a request (kvc_fs.lat): two vDSO clock reads and two relaxed atomic adds, only
+ * when the metrics endpoint is on. The context is taken before the reply, which frees req. */
+static uint64_t op_start(const struct kvc_fs *fs)
+{
+	return fs->timed ? metrics_now_ns() : 0;
+}
+
+static void op_done(struct kvc_fs *fs, enum kvc_op op, uint64_t t0)
+{
+	if (t0)
+		metrics_observe(&fs->lat[op], metrics_now_ns() - t0);
+}
+
 static void kvc_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct kvc_fs *fs = fuse_req_userdata(req);
+	uint64_t t0 = op_start(fs);
 	struct remote *r = req_remote(req);
 	struct ns_attr a;
 
 	reply_entry_or_err(
 	    req, r ? remote_lookup(r, parent, name, &a) : ns_lookup(req_ns(req), parent, name, &a),
 	    &a);
+	op_done(fs, KVC_OP_LOOKUP, t0);
 }
 
 static void kvc_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -405,6 +421,8 @@ static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
 	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
+	struct kvc_fs *fs = fuse_req_userdata(req);
+	uint64_t t0 = op_start(fs);
 	void *buf = NULL, *bounce;
 	const void *ptr;
 	ssize_t n;
@@ -413,25 +431,28 @@ static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Only the writer's own handle copies; readers of sealed blocks get a pool pointer. */
 	if (ns_handle_is_writer(h) && !(buf = malloc(size))) {
 		fuse_reply_err(req, ENOMEM);
+		op_done(fs, KVC_OP_READ, t0);
 		return;
 	}
 	n = ns_read(h, (uint64_t)off, size, buf, &ptr);
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 	} else {
-		if (!buf && n > 0 && (size_t)n <= KVC_FUSE_MAX_IO &&
-		    (bounce = read_bounce(fuse_req_userdata(req)))) {
+		if (!buf && n > 0 && (size_t)n <= KVC_FUSE_MAX_IO && (bounce = read_bounce(fs))) {
 			memcpy(bounce, ptr, (size_t)n);
 			ptr = bounce;
 		}
 		fuse_reply_buf(req, ptr, (size_t)n);
 	}
 	free(buf);
+	op_done(fs, KVC_OP_READ, t0);
 }
 
 static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		      struct fuse_file_info *fi)
 {
+	struct kvc_fs *fs = fuse_req_userdata(req);
+	uint64_t t0 = op_start(fs);
 	ssize_t n = ns_write((struct ns_handle *)(uintptr_t)fi->fh, (uint64_t)off, buf, size);
 
 	(void)ino;
@@ -439,6 +460,7 @@ static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
+	op_done(fs, KVC_OP_WRITE, t0);
 }
 
 /* The bytes of a WRITE request, wherever libfuse has them (memory, or a pipe when the kernel
@@ -456,6 +478,8 @@ static int copy_bufv(void *arg, void *dst, size_t len)
 static void kvc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off,
 			  struct fuse_file_info *fi)
 {
+	struct kvc_fs *fs = fuse_req_userdata(req);
+	uint64_t t0 = op_start(fs);
 	ssize_t n = ns_write_fill((struct ns_handle *)(uintptr_t)fi->fh, (uint64_t)off,
 				  fuse_buf_size(bufv), copy_bufv, bufv);
 
@@ -464,6 +488,7 @@ static void kvc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
+	op_done(fs, KVC_OP_WRITE, t0);
 }
 
 /* One close() of an fd: the writer may go on through a dup (dd, shell redirections), so
@@ -789,6 +814,8 @@ int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side)
 	fs->side = side;
 	fs->cluster = NULL; /* set by the daemon in cluster mode */
 	fs->dirs = NULL;
+	fs->timed = false; /* set by the daemon with --metrics */
+	memset(fs->lat, 0, sizeof(fs->lat));
 	pthread_mutex_init(&fs->dirs_lock, NULL);
 	return -pthread_key_create(&fs->bounce_key, free);
 }

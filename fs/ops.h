@@ -6,13 +6,18 @@
 #define KVC_FS_OPS_H
 
 #include "fs/fuse_conf.h"
+#include "fs/metrics.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 
 struct ns;
 struct side;
 struct cluster;
 struct dirh;
+
+/* The requests whose latency is measured (kvc_fs.lat). */
+enum kvc_op { KVC_OP_LOOKUP, KVC_OP_READ, KVC_OP_WRITE, KVC_OP_COUNT };
 
 /* The daemon's context, handed to fuse_session_new as userdata. */
 struct kvc_fs {
@@ -22,6 +27,10 @@ struct kvc_fs {
 	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
 	pthread_mutex_t dirs_lock;
 	struct dirh *dirs; /* open directories (ops.c), under dirs_lock */
+	/* Latency of each request of enum kvc_op, from its arrival to its reply; measured only
+	 * when timed (set before the session starts, with --metrics). Lock-free. */
+	bool timed;
+	struct metrics_hist lat[KVC_OP_COUNT];
 };
 
 /* Set up / tear down the context (after the worker threads are gone). 0 or -errno. */

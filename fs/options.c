@@ -3,10 +3,12 @@
  */
 #include "fs/options.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +252,47 @@ static int add_ssd(struct kvc_options *o, const char *s)
 	return 0;
 }
 
+/* IPv4:PORT or [IPv6]:PORT, numeric only (no name lookup here), port 1..65535. */
+static int parse_metrics(struct kvc_options *o, const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char host[INET6_ADDRSTRLEN + 2], *end;
+	size_t hl = colon ? (size_t)(colon - s) : 0;
+	long port;
+
+	memset(&o->metrics_addr, 0, sizeof(o->metrics_addr));
+	if (!colon || hl == 0 || hl >= sizeof(host))
+		return fail(o, "--metrics: expected IPv4:PORT or [IPv6]:PORT, got '%s'", s);
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || *end || !isdigit((unsigned char)colon[1]) || port < 1 ||
+	    port > 65535)
+		return fail(o, "--metrics: bad port in '%s' (1 to 65535)", s);
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&o->metrics_addr;
+
+		host[hl - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+			return fail(o, "--metrics: '%s' is not an IPv6 address", host + 1);
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&o->metrics_addr;
+
+		if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+			return fail(o,
+				    "--metrics: '%s' is not an IPv4 address (write an IPv6 one "
+				    "in brackets: [::1]:PORT)",
+				    host);
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+	}
+	o->metrics = s;
+	return 0;
+}
+
 static int parse_queue_depth(struct kvc_options *o, const char *s)
 {
 	char *end;
@@ -278,7 +321,8 @@ enum {
 	OPT_SECRET_FILE,
 	OPT_SSD,
 	OPT_SSD_QUEUE,
-	OPT_FRESH
+	OPT_FRESH,
+	OPT_METRICS
 };
 
 int opt_parse(int argc, char **argv, struct kvc_options *o)
@@ -303,6 +347,7 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"ssd", required_argument, NULL, OPT_SSD},
 	    {"ssd-queue-depth", required_argument, NULL, OPT_SSD_QUEUE},
 	    {"fresh", no_argument, NULL, OPT_FRESH},
+	    {"metrics", required_argument, NULL, OPT_METRICS},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, ret;
@@ -381,6 +426,9 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		case OPT_FRESH:
 			o->fresh = true;
 			break;
+		case OPT_METRICS:
+			ret = parse_metrics(o, optarg);
+			break;
 		case ':':
 			return fail(o, "option '%s' needs a value", argv[optind - 1]);
 		default:
@@ -447,6 +495,12 @@ void opt_usage(const char *prog, FILE *out)
 		"      --fresh               discard the blocks a previous daemon left in the\n"
 		"                            pool and SSD files instead of recovering them\n"
 		"  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
+		"      --metrics ADDR:PORT   serve Prometheus metrics on http://ADDR:PORT/metrics\n"
+		"                            and a health check on /health (200 while the mount\n"
+		"                            is served, also with etcd unreachable; 503 while\n"
+		"                            starting or stopping). ADDR is numeric: 127.0.0.1,\n"
+		"                            0.0.0.0 (any IPv4), [::1], [::]. A port in use is\n"
+		"                            a start-up error\n"
 		"\n"
 		"SSD tier (without --ssd the DRAM pool is the only tier):\n"
 		"      --ssd PATH[:SIZE]     a file (created and preallocated to SIZE when\n"

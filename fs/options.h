@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #define KVC_DEFAULT_POOL_SIZE	   (1ull << 30)
 #define KVC_DEFAULT_MAX_BLOCK_SIZE (64ull << 20)
@@ -41,6 +42,10 @@ struct kvc_options {
 	unsigned nssd;
 	unsigned ssd_queue_depth; /* 1..4096 */
 	bool fresh; /* --fresh: discard what a previous daemon left, recover nothing */
+	/* --metrics ADDR:PORT: the HTTP endpoint of fs/metrics.h (NULL: none), and its address
+	 * parsed: AF_INET (IPv4:PORT) or AF_INET6 ([IPv6]:PORT), PORT 1..65535. */
+	const char *metrics;
+	struct sockaddr_storage metrics_addr;
 	/* Cluster mode (all NULL/0 without --etcd: single node). */
 	const char *etcd;	 /* --etcd http://HOST:PORT[,...] */
 	const char *cluster;	 /* --cluster NAME */

@@ -16,6 +16,7 @@
 #include "engine/checksum.h"
 #include "engine/pool.h"
 #include "fs/cudart.h"
+#include "fs/metrics.h"
 #include "fs/uapi/kvcachefs.h"
 #include "meta/htable.h"
 #include "meta/namespace.h"
@@ -57,6 +58,8 @@ struct side {
 	struct htable slots; /* every live slot, by id */
 	uint64_t next_id;
 	uint64_t pins, resvs; /* live counts, for status */
+	/* Totals for side_stats (side.h), added to without the lock. */
+	_Atomic uint64_t lookups, loads, load_bytes, commits, commit_bytes;
 	struct side_config cfg;
 	struct fuse_session *se;
 	struct cudart cuda;
@@ -95,6 +98,19 @@ int side_create(struct side **out, const struct side_config *cfg)
 void side_set_session(struct side *s, struct fuse_session *se)
 {
 	s->se = se;
+}
+
+void side_stats(struct side *s, struct side_stats *out)
+{
+	pthread_mutex_lock(&s->lock);
+	out->pins = s->pins;
+	out->reservations = s->resvs;
+	pthread_mutex_unlock(&s->lock);
+	out->lookups = atomic_load(&s->lookups);
+	out->loads = atomic_load(&s->loads);
+	out->load_bytes = atomic_load(&s->load_bytes);
+	out->commits = atomic_load(&s->commits);
+	out->commit_bytes = atomic_load(&s->commit_bytes);
 }
 
 /* ---- slots ------------------------------------------------------------------------------- */
@@ -383,6 +399,7 @@ static int do_lookup(struct side *s, fuse_ino_t ino, struct kvcachefs_lookup *lk
 			break;
 		ret = ns_lookup_prefix(s->cfg.ns, ino, lk->count, names_at, &nm);
 	}
+	atomic_fetch_add_explicit(&s->lookups, 1, memory_order_relaxed);
 	if (ret < 0)
 		return ret;
 	lk->found = (uint32_t)ret;
@@ -404,6 +421,7 @@ static int do_pin(struct side *s, fuse_ino_t ino, struct side_owner *o, struct k
 {
 	char buf[256];
 	struct names nm;
+	uint64_t bytes = 0;
 	int ret;
 
 	if (pn->count == 0)
@@ -445,7 +463,10 @@ static int do_pin(struct side *s, fuse_ino_t ino, struct side_owner *o, struct k
 		    .checksum = loc.checksum,
 		};
 		pn->pinned++;
+		bytes += loc.length;
 	}
+	atomic_fetch_add_explicit(&s->loads, pn->pinned, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->load_bytes, bytes, memory_order_relaxed);
 	return 0;
 }
 
@@ -456,6 +477,7 @@ static int do_locate(struct side *s, fuse_ino_t ino, struct kvcachefs_locate *lc
 	int errs[KVCACHEFS_LOCATE_MAX];
 	char buf[256];
 	struct names nm;
+	uint64_t bytes = 0;
 	int ret;
 
 	if (lc->count == 0)
@@ -498,7 +520,10 @@ static int do_locate(struct side *s, fuse_ino_t ino, struct kvcachefs_locate *lc
 		};
 		lc->error[k] = (uint8_t)(errs[k] < 256 ? errs[k] : EIO);
 		lc->found += errs[k] == 0;
+		bytes += errs[k] == 0 ? locs[k].length : 0;
 	}
+	atomic_fetch_add_explicit(&s->loads, lc->found, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->load_bytes, bytes, memory_order_relaxed);
 	return 0;
 }
 
@@ -683,6 +708,8 @@ static int do_commit(struct side *s, fuse_req_t req, fuse_ino_t ino, struct side
 	if (ret)
 		return ret;
 	free(sl);
+	atomic_fetch_add_explicit(&s->commits, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->commit_bytes, loc.length, memory_order_relaxed);
 	/* The kernel may hold the old block's entry: make it look the name up again before this
 	 * call returns, so the committer's next open() finds the new block. ioctl holds no
 	 * directory lock, so this cannot deadlock with the kernel. */

@@ -60,4 +60,13 @@ void side_owner_release(struct side *s, struct side_owner *o);
 void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		struct side_owner *owner, const void *in, size_t in_size, size_t out_size);
 
+/* Side-channel figures for the metrics endpoint (fs/metrics.c). Any thread. */
+struct side_stats {
+	uint64_t pins, reservations;	/* live now */
+	uint64_t lookups;		/* LOOKUP requests (batch longest-prefix lookups) */
+	uint64_t loads, load_bytes;	/* blocks pinned or located (PIN, LOCATE), payload bytes */
+	uint64_t commits, commit_bytes; /* reservations committed, payload bytes */
+};
+void side_stats(struct side *s, struct side_stats *out);
+
 #endif

@@ -127,6 +127,7 @@ struct ns {
 	/* Counters updated without the lock. */
 	_Atomic uint64_t reads, writes, bytes_read, bytes_written, hits, misses, evictions, enospc;
 	_Atomic uint64_t demotions, promotions, ssd_evictions;
+	_Atomic uint64_t fetched, fetched_bytes, replicas, replica_bytes; /* ns_remote_stats */
 	/* Records (pool_rec): free slots, and the next seq and directory id to hand out. */
 	uint64_t *slots;
 	size_t nslots, capslots;
@@ -2076,6 +2077,14 @@ void ns_tiers(struct ns *ns, struct kvcachefs_tiers *t)
 	t->ssd_evictions = atomic_load(&ns->ssd_evictions);
 }
 
+void ns_remote_stats(struct ns *ns, struct ns_remote_stats *out)
+{
+	out->fetched = atomic_load(&ns->fetched);
+	out->fetched_bytes = atomic_load(&ns->fetched_bytes);
+	out->replicas = atomic_load(&ns->replicas);
+	out->replica_bytes = atomic_load(&ns->replica_bytes);
+}
+
 /* ---- the side channel ---------------------------------------------------------------------- */
 
 int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_handle **hp)
@@ -2240,6 +2249,7 @@ int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *re
 {
 	struct ns *ns = h->ns;
 	struct inode *i = h->ino, *d, *dst;
+	bool replica = h->version != 0;
 	int ret;
 
 	if (!h->writer || !h->target)
@@ -2280,6 +2290,10 @@ int ns_commit(struct ns_handle *h, unsigned flags, const uint64_t *sum, bool *re
 	publish(ns, i);
 out:
 	pthread_mutex_unlock(&ns->lock);
+	if (!ret && replica) {
+		atomic_fetch_add_explicit(&ns->replicas, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ns->replica_bytes, loc->length, memory_order_relaxed);
+	}
 	if (!ret)
 		ns_release(h); /* the reservation is over; an unopened block joins the LRU */
 	return ret;
@@ -2602,6 +2616,10 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 	i->file.checked_ns = now_ns();
 	if (i->file.open == 0 && !lru_linked(&i->file.lru))
 		lru_push_old(&ns->lru, &i->file.lru);
+	atomic_fetch_add_explicit(&ns->fetched, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ns->fetched_bytes,
+				  atomic_load_explicit(&i->file.size, memory_order_relaxed),
+				  memory_order_relaxed);
 out:
 	pthread_mutex_unlock(&ns->lock);
 	ns_abort(h); /* an empty reservation now, or the fetched bytes nobody wants */

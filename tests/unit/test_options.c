@@ -2,7 +2,9 @@
 #include "fs/options.h"
 #include "tests/unit/check.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 
 static int parse(struct kvc_options *o, const char *line)
@@ -51,6 +53,7 @@ static void test_defaults(void)
 	CHECK(!o.foreground && o.fuse_opts[0] == '\0');
 	CHECK(o.nssd == 0 && o.ssd_queue_depth == KVC_DEFAULT_SSD_QUEUE && o.ssd_queue_depth == 32);
 	CHECK(!o.fresh);
+	CHECK(o.metrics == NULL);
 }
 
 static void test_all_options(void)
@@ -219,6 +222,59 @@ static void test_ssd_rejected(void)
 	CHECK(opt_parse(4, argv, &o) == -EINVAL && strstr(o.err, "longer than 4095"));
 }
 
+static void test_metrics(void)
+{
+	struct kvc_options o;
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&o.metrics_addr;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&o.metrics_addr;
+	struct in6_addr any6 = IN6ADDR_ANY_INIT, lo6 = IN6ADDR_LOOPBACK_INIT;
+	const struct {
+		const char *line, *err;
+	} bad[] = {
+	    {"--metrics 9464 /m", "expected IPv4:PORT"},
+	    {"--metrics :9464 /m", "expected IPv4:PORT"},
+	    {"--metrics 127.0.0.1 /m", "expected IPv4:PORT"},
+	    {"--metrics 127.0.0.1: /m", "bad port"},
+	    {"--metrics 127.0.0.1:0 /m", "bad port"},
+	    {"--metrics 127.0.0.1:65536 /m", "bad port"},
+	    {"--metrics 127.0.0.1:-1 /m", "bad port"},
+	    {"--metrics 127.0.0.1:+80 /m", "bad port"},
+	    {"--metrics 127.0.0.1:80x /m", "bad port"},
+	    {"--metrics localhost:9464 /m", "'localhost' is not an IPv4 address"},
+	    {"--metrics 256.0.0.1:9464 /m", "not an IPv4 address"},
+	    {"--metrics ::1:9464 /m", "in brackets"},
+	    {"--metrics [::1 /m", "not an IPv4 address"},
+	    {"--metrics [::g]:9464 /m", "'::g' is not an IPv6 address"},
+	    {"--metrics []:9464 /m", "is not an IPv6 address"},
+	    {"/m --metrics", "needs a value"},
+	};
+
+	REQUIRE(parse(&o, "--metrics 127.0.0.1:9464 /m") == 0);
+	CHECK(!strcmp(o.metrics, "127.0.0.1:9464"));
+	CHECK(a4->sin_family == AF_INET && ntohs(a4->sin_port) == 9464 &&
+	      a4->sin_addr.s_addr == htonl(INADDR_LOOPBACK));
+	REQUIRE(parse(&o, "--metrics=0.0.0.0:1 /m") == 0);
+	CHECK(a4->sin_family == AF_INET && ntohs(a4->sin_port) == 1 &&
+	      a4->sin_addr.s_addr == htonl(INADDR_ANY));
+	REQUIRE(parse(&o, "--metrics [::]:65535 /m") == 0);
+	CHECK(a6->sin6_family == AF_INET6 && ntohs(a6->sin6_port) == 65535 &&
+	      !memcmp(&a6->sin6_addr, &any6, sizeof(any6)));
+	REQUIRE(parse(&o, "--metrics [::1]:9464 /m") == 0);
+	CHECK(a6->sin6_family == AF_INET6 && !memcmp(&a6->sin6_addr, &lo6, sizeof(lo6)));
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		int r = parse(&o, bad[k].line);
+
+		CHECK(r == -EINVAL);
+		if (r == -EINVAL && !strstr(o.err, bad[k].err)) {
+			fprintf(stderr, "  '%s': message '%s' lacks '%s'\n", bad[k].line, o.err,
+				bad[k].err);
+			CHECK(0);
+		}
+		if (r == -EINVAL)
+			CHECK(!strncmp(o.err, "--metrics", 9) || !strncmp(o.err, "option", 6));
+	}
+}
+
 int main(void)
 {
 	RUN(test_sizes);
@@ -230,5 +286,6 @@ int main(void)
 	RUN(test_ssd);
 	RUN(test_ssd_last_colon);
 	RUN(test_ssd_rejected);
+	RUN(test_metrics);
 	return check_summary();
 }
