@@ -469,17 +469,24 @@ void bench_plot_panel(struct bench_plot *p, const char *title, const char *xlabe
 	}
 }
 
-void bench_plot_row(struct bench_plot *p, const char *label, const double *values)
+/* The panel rows and lines go to, or NULL (the plot then fails) when none was begun. */
+static struct plot_panel *cur_panel(struct bench_plot *p)
 {
-	struct plot_panel *q;
-
 	if (!p)
-		return;
+		return NULL;
 	if (!p->npanels) {
 		plot_fail(p, -EINVAL);
-		return;
+		return NULL;
 	}
-	q = &p->panel[p->npanels - 1];
+	return &p->panel[p->npanels - 1];
+}
+
+void bench_plot_row(struct bench_plot *p, const char *label, const double *values)
+{
+	struct plot_panel *q = cur_panel(p);
+
+	if (!q)
+		return;
 	if (q->nrows == BENCH_PLOT_MAX_ROWS) {
 		plot_fail(p, -E2BIG);
 		return;
@@ -492,15 +499,10 @@ void bench_plot_row(struct bench_plot *p, const char *label, const double *value
 
 void bench_plot_line(struct bench_plot *p, int series, double value, const char *label)
 {
-	struct plot_panel *q;
+	struct plot_panel *q = cur_panel(p);
 
-	if (!p)
+	if (!q)
 		return;
-	if (!p->npanels) {
-		plot_fail(p, -EINVAL);
-		return;
-	}
-	q = &p->panel[p->npanels - 1];
 	if (q->nlines == BENCH_PLOT_MAX_LINES) {
 		plot_fail(p, -E2BIG);
 		return;
