@@ -275,7 +275,8 @@ static bool sb_whole_ok(const unsigned char *buf, uint64_t size, uint64_t i)
 
 static void sb_block_path(char *out, size_t cap, const char *mnt, const char *dir, uint64_t i)
 {
-	snprintf(out, cap, "%s/%s/b%07" PRIu64, mnt, dir, i);
+	if (snprintf(out, cap, "%s/%s/b%07" PRIu64, mnt, dir, i) >= (int)cap)
+		out[0] = '\0'; /* never happens: cap has room for the longest mountpoint */
 }
 
 /* Write one block: open (O_EXCL), write, close. A write refused with ENOSPC (the daemon is

@@ -434,8 +434,10 @@ struct bench_plot *bench_plot_begin(const char *command, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(sub, sizeof(sub), fmt, ap);
 	va_end(ap);
-	snprintf(p->title, sizeof(p->title), "kvcache-bench %s on %s (%ld CPUs), %s\n%s", command,
-		 host, plot_nproc(), date, sub);
+	/* bounded pieces: a title always fits (and the compiler can tell) */
+	snprintf(p->title, sizeof(p->title),
+		 "kvcache-bench %.24s on %.64s (%ld CPUs), %.40s\n%.399s", command, host,
+		 plot_nproc(), date, sub);
 	return p;
 }
 
