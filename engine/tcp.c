@@ -165,6 +165,10 @@ struct tcp_conn {
 	struct txi qtx;
 	uint8_t q_head[WIRE_HDR_SIZE + WIRE_SEG_QUERY_SIZE];
 	unsigned backoff_ms;
+	/* How many of the peer's connections went down after having been up and are not back
+	 * yet: kept in its first connection (p->conns[0]) for all of them, so that the log says
+	 * once that a peer was lost and once that it is back, not once per connection. */
+	_Atomic unsigned peer_down;
 	uint64_t rc_at;		  /* rc_mu */
 	bool rc_queued;		  /* rc_mu */
 	struct tcp_conn *rc_next; /* rc_mu */
@@ -226,15 +230,40 @@ struct tcp_xport {
 static void conn_log(const struct tcp_conn *c, int prio, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* One line about connection c: to the engine's log (xfer_config.log), else to syslog. */
 static void conn_log(const struct tcp_conn *c, int prio, const char *fmt, ...)
 {
-	char msg[256];
+	const struct xfer_engine *e = c->x->e;
+	char msg[256], line[384];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	syslog(prio, "kvcachefs xfer: %s %s: %s", c->initiator ? "to" : "from", c->name, msg);
+	if (c->initiator)
+		snprintf(line, sizeof(line), "node %016llx (%s:%s): %s",
+			 (unsigned long long)c->peer->node_id, c->peer->host, c->peer->port, msg);
+	else
+		snprintf(line, sizeof(line), "transfer connection from %s: %s", c->name, msg);
+	if (e->cfg.log)
+		e->cfg.log(e->cfg.log_arg, prio, line);
+	else
+		syslog(prio, "kvcachefs xfer: %s", line);
+}
+
+/* Initiator connection c went from READY to DOWN, or came back: the peer's outage starts
+ * with its first connection lost and ends with its last one back. */
+static void peer_down_add(struct tcp_conn *c, int err)
+{
+	if (atomic_fetch_add(&c->peer->conns[0]->peer_down, 1) == 0)
+		conn_log(c, LOG_WARNING, "transfer connection lost (%s), reconnecting",
+			 strerror(-err));
+}
+
+static void peer_down_sub(struct tcp_conn *c)
+{
+	if (atomic_fetch_sub(&c->peer->conns[0]->peer_down, 1) == 1)
+		conn_log(c, LOG_INFO, "transfer connections back");
 }
 
 static void sock_name(int fd, bool peer, char *buf, size_t len)
@@ -1163,8 +1192,8 @@ static void conn_fail(struct tcp_conn *c, int err, struct slice_list *l)
 {
 	if (c->state == C_DOWN || c->state == C_CLOSED)
 		return;
-	if (c->initiator && c->state == C_READY && err != -EBADMSG)
-		conn_log(c, LOG_NOTICE, "connection lost: %s; reconnecting", strerror(-err));
+	if (c->initiator && c->state == C_READY && !atomic_load(&c->peer->closing))
+		peer_down_add(c, err);
 	conn_teardown(c, err, l);
 	if (!c->initiator) {
 		c->state = C_CLOSED;
@@ -1436,6 +1465,7 @@ static void *rc_main(void *arg)
 		if (c->state == C_DOWN && !atomic_load(&c->peer->closing)) {
 			if (rc == 0 && conn_install(c, fd) == 0) {
 				fd = -1;
+				peer_down_sub(c);
 			} else {
 				c->backoff_ms = c->backoff_ms * 2 > RECONNECT_MAX_MS
 						    ? RECONNECT_MAX_MS

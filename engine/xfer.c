@@ -25,11 +25,33 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
+#include <syslog.h>
 #include <unistd.h>
+
+/* A notable event of the core (RDMA paths failing and coming back), one line: to the
+ * configured log (xfer_config.log), else to syslog. */
+static void xfer_log(const struct xfer_engine *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void xfer_log(const struct xfer_engine *e, int level, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (e->cfg.log)
+		e->cfg.log(e->cfg.log_arg, level, msg);
+	else
+		syslog(level, "kvcachefs xfer: %s", msg);
+}
 
 /* ---- RDMA glue: one rdma_path per peer, used as extra paths ------------------------- */
 
@@ -41,6 +63,7 @@ struct rpath {
 	struct rdma_path *rp; /* NULL once closed (h.mu) */
 	unsigned nqps, qp_rr;
 	struct xslice *inflight; /* doubly linked (h.mu) */
+	bool broken; /* closed by a failed work request, not reopened since (h.mu): logged */
 };
 
 static void rdma_slices_end(struct slice_list *l);
@@ -128,6 +151,8 @@ void xfer_rdma_poll(struct xfer_engine *e)
 
 	pthread_mutex_lock(&e->peers_mu);
 	for (p = e->peers; p; p = p->next) {
+		bool broke = false;
+
 		r = atomic_load(&p->rdma);
 		if (!r)
 			continue;
@@ -146,10 +171,17 @@ void xfer_rdma_poll(struct xfer_engine *e)
 					break;
 			if (i < n) { /* the queue pair is in error: everything on it fails */
 				rpath_kill(e, r, &l);
+				broke = !r->broken;
+				r->broken = true;
 				break;
 			}
 		}
 		pthread_mutex_unlock(&r->h.mu);
+		if (broke)
+			xfer_log(e, LOG_WARNING,
+				 "node %016llx (%s:%s): RDMA path failed, its transfers fall back "
+				 "to TCP until it is reopened",
+				 (unsigned long long)p->node_id, p->host, p->port);
 	}
 	pthread_mutex_unlock(&e->peers_mu);
 	rdma_slices_end(&l);
@@ -187,8 +219,14 @@ static void rdma_prepare(struct xfer_engine *e, struct xreq *q, void *local, uin
 	if (!rs) {
 		int rc = p->nrsegs == PEER_RSEGS ? -ENOSPC : tcp_seg_query(p, q->seg, &info, tmo);
 
-		if (rc == -ENODEV || rc == -ETIMEDOUT)
+		if (rc == -ENODEV || rc == -ETIMEDOUT) {
 			p->rdma_failed = true; /* no RDMA there after all: do not ask again */
+			xfer_log(
+			    e, LOG_WARNING,
+			    "node %016llx (%s:%s): no RDMA there after all (%s), transfers use "
+			    "TCP only",
+			    (unsigned long long)p->node_id, p->host, p->port, strerror(-rc));
+		}
 		if (rc < 0)
 			goto out;
 		rs = &p->rsegs[p->nrsegs++];
@@ -212,14 +250,27 @@ static void rdma_prepare(struct xfer_engine *e, struct xreq *q, void *local, uin
 	rp = r->rp;
 	pthread_mutex_unlock(&r->h.mu);
 	if (!rp) {
-		if (rdma_path_connect(&e->rdev, p->host, p->rdma_port, r->nqps, tmo, &rp) < 0) {
+		bool was_broken;
+		int rc = rdma_path_connect(&e->rdev, p->host, p->rdma_port, r->nqps, tmo, &rp);
+
+		if (rc < 0) {
 			p->rdma_failed = true;
+			xfer_log(e, LOG_WARNING,
+				 "node %016llx (%s:%s): cannot open an RDMA path to port %u (%s), "
+				 "transfers use TCP only",
+				 (unsigned long long)p->node_id, p->host, p->port, p->rdma_port,
+				 strerror(-rc));
 			goto out;
 		}
 		pthread_mutex_lock(&r->h.mu);
 		r->rp = rp;
 		atomic_store(&r->h.ready, 1);
+		was_broken = r->broken;
+		r->broken = false;
 		pthread_mutex_unlock(&r->h.mu);
+		if (was_broken)
+			xfer_log(e, LOG_INFO, "node %016llx (%s:%s): RDMA path reopened",
+				 (unsigned long long)p->node_id, p->host, p->port);
 	}
 	if (off > rs->len || len > rs->len - off)
 		goto out; /* TCP reports the ERANGE */

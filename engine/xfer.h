@@ -91,6 +91,12 @@ struct xfer_config {
 	xfer_rpc_fn rpc;	 /* RPCs from peers; NULL: answered with status EOPNOTSUPP */
 	void *rpc_arg;		 /* passed to rpc */
 	struct xfer_counters *counters; /* NULL: none kept */
+	/* Notable events, one line each with a syslog level (LOG_WARNING: a peer's transfer
+	 * connection lost, RDMA falling back to TCP; LOG_INFO: connections back; ...), said once
+	 * per peer and change of state, never per request. NULL: syslog(3). Called from any
+	 * engine thread, possibly with engine locks held: it must not call into the engine. */
+	void (*log)(void *arg, int level, const char *msg);
+	void *log_arg;
 };
 
 int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg);

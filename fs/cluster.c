@@ -10,6 +10,7 @@
 #include "engine/auth.h"
 #include "engine/pool.h"
 #include "engine/xfer.h"
+#include "fs/log.h"
 #include "fs/options.h"
 #include "fs/remote.h"
 #include "fs/uapi/kvcachefs.h"
@@ -27,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -54,6 +54,14 @@ struct cluster {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop; /* under lock */
+	/* What the log last said about the membership, to say what changed (log_lock): the
+	 * members (sorted by id, as snapshots are), and whether etcd was unreachable. The first
+	 * table seen is the baseline, logged by the daemon as its member count; etcd counts as
+	 * reachable until the table has been fresh once (the watch starts after the join). */
+	pthread_mutex_t log_lock;
+	struct member *known;
+	size_t nknown;
+	bool known_set, seen_fresh, etcd_down;
 };
 
 #define CLUSTER_REPORT_MS 2000
@@ -133,7 +141,8 @@ static void apply_dir(struct cluster *c, enum etcd_event ev, const struct etcd_k
 		return;
 	}
 	if (ret)
-		syslog(LOG_WARNING, "directory %s from the cluster: %s here", path, strerror(-ret));
+		log_msg(LOG_WARNING, "directory %s from the cluster: %s here", path,
+			strerror(-ret));
 }
 
 static void dirs_event(void *arg, enum etcd_event ev, const struct etcd_kv *kv)
@@ -178,7 +187,7 @@ int cluster_mkdir(struct cluster *c, uint64_t ino, uint32_t mode)
 	snprintf(val, sizeof(val), "%04o", mode & 07777);
 	ret = etcd_put(c->etcd, key, val, strlen(val), 0, NULL);
 	if (ret)
-		syslog(LOG_ERR, "mkdir %s: cannot publish it in etcd: %s", path, strerror(-ret));
+		log_msg(LOG_ERR, "mkdir %s: cannot publish it in etcd: %s", path, strerror(-ret));
 	return ret;
 }
 
@@ -198,8 +207,8 @@ int cluster_set_replicas(struct cluster *c, uint64_t ino, unsigned replicas)
 	snprintf(val, sizeof(val), "%04o %u", a.mode & 07777, replicas);
 	ret = etcd_put(c->etcd, key, val, strlen(val), 0, NULL);
 	if (ret)
-		syslog(LOG_ERR, "replicas of %s: cannot publish them in etcd: %s", path,
-		       strerror(-ret));
+		log_msg(LOG_ERR, "replicas of %s: cannot publish them in etcd: %s", path,
+			strerror(-ret));
 	else
 		(void)ns_replicas(c->ns, ino, replicas);
 	return ret;
@@ -223,16 +232,75 @@ static int cluster_rpc(void *arg, uint64_t from, const void *req, size_t len, vo
 	return ret;
 }
 
-/* The member table changed: the block layer follows. */
+/* One line per member that joined, left or came back at another address since the last
+ * table, compared by node id (both sorted); the local member never changes. */
+static void log_member_changes(const struct cluster *c, const struct member *old, size_t nold,
+			       const struct member *cur, size_t ncur)
+{
+	size_t i = 0, j = 0;
+
+	while (i < nold || j < ncur) {
+		if (j == ncur || (i < nold && old[i].node_id < cur[j].node_id)) {
+			log_msg(LOG_INFO, "member %016llx (%s) left cluster %s",
+				(unsigned long long)old[i].node_id, old[i].addr, c->name);
+			i++;
+		} else if (i == nold || cur[j].node_id < old[i].node_id) {
+			log_msg(LOG_INFO, "member %016llx (%s) joined cluster %s",
+				(unsigned long long)cur[j].node_id, cur[j].addr, c->name);
+			j++;
+		} else {
+			if (strcmp(old[i].addr, cur[j].addr))
+				log_msg(
+				    LOG_INFO,
+				    "member %016llx of cluster %s restarted: now at %s (was %s)",
+				    (unsigned long long)cur[j].node_id, c->name, cur[j].addr,
+				    old[i].addr);
+			i++, j++;
+		}
+	}
+}
+
+/* Log what changed in the membership and in etcd's reachability; keeps list as the new
+ * known table (or frees it). */
+static void log_membership(struct cluster *c, struct members *m, struct member *list, size_t n)
+{
+	bool stale = members_stale(m);
+
+	pthread_mutex_lock(&c->log_lock);
+	if (c->known_set)
+		log_member_changes(c, c->known, c->nknown, list, n);
+	free(c->known);
+	c->known = list;
+	c->nknown = n;
+	c->known_set = true;
+	if (!stale)
+		c->seen_fresh = true;
+	if (stale && c->seen_fresh && !c->etcd_down)
+		log_msg(
+		    LOG_WARNING,
+		    "etcd unreachable: the membership of cluster %s may be out of date (%zu "
+		    "member%s known); directories cannot be created or removed until it is back",
+		    c->name, n, n == 1 ? "" : "s");
+	else if (!stale && c->etcd_down)
+		log_msg(LOG_INFO, "etcd reachable again: cluster %s has %zu member%s", c->name, n,
+			n == 1 ? "" : "s");
+	c->etcd_down = stale && c->seen_fresh;
+	pthread_mutex_unlock(&c->log_lock);
+}
+
+/* The member table changed, or etcd's reachability: the block layer follows, the log says
+ * what happened. */
 static void members_changed(void *arg, struct members *m)
 {
 	struct cluster *c = arg;
 	struct member *list = NULL;
 	size_t n = 0;
 
-	if (members_snapshot(m, &list, &n) == 0 && c->remote)
+	if (members_snapshot(m, &list, &n) < 0)
+		return;
+	if (c->remote)
 		remote_members(c->remote, list, n);
-	free(list);
+	log_membership(c, m, list, n);
 }
 
 int cluster_rmdir(struct cluster *c, uint64_t parent, const char *name)
@@ -245,7 +313,7 @@ int cluster_rmdir(struct cluster *c, uint64_t parent, const char *name)
 	snprintf(key, sizeof(key), "%s%s%s%s", c->dirs_prefix, path, path[0] ? "/" : "", name);
 	ret = etcd_delete(c->etcd, key, false);
 	if (ret < 0)
-		syslog(LOG_ERR, "rmdir %s: cannot remove it from etcd: %s", key, strerror(-ret));
+		log_msg(LOG_ERR, "rmdir %s: cannot remove it from etcd: %s", key, strerror(-ret));
 	return ret < 0 ? ret : 0;
 }
 
@@ -290,7 +358,7 @@ int cluster_rename_dir(struct cluster *c, uint64_t oldparent, const char *oldnam
 	}
 	etcd_kvs_free(kvs, n);
 	if (ret)
-		syslog(LOG_ERR, "rename of directory %s: etcd: %s", okey, strerror(-ret));
+		log_msg(LOG_ERR, "rename of directory %s: etcd: %s", okey, strerror(-ret));
 	return ret;
 }
 
@@ -367,7 +435,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	struct member self;
 	struct cluster *c;
 	size_t secret_len = 0;
-	int ret;
+	int ret, waited;
 
 	c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -379,6 +447,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	pthread_rwlock_init(&c->rpc_lock, NULL);
+	pthread_mutex_init(&c->log_lock, NULL);
 	snprintf(c->name, sizeof(c->name), "%s", o->cluster);
 	c->node_id = o->node_id ? o->node_id : cluster_default_node_id(mountpoint);
 
@@ -397,6 +466,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 				      .rpc = cluster_rpc,
 				      .rpc_arg = c,
 				      .counters = &c->xc,
+				      .log = log_line,
 				  });
 	explicit_bzero(secret, sizeof(secret));
 	if (ret) {
@@ -449,25 +519,25 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 	snprintf(self.version, sizeof(self.version), "%s", KVC_VERSION);
 	/* A live member with our id is, most often, our own previous incarnation, killed less
 	 * than a lease ago (a restart): wait for its lease to run out before calling it a
-	 * duplicate. */
-	for (int waited = 0;; waited++) {
+	 * duplicate. Said once it is known how the wait ended: a refused start prints one line. */
+	for (waited = 0;; waited++) {
 		ret = members_join(&c->members, c->etcd, c->name, &self, 0, members_changed, c);
 		if (ret != -EEXIST || waited > MEMBERS_TTL_DEFAULT + 2)
 			break;
-		if (waited == 0)
-			syslog(LOG_NOTICE,
-			       "node %016llx is still registered in cluster %s: waiting up to %d s "
-			       "for that registration to expire",
-			       (unsigned long long)c->node_id, c->name, MEMBERS_TTL_DEFAULT + 2);
 		sleep(1);
 	}
 	if (ret == -EEXIST) {
 		snprintf(err, errlen,
-			 "node id %016llx is already a live member of cluster %s (another daemon "
-			 "with the same --node-id?)",
-			 (unsigned long long)c->node_id, c->name);
+			 "node id %016llx is already a live member of cluster %s, still after %d s "
+			 "(another daemon with the same --node-id?)",
+			 (unsigned long long)c->node_id, c->name, waited);
 		goto fail;
 	}
+	if (!ret && waited)
+		log_msg(LOG_INFO,
+			"node %016llx was still registered in cluster %s (a previous run?): joined "
+			"after %d s, once that registration expired",
+			(unsigned long long)c->node_id, c->name, waited);
 	if (ret) {
 		snprintf(err, errlen, "cannot join cluster %s through etcd %s: %s", c->name,
 			 o->etcd, strerror(-ret));
@@ -486,9 +556,7 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 		goto fail;
 	}
 	c->reporting = pthread_create(&c->reporter, NULL, reporter_main, c) == 0;
-	syslog(LOG_INFO, "joined cluster %s as node %016llx, transfers on %s", c->name,
-	       (unsigned long long)c->node_id, self.addr);
-	*out = c;
+	*out = c; /* the daemon logs the join once the mount is ready */
 	return 0;
 fail:
 	cluster_stop(c);
@@ -522,6 +590,8 @@ void cluster_stop(struct cluster *c)
 	pthread_rwlock_destroy(&c->rpc_lock);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->log_lock);
+	free(c->known);
 	free(c);
 }
 

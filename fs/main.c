@@ -6,16 +6,23 @@
  * exits non-zero with nothing mounted and no pool object left behind. Without -f the process
  * forks first, and the parent exits 0 only when the child reports that the mount is ready, so
  * `kvcachefs /mnt/x && ls /mnt/x` never races.
+ *
+ * What happens is logged (fs/log.h, --log-level, --log-target): the mount, the tiers and the
+ * recovery once the mount is ready, why the daemon stops (a signal, an unmount, a failed
+ * session), and "stopped" last; the namespace, the transfer engine and libfuse feed the same
+ * log through callbacks.
  */
 #include "engine/pool.h"
 #include "engine/ssd.h"
 #include "fs/cluster.h"
 #include "fs/daemonize.h"
 #include "fs/inval.h"
+#include "fs/log.h"
 #include "fs/metrics.h"
 #include "fs/ops.h"
-#include "fs/side.h"
 #include "fs/options.h"
+#include "fs/side.h"
+#include "fs/uapi/kvcachefs.h"
 #include "meta/namespace.h"
 
 #include <errno.h>
@@ -32,24 +39,6 @@
 #include <syslog.h>
 #include <unistd.h>
 #include <xxhash.h>
-
-static const char *prog = "kvcachefs";
-static bool use_syslog;
-
-static void log_msg(int level, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (use_syslog) {
-		vsyslog(level, fmt, ap);
-	} else {
-		fprintf(stderr, "%s: %s", prog, level <= LOG_ERR ? "error: " : "");
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-	}
-	va_end(ap);
-}
 
 /* Physical memory in bytes, 0 if unknown. */
 static uint64_t mem_total(void)
@@ -88,22 +77,36 @@ static void default_pool_path(const char *mnt, char *out, size_t cap)
 		snprintf(out, cap, "/dev/shm/kvcachefs%s", strcmp(mnt, "/") ? name : ".root");
 }
 
-/* ns_config.log: the namespace's notable events. */
-static void ns_log(void *arg, int level, const char *msg)
+/*
+ * The FUSE context: the ops' kvc_fs first (it is what they get as userdata), then what only
+ * the daemon knows. libfuse ends the session at INIT when the filesystem's init() announces a
+ * max_read other than the -o max_read=N the session was created with (0 when none), so
+ * init() is wrapped to announce that same value.
+ */
+struct daemon_fs {
+	struct kvc_fs fs;
+	uint32_t max_read;
+};
+
+static void daemon_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)arg;
-	log_msg(level, "%s", msg);
+	struct daemon_fs *d = userdata; /* fs is its first member */
+
+	kvc_fs_ops.init(userdata, conn);
+	conn->max_read = d->max_read;
 }
 
 /* fuse_session_new prints its own complaint about a bad -o option; ours is the one line. */
-static struct fuse_session *session_new_quiet(struct fuse_args *args, struct kvc_fs *fs)
+static struct fuse_session *session_new_quiet(struct fuse_args *args, struct daemon_fs *d)
 {
+	struct fuse_lowlevel_ops ops = kvc_fs_ops; /* libfuse keeps a copy */
 	struct fuse_session *se;
 	int saved = dup(2), null = open("/dev/null", O_WRONLY);
 
+	ops.init = daemon_init;
 	if (saved >= 0 && null >= 0)
 		dup2(null, 2);
-	se = fuse_session_new(args, &kvc_fs_ops, sizeof(kvc_fs_ops), fs);
+	se = fuse_session_new(args, &ops, sizeof(ops), d);
 	if (saved >= 0) {
 		dup2(saved, 2);
 		close(saved);
@@ -111,6 +114,54 @@ static struct fuse_session *session_new_quiet(struct fuse_args *args, struct kvc
 	if (null >= 0)
 		close(null);
 	return se;
+}
+
+/* libfuse's own messages ("fuse: ..."), into the log: its levels are syslog's. */
+static void fuse_log_fn(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_msg((int)level, "%s", msg);
+}
+
+/* Why the session loop ended (its return value): a signal, an unmount, or an error. */
+static void stop_reason(int ret, char *buf, size_t cap)
+{
+	const char *sig = ret == SIGINT ? "SIGINT" : ret == SIGTERM ? "SIGTERM" : "SIGHUP";
+
+	if (ret == SIGINT || ret == SIGTERM || ret == SIGHUP)
+		snprintf(buf, cap, "%s received", sig);
+	else if (ret == 0)
+		snprintf(buf, cap, "unmount requested (umount or fusermount3 -u)");
+	else
+		snprintf(buf, cap, "the FUSE session failed: %s",
+			 ret < 0 ? strerror(-ret) : "unknown error");
+}
+
+/* The cluster's line at start: which node this is and how many members there are. */
+static void log_cluster(struct cluster *c)
+{
+	struct kvcachefs_nodes *nd = calloc(1, sizeof(*nd));
+	const struct kvcachefs_node *self = NULL;
+
+	if (!nd)
+		return;
+	cluster_nodes(c, nd);
+	for (uint32_t k = 0; k < nd->count; k++)
+		if (nd->node[k].state & KVCACHEFS_NODE_SELF)
+			self = &nd->node[k];
+	if (self)
+		log_msg(LOG_INFO,
+			"joined cluster %s as node %016llx, transfers on %s (%s), %u member%s",
+			nd->cluster, (unsigned long long)self->node_id, self->addr,
+			self->transports & 0x2u ? "TCP, RDMA" : "TCP", nd->total,
+			nd->total == 1 ? "" : "s");
+	free(nd);
 }
 
 /* side_prefetch_fn: a block held by another node, fetched into the local pool. */
@@ -144,8 +195,9 @@ int main(int argc, char **argv)
 	struct cluster *cluster = NULL;
 	struct metrics *metrics = NULL;
 	char cerr[512];
-	struct kvc_fs fs;
-	bool fs_ready = false;
+	struct daemon_fs dfs;
+	struct kvc_fs *fs = &dfs.fs;
+	bool fs_ready = false, served = false;
 	struct stat st;
 	int ready_fd = -1, ret, status = 1;
 	uint64_t mem;
@@ -154,6 +206,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "%s", o.err);
 		return 2;
 	}
+	log_init(o.log_level, o.log_target);
 	if (o.help) {
 		opt_usage(argv[0], stdout);
 		return 0;
@@ -244,7 +297,7 @@ int main(int argc, char **argv)
 			    .vanish_arg = iv,
 			    .ssd = ssd,
 			    .nssd = o.nssd,
-			    .log = ns_log,
+			    .log = log_line,
 			});
 	if (ret) {
 		log_msg(LOG_ERR, "cannot create the namespace: %s", strerror(-ret));
@@ -279,16 +332,17 @@ int main(int argc, char **argv)
 				     .prefetch_batch = cluster ? prefetch_batch : NULL,
 				     .prefetch_arg = cluster_remote(cluster),
 				 });
-	if (ret || kvc_fs_init(&fs, ns, side) < 0) {
+	if (ret || kvc_fs_init(fs, ns, side) < 0) {
 		log_msg(LOG_ERR, "out of memory");
 		goto out;
 	}
-	fs.cluster = cluster;
+	fs->cluster = cluster;
+	dfs.max_read = o.max_read;
 	fs_ready = true;
 	/* The endpoint listens from here, answering /health with 503 until the mount is ready:
 	 * a port in use is a start-up error like any other. */
 	if (o.metrics) {
-		fs.timed = true;
+		fs->timed = true;
 		ret = metrics_start(&metrics,
 				    &(struct metrics_config){
 					.addr = (const struct sockaddr *)&o.metrics_addr,
@@ -300,7 +354,7 @@ int main(int argc, char **argv)
 					.ns = ns,
 					.side = side,
 					.cluster = cluster,
-					.fs = &fs,
+					.fs = fs,
 				    },
 				    cerr, sizeof(cerr));
 		if (ret) {
@@ -308,11 +362,13 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	se = session_new_quiet(&args, &fs);
+	se = session_new_quiet(&args, &dfs);
 	if (!se) {
 		log_msg(LOG_ERR, "invalid mount options '%s'", o.fuse_opts);
 		goto out;
 	}
+	if (!o.debug) /* -d: libfuse traces every request to stderr itself */
+		fuse_set_log_func(fuse_log_fn);
 	if (fuse_set_signal_handlers(se) != 0) {
 		log_msg(LOG_ERR, "cannot install signal handlers");
 		goto out;
@@ -333,13 +389,14 @@ int main(int argc, char **argv)
 	if (ready_fd >= 0) {
 		daemonize_ready(ready_fd);
 		ready_fd = -1;
-		openlog("kvcachefs", LOG_PID, LOG_DAEMON);
-		use_syslog = true;
 	}
+	log_ready(!o.foreground);
 	keep_pool = true;
 	metrics_set_state(metrics, METRICS_SERVING);
 	log_msg(LOG_INFO, "mounted on %s: pool %s (%s), max block %llu bytes", mnt, pool_path, a,
 		(unsigned long long)o.max_block_size);
+	if (o.max_read)
+		log_msg(LOG_INFO, "FUSE reads of at most %u bytes (-o max_read)", o.max_read);
 	if (metrics)
 		log_msg(LOG_INFO, "metrics on http://%s/metrics", o.metrics);
 	for (unsigned k = 0; k < o.nssd; k++) {
@@ -350,12 +407,17 @@ int main(int argc, char **argv)
 	log_msg(LOG_INFO, "recovered %llu blocks (%s), %llu directories, %llu dropped, in %.1f ms",
 		(unsigned long long)rec.recovered, a, (unsigned long long)rec.dirs,
 		(unsigned long long)rec.dropped, (double)rec.elapsed_ns / 1e6);
+	if (cluster)
+		log_cluster(cluster);
+	log_msg(LOG_DEBUG, "FUSE mount options: %s", fuse_opts);
 
 	/* The loop returns the signal number when SIGINT/SIGTERM/SIGHUP ended it: a clean stop. */
+	served = true;
 	ret = kvc_fuse_loop(se);
 	status = ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
 	metrics_set_state(metrics, METRICS_STOPPING);
-	log_msg(LOG_INFO, "unmounting %s", mnt);
+	stop_reason(ret, cerr, sizeof(cerr));
+	log_msg(status ? LOG_ERR : LOG_INFO, "unmounting %s: %s", mnt, cerr);
 
 out_unmount:
 	inval_destroy(iv);
@@ -369,7 +431,7 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	if (fs_ready)
-		kvc_fs_fini(&fs);
+		kvc_fs_fini(fs);
 	fuse_opt_free_args(&args);
 	inval_destroy(iv);
 	side_destroy(side);
@@ -381,5 +443,7 @@ out:
 	pool_destroy(pool, !keep_pool);
 	if (ready_fd >= 0)
 		daemonize_fail(ready_fd);
+	if (served)
+		log_msg(status ? LOG_ERR : LOG_INFO, status ? "stopped after an error" : "stopped");
 	return status;
 }

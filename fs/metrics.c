@@ -41,6 +41,7 @@
 #include "fs/metrics.h"
 #include "engine/xfer.h"
 #include "fs/cluster.h"
+#include "fs/log.h"
 #include "fs/ops.h"
 #include "fs/side.h"
 #include "fs/uapi/kvcachefs.h"
@@ -557,6 +558,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	size_t len;
 
 	(void)version, (void)upload, (void)upload_len, (void)con_cls;
+	log_msg(LOG_DEBUG, "metrics endpoint: %s %s", method, url);
 	if (!is_metrics && !is_health)
 		return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /metrics or /health\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))

@@ -9,6 +9,7 @@
  */
 #include "fs/ops.h"
 #include "fs/cluster.h"
+#include "fs/log.h"
 #include "fs/remote.h"
 #include "fs/side.h"
 #include "fs/uapi/kvcachefs.h"
@@ -334,22 +335,35 @@ static void kvc_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	fuse_reply_err(req, -ret);
 }
 
+/* A request refused because it misuses the store (debug level only): who asked, for what. */
+static void misuse(fuse_req_t req, const char *what, const char *name, int err)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "%s%s%s refused (pid %d, uid %u): %s", what, name ? " " : "",
+			name ? name : "", (int)ctx->pid, (unsigned)ctx->uid, strerror(err));
+}
+
 /* Blocks are immutable data addressed by name: links and special files have no meaning. */
 static void kvc_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	(void)link, (void)parent, (void)name;
+	(void)link, (void)parent;
+	misuse(req, "symlink", name, EPERM);
 	fuse_reply_err(req, EPERM);
 }
 
 static void kvc_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	(void)ino, (void)newparent, (void)newname;
+	(void)ino, (void)newparent;
+	misuse(req, "hard link", newname, EPERM);
 	fuse_reply_err(req, EPERM);
 }
 
 static void kvc_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	(void)parent, (void)name, (void)mode, (void)rdev;
+	(void)parent, (void)mode, (void)rdev;
+	misuse(req, "mknod", name, EPERM);
 	fuse_reply_err(req, EPERM);
 }
 
@@ -392,6 +406,8 @@ static void kvc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 
 	if (ret) {
+		if (ret == -EPERM) /* blocks are immutable once sealed */
+			misuse(req, "open for writing of a sealed block", NULL, EPERM);
 		fuse_reply_err(req, -ret);
 		return;
 	}
@@ -456,6 +472,8 @@ static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	ssize_t n = ns_write((struct ns_handle *)(uintptr_t)fi->fh, (uint64_t)off, buf, size);
 
 	(void)ino;
+	if (n == -EFBIG)
+		misuse(req, "write beyond --max-block-size", NULL, EFBIG);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -484,6 +502,8 @@ static void kvc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 				  fuse_buf_size(bufv), copy_bufv, bufv);
 
 	(void)ino;
+	if (n == -EFBIG)
+		misuse(req, "write beyond --max-block-size", NULL, EFBIG);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else

@@ -89,12 +89,42 @@ static int parse_size_opt(struct kvc_options *o, const char *name, const char *s
 	return 0;
 }
 
+/* The max_read=N options of one -o argument (comma-separated): the last one counts, as in
+ * libfuse. N is a decimal number of bytes below 2^32, as libfuse parses it ("%u"). */
+static int find_max_read(struct kvc_options *o, const char *opt)
+{
+	static const char key[] = "max_read=";
+	const size_t klen = sizeof(key) - 1;
+
+	for (const char *p = opt; p;) {
+		const char *end = strchr(p, ','), *v = p + klen;
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		unsigned long long n = 0;
+
+		p = end ? end + 1 : NULL;
+		if (len < klen || strncmp(v - klen, key, klen))
+			continue;
+		len -= klen;
+		if (len == 0 || len > 10 || strspn(v, "0123456789") < len)
+			return fail(o, "-o max_read: expected a number of bytes, got '%.*s'",
+				    (int)len, v);
+		for (size_t k = 0; k < len; k++)
+			n = n * 10 + (unsigned long long)(v[k] - '0');
+		if (n > UINT32_MAX)
+			return fail(o, "-o max_read: %llu is too large", n);
+		o->max_read = (uint32_t)n;
+	}
+	return 0;
+}
+
 static int add_fuse_opt(struct kvc_options *o, const char *opt)
 {
 	size_t used = strlen(o->fuse_opts);
 
 	if (!*opt)
 		return fail(o, "-o: empty option");
+	if (find_max_read(o, opt))
+		return -EINVAL;
 	if (used + strlen(opt) + 2 > sizeof(o->fuse_opts))
 		return fail(o, "-o: too many options");
 	if (used)
@@ -293,6 +323,20 @@ static int parse_metrics(struct kvc_options *o, const char *s)
 	return 0;
 }
 
+static int parse_log_level(struct kvc_options *o, const char *s)
+{
+	if (log_level_parse(s, &o->log_level))
+		return fail(o, "--log-level: expected error, warning, info or debug, got '%s'", s);
+	return 0;
+}
+
+static int parse_log_target(struct kvc_options *o, const char *s)
+{
+	if (log_target_parse(s, &o->log_target))
+		return fail(o, "--log-target: expected auto, stderr or syslog, got '%s'", s);
+	return 0;
+}
+
 static int parse_queue_depth(struct kvc_options *o, const char *s)
 {
 	char *end;
@@ -322,7 +366,9 @@ enum {
 	OPT_SSD,
 	OPT_SSD_QUEUE,
 	OPT_FRESH,
-	OPT_METRICS
+	OPT_METRICS,
+	OPT_LOG_LEVEL,
+	OPT_LOG_TARGET
 };
 
 int opt_parse(int argc, char **argv, struct kvc_options *o)
@@ -348,6 +394,8 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"ssd-queue-depth", required_argument, NULL, OPT_SSD_QUEUE},
 	    {"fresh", no_argument, NULL, OPT_FRESH},
 	    {"metrics", required_argument, NULL, OPT_METRICS},
+	    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	    {"log-target", required_argument, NULL, OPT_LOG_TARGET},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, ret;
@@ -360,6 +408,8 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    .pool_mode = KVC_DEFAULT_POOL_MODE,
 	    .pool_gid = -1,
 	    .ssd_queue_depth = KVC_DEFAULT_SSD_QUEUE,
+	    .log_level = LOG_DEFAULT_LEVEL,
+	    .log_target = LOG_TARGET_AUTO,
 	};
 	optind = 1;
 	opterr = 0;
@@ -429,6 +479,12 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		case OPT_METRICS:
 			ret = parse_metrics(o, optarg);
 			break;
+		case OPT_LOG_LEVEL:
+			ret = parse_log_level(o, optarg);
+			break;
+		case OPT_LOG_TARGET:
+			ret = parse_log_target(o, optarg);
+			break;
 		case ':':
 			return fail(o, "option '%s' needs a value", argv[optind - 1]);
 		default:
@@ -494,13 +550,25 @@ void opt_usage(const char *prog, FILE *out)
 		"                            daemon's)\n"
 		"      --fresh               discard the blocks a previous daemon left in the\n"
 		"                            pool and SSD files instead of recovering them\n"
-		"  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other)\n"
+		"  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other,\n"
+		"                            max_read=BYTES)\n"
 		"      --metrics ADDR:PORT   serve Prometheus metrics on http://ADDR:PORT/metrics\n"
 		"                            and a health check on /health (200 while the mount\n"
 		"                            is served, also with etcd unreachable; 503 while\n"
 		"                            starting or stopping). ADDR is numeric: 127.0.0.1,\n"
 		"                            0.0.0.0 (any IPv4), [::1], [::]. A port in use is\n"
 		"                            a start-up error\n"
+		"      --log-level LEVEL     error, warning, info (default) or debug: the least\n"
+		"                            severe lines written. One line per notable event:\n"
+		"                            start and stop, members joining and leaving, etcd\n"
+		"                            lost and back, eviction bursts, recovery, transfer\n"
+		"                            connections lost and back, errors; debug adds side\n"
+		"                            channel requests and refused requests\n"
+		"      --log-target TARGET   auto (default), stderr or syslog (ident kvcachefs,\n"
+		"                            facility daemon). auto: stderr until the daemon\n"
+		"                            detaches, then syslog; with -f stderr throughout.\n"
+		"                            (stderr without -f: /dev/null once detached.)\n"
+		"                            Errors that stop the start always reach stderr too\n"
 		"\n"
 		"SSD tier (without --ssd the DRAM pool is the only tier):\n"
 		"      --ssd PATH[:SIZE]     a file (created and preallocated to SIZE when\n"

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "fs/log.h"
+
 #define KVC_DEFAULT_POOL_SIZE	   (1ull << 30)
 #define KVC_DEFAULT_MAX_BLOCK_SIZE (64ull << 20)
 #define KVC_MIN_POOL_SIZE	   (1ull << 20)
@@ -53,7 +55,12 @@ struct kvc_options {
 	const char *listen;	 /* --listen HOST:PORT for the transfer engine, NULL: default */
 	const char *secret_file; /* --secret-file F: the cluster secret */
 	char fuse_opts[1024];	 /* comma-separated -o options, passed to FUSE */
-	char err[256];		 /* message when opt_parse fails */
+	/* -o max_read=N among them (0: not given): libfuse insists that the filesystem's
+	 * init() announce the same value, or it ends the session after the mount. */
+	uint32_t max_read;
+	int log_level;		    /* --log-level: a syslog level (fs/log.h), default info */
+	enum log_target log_target; /* --log-target, default auto */
+	char err[256];		    /* message when opt_parse fails */
 };
 
 /* Parse "4096", "64K", "64M", "1G", "2T" (also "64MiB", "64MB", lower case): powers of

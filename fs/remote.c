@@ -12,6 +12,7 @@
 #include "engine/checksum.h"
 #include "engine/pool.h"
 #include "engine/xfer.h"
+#include "fs/log.h"
 #include "meta/entries.h"
 #include "meta/members.h"
 #include "meta/mrpc.h"
@@ -25,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -56,6 +56,7 @@ struct rnode {
 	struct xfer_peer *peer; /* opened on first use; closed at destroy */
 	uint64_t retry_at;	/* monotonic ns: no connect before */
 	bool live;
+	bool unreachable;	    /* the last connect failed (logged once, until one works) */
 	bool sb;		    /* hdr_off/data_off known */
 	uint64_t hdr_off, data_off; /* of its pool, from its superblock */
 };
@@ -212,6 +213,7 @@ void remote_members(struct remote *r, const struct member *list, size_t n)
 			}
 			d->sb = false;
 			d->retry_at = 0;
+			d->unreachable = false;
 		}
 		d->live = true;
 	}
@@ -247,6 +249,7 @@ static struct xfer_peer *peer_get(struct remote *r, uint64_t id)
 	struct xfer_peer *p = NULL;
 	char addr[MEMBER_ADDR_MAX];
 	struct rnode *d;
+	bool back;
 	int ret;
 
 	pthread_mutex_lock(&r->mlock);
@@ -264,23 +267,34 @@ static struct xfer_peer *peer_get(struct remote *r, uint64_t id)
 	pthread_mutex_lock(&r->mlock);
 	d = node_find(r, id);
 	if (ret) {
-		if (d)
+		/* retried every PEER_RETRY_NS while it is needed: said once per outage */
+		bool say = d && !d->unreachable;
+
+		if (d) {
 			d->retry_at = mono_ns() + PEER_RETRY_NS;
+			d->unreachable = true;
+		}
 		pthread_mutex_unlock(&r->mlock);
-		syslog(LOG_WARNING, "node %016" PRIx64 " at %s: %s", id, addr, strerror(-ret));
+		if (say)
+			log_msg(LOG_WARNING, "member %016" PRIx64 " (%s) unreachable: %s", id, addr,
+				strerror(-ret));
 		return NULL;
 	}
+	back = d && d->unreachable;
+	if (back)
+		d->unreachable = false;
 	if (d && !d->peer && !strcmp(d->addr, addr)) {
 		d->peer = p;
+		pthread_mutex_unlock(&r->mlock);
 	} else { /* someone else connected first, or the node moved */
 		struct xfer_peer *mine = p;
 
 		p = d ? d->peer : NULL;
 		pthread_mutex_unlock(&r->mlock);
 		xfer_close_peer(mine);
-		return p;
 	}
-	pthread_mutex_unlock(&r->mlock);
+	if (back)
+		log_msg(LOG_INFO, "member %016" PRIx64 " (%s) reachable again", id, addr);
 	return p;
 }
 
@@ -425,8 +439,9 @@ static int fetch_bytes(struct remote *r, const char *dir, const char *name,
 		if (!ret)
 			ret = read_remote(r, p, &hdr, hdr_off, sizeof(hdr));
 		if (ret) {
-			syslog(LOG_NOTICE, "fetch of %s from node %016" PRIx64 ": %s", name,
-			       h->node, strerror(-ret));
+			/* per block: the peer's outage itself is said once (engine/tcp.c) */
+			log_msg(LOG_DEBUG, "fetch of %s from node %016" PRIx64 ": %s", name,
+				h->node, strerror(-ret));
 			continue;
 		}
 		if (!hdr_vouches(&hdr, h, info, &nh)) {
@@ -1284,7 +1299,7 @@ static void replicate(struct remote *r, struct qrec *q)
 	ret = ns_reserve(ns, parent, q->name, q->info.size, q->info.mode & 07777, q->info.uid,
 			 q->info.gid, &h);
 	if (ret) {
-		syslog(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
+		log_msg(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
 		return;
 	}
 	ret = fetch_bytes(r, q->dir, q->name, &q->info, ns_handle_data(h), &sum);
@@ -1294,7 +1309,7 @@ static void replicate(struct remote *r, struct qrec *q)
 	}
 	if (ret) {
 		ns_abort(h);
-		syslog(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
+		log_msg(LOG_WARNING, "replica of %s/%s: %s", q->dir, q->name, strerror(-ret));
 		return;
 	}
 	if (replaced && r->cfg.inval)

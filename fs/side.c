@@ -16,6 +16,7 @@
 #include "engine/checksum.h"
 #include "engine/pool.h"
 #include "fs/cudart.h"
+#include "fs/log.h"
 #include "fs/metrics.h"
 #include "fs/uapi/kvcachefs.h"
 #include "meta/htable.h"
@@ -31,7 +32,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #ifndef RENAME_NOREPLACE
@@ -751,7 +751,7 @@ static int do_gpu_register(struct side *s, struct side_owner *o, struct kvcachef
 	int ret = cudart_load(&s->cuda), err;
 
 	if (ret) {
-		syslog(LOG_INFO, "GPU buffer refused: %s", s->cuda.why);
+		log_msg(LOG_INFO, "GPU buffer refused: %s", s->cuda.why);
 		return ret;
 	}
 	if (g->size == 0)
@@ -761,8 +761,8 @@ static int do_gpu_register(struct side *s, struct side_owner *o, struct kvcachef
 	if (!err)
 		err = s->cuda.ipc_open(&dev, handle, CUDART_IPC_LAZY_PEER_ACCESS);
 	if (err) {
-		syslog(LOG_WARNING, "cannot open GPU buffer on device %u: %s", g->device,
-		       s->cuda.error_string(err));
+		log_msg(LOG_WARNING, "cannot open GPU buffer on device %u: %s", g->device,
+			s->cuda.error_string(err));
 		return cudart_errno(err);
 	}
 	pthread_mutex_lock(&s->lock);
@@ -869,6 +869,61 @@ static _Thread_local union {
 	struct kvcachefs_gpu_unregister gpu_unregister;
 } arg;
 
+/* The command's name for the debug log; NULL for one that is not ours. */
+static const char *ioc_name(unsigned cmd)
+{
+	switch (cmd) {
+	case KVCACHEFS_IOC_STATUS:
+		return "STATUS";
+	case KVCACHEFS_IOC_TIERS:
+		return "TIERS";
+	case KVCACHEFS_IOC_POOL_INFO:
+		return "POOL_INFO";
+	case KVCACHEFS_IOC_NODES:
+		return "NODES";
+	case KVCACHEFS_IOC_LOOKUP:
+		return "LOOKUP";
+	case KVCACHEFS_IOC_PIN:
+		return "PIN";
+	case KVCACHEFS_IOC_LOCATE:
+		return "LOCATE";
+	case KVCACHEFS_IOC_UNPIN:
+		return "UNPIN";
+	case KVCACHEFS_IOC_RESERVE:
+		return "RESERVE";
+	case KVCACHEFS_IOC_COMMIT:
+		return "COMMIT";
+	case KVCACHEFS_IOC_ABORT:
+		return "ABORT";
+	case KVCACHEFS_IOC_GPU_REGISTER:
+		return "GPU_REGISTER";
+	case KVCACHEFS_IOC_GPU_LOAD:
+		return "GPU_LOAD";
+	case KVCACHEFS_IOC_GPU_UNREGISTER:
+		return "GPU_UNREGISTER";
+	default:
+		return NULL;
+	}
+}
+
+/* A request refused before it reached its command: a client built against another ABI, or
+ * one that misuses the interface. Said at debug level only. */
+static void refuse(fuse_req_t req, fuse_ino_t ino, unsigned cmd, int err, const char *why)
+{
+	const char *name = ioc_name(cmd);
+	char num[16];
+
+	if (log_enabled(LOG_DEBUG)) {
+		if (!name) {
+			snprintf(num, sizeof(num), "0x%x", cmd);
+			name = num;
+		}
+		log_msg(LOG_DEBUG, "ioctl %s on inode %llu refused: %s (%s)", name,
+			(unsigned long long)ino, why, strerror(err));
+	}
+	fuse_reply_err(req, err);
+}
+
 void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		struct side_owner *owner, const void *in, size_t in_size, size_t out_size)
 {
@@ -895,21 +950,21 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 	case KVCACHEFS_IOC_GPU_UNREGISTER:
 		break;
 	default:
-		fuse_reply_err(req, ENOTTY);
+		refuse(req, ino, cmd, ENOTTY, "not a kvcachefs command");
 		return;
 	}
 	/* The kernel copies exactly the size the command encodes. */
 	if (in_size != size || (out_size != 0 && out_size != size) || size > sizeof(arg)) {
-		fuse_reply_err(req, EINVAL);
+		refuse(req, ino, cmd, EINVAL, "argument size");
 		return;
 	}
 	memcpy(&arg, in, size);
 	if (arg.status.version != KVCACHEFS_ABI_VERSION) {
-		fuse_reply_err(req, EPROTO);
+		refuse(req, ino, cmd, EPROTO, "another ABI version");
 		return;
 	}
 	if (needs_dir && !owner) {
-		fuse_reply_err(req, ENOTDIR);
+		refuse(req, ino, cmd, ENOTDIR, "needs an open directory");
 		return;
 	}
 	switch (cmd) {
@@ -967,6 +1022,10 @@ void side_ioctl(struct side *s, fuse_req_t req, fuse_ino_t ino, unsigned cmd,
 		ret = do_gpu_unregister(s, owner, &arg.gpu_unregister);
 		break;
 	}
+	/* a hot path of the side channel: one relaxed load when the level is above debug */
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "ioctl %s on inode %llu: %s", ioc_name(cmd),
+			(unsigned long long)ino, ret ? strerror(-ret) : "ok");
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else

@@ -147,6 +147,11 @@ struct ns {
 	pthread_cond_t evict_cond;
 	pthread_cond_t seal_cond; /* broadcast when a block is sealed or discarded */
 	bool evict_stop;
+	/* Eviction bursts, for the log: DRAM pages freed by eviction so far (ns->lock), and the
+	 * rate limit of the burst lines (evictor thread only). */
+	uint64_t evicted_pages;
+	int64_t burst_logged_ns; /* monotonic; 0: never */
+	unsigned bursts_unlogged;
 };
 
 static int64_t now_ns(void)
@@ -707,6 +712,7 @@ static int evict_one(struct ns *ns)
 		return -EAGAIN;
 	lru_remove(&ns->lru, n);
 	atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+	ns->evicted_pages += i->file.npages;
 	if (ns->cfg.nssd && !(i->flags & F_CACHED) && (i->file.dev >= 0 || !size_of(i))) {
 		drop_dram(ns, i); /* on SSD (or empty): it stays */
 		return 1;
@@ -859,6 +865,7 @@ static unsigned demote_batch(struct ns *ns)
 			atomic_fetch_add_explicit(&ns->demotions, 1, memory_order_relaxed);
 			if (!i->file.open && !lru_linked(&i->file.lru)) {
 				atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+				ns->evicted_pages += i->file.npages;
 				drop_dram(ns, i);
 				done++;
 			} /* else read meanwhile: both copies stay, the DRAM one on the LRU */
@@ -869,6 +876,7 @@ static unsigned demote_batch(struct ns *ns)
 		if (!(i->flags & F_DETACHED) && !i->file.open && !lru_linked(&i->file.lru)) {
 			/* no room on SSD (or a device error): dropped as without an SSD tier */
 			atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
+			ns->evicted_pages += i->file.npages;
 			lose(ns, i);
 			done++;
 		}
@@ -897,18 +905,105 @@ uint64_t ns_evict(struct ns *ns, unsigned target_pct)
 	return n;
 }
 
+/*
+ * Eviction bursts: what one wake-up of the evictor (from its wake to its next wait) freed,
+ * writers' own evictions meanwhile included. One that evicts more than BURST_BLOCKS blocks
+ * or more than BURST_PCT percent of the pool is logged, at most one line per BURST_LOG_NS
+ * (the bursts in between are counted in the next line): a line says that the cache is
+ * churning, not each block it dropped.
+ */
+#define BURST_BLOCKS 64
+#define BURST_PCT    10
+#define BURST_LOG_NS (10 * 1000000000ll)
+
+struct burst {
+	bool open;
+	int64_t t0; /* monotonic */
+	uint64_t evictions, demotions, ssd_evictions, pages;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void burst_begin(struct ns *ns, struct burst *b)
+{
+	if (b->open)
+		return;
+	*b = (struct burst){
+	    .open = true,
+	    .t0 = mono_ns(),
+	    .evictions = atomic_load_explicit(&ns->evictions, memory_order_relaxed),
+	    .demotions = atomic_load_explicit(&ns->demotions, memory_order_relaxed),
+	    .ssd_evictions = atomic_load_explicit(&ns->ssd_evictions, memory_order_relaxed),
+	    .pages = ns->evicted_pages,
+	};
+}
+
+/* The evictor is about to wait (ns->lock held): end the wake-up b, logging it when it was a
+ * burst. True when a line was written: the lock was dropped meanwhile, so the caller must
+ * look at the pool again before it waits. */
+static bool burst_end(struct ns *ns, struct burst *b)
+{
+	uint64_t ev, dem, ssd_ev, pages, npages = ns->pool->npages;
+	int64_t now = mono_ns();
+	unsigned quiet;
+	char more[64] = "", tier[96] = "";
+
+	if (!b->open)
+		return false;
+	b->open = false;
+	ev = atomic_load_explicit(&ns->evictions, memory_order_relaxed) - b->evictions;
+	dem = atomic_load_explicit(&ns->demotions, memory_order_relaxed) - b->demotions;
+	ssd_ev = atomic_load_explicit(&ns->ssd_evictions, memory_order_relaxed) - b->ssd_evictions;
+	pages = ns->evicted_pages - b->pages;
+	if (ev <= BURST_BLOCKS && pages * 100 <= (uint64_t)BURST_PCT * npages)
+		return false;
+	if (ns->burst_logged_ns && now - ns->burst_logged_ns < BURST_LOG_NS) {
+		ns->bursts_unlogged++;
+		return false;
+	}
+	quiet = ns->bursts_unlogged;
+	ns->bursts_unlogged = 0;
+	ns->burst_logged_ns = now;
+	if (quiet)
+		snprintf(more, sizeof(more), " (%u more burst%s since the last line)", quiet,
+			 quiet == 1 ? "" : "s");
+	if (ns->cfg.nssd)
+		snprintf(tier, sizeof(tier),
+			 ", %llu of them demoted to SSD, %llu SSD copies dropped",
+			 (unsigned long long)dem, (unsigned long long)ssd_ev);
+	pthread_mutex_unlock(&ns->lock);
+	ns_log(ns, LOG_INFO,
+	       "eviction burst in %.1f ms: %llu blocks evicted from DRAM (%.1f MiB, %llu%% of the "
+	       "pool)%s; pool %llu%% used%s",
+	       (double)(now - b->t0) / 1e6, (unsigned long long)ev,
+	       (double)pages * POOL_PAGE_SIZE / (1 << 20),
+	       (unsigned long long)(npages ? pages * 100 / npages : 0), tier,
+	       (unsigned long long)(npages ? pool_used_pages(ns->pool) * 100 / npages : 0), more);
+	pthread_mutex_lock(&ns->lock);
+	return true;
+}
+
 static void *evictor_main(void *arg)
 {
 	struct ns *ns = arg;
+	struct burst b = {.open = false};
 
 	pthread_mutex_lock(&ns->lock);
 	while (!ns->evict_stop) {
 		bool progress = false;
 
 		if (!over_pct(ns, ns->cfg.evict_high) && !ns->space_wanted) {
-			pthread_cond_wait(&ns->evict_cond, &ns->lock);
+			if (!burst_end(ns, &b))
+				pthread_cond_wait(&ns->evict_cond, &ns->lock);
 			continue;
 		}
+		burst_begin(ns, &b);
 		while (!ns->evict_stop && (over_pct(ns, ns->cfg.evict_low) || ns->space_wanted)) {
 			int r = evict_one(ns);
 
@@ -919,8 +1014,12 @@ static void *evictor_main(void *arg)
 			progress = true;
 		}
 		pthread_cond_broadcast(&ns->space_cond);
+		/* Writers that keep the pool above the high mark keep the evictor from waiting:
+		 * such a wake-up is cut into periods of one line each. */
+		if (progress && mono_ns() - b.t0 >= BURST_LOG_NS)
+			(void)burst_end(ns, &b);
 		/* Nothing (more) to evict: wait for the next kick. */
-		if (!progress && !ns->evict_stop)
+		if (!progress && !ns->evict_stop && !burst_end(ns, &b))
 			pthread_cond_wait(&ns->evict_cond, &ns->lock);
 	}
 	pthread_mutex_unlock(&ns->lock);

@@ -68,8 +68,11 @@ struct ns_config {
 	 * these devices instead of dropping them, and opening one promotes it back. */
 	struct ssd **ssd;
 	unsigned nssd;
-	/* Notable events (a record dropped at recovery, a corrupt block), one line each; NULL:
-	 * stderr. level is a syslog level. */
+	/* Notable events, one line each, level a syslog level: a record dropped at recovery
+	 * (LOG_WARNING), a corrupt block dropped (LOG_ERR), an eviction burst (LOG_INFO: more
+	 * than 64 blocks or 10% of the pool evicted in one wake-up of the evictor, at most one
+	 * line per 10 s). It may be called with the namespace's lock held: it must only write
+	 * the line, never call back into the namespace. NULL: stderr. */
 	void (*log)(void *arg, int level, const char *msg);
 	void *log_arg;
 };

@@ -54,6 +54,8 @@ static void test_defaults(void)
 	CHECK(o.nssd == 0 && o.ssd_queue_depth == KVC_DEFAULT_SSD_QUEUE && o.ssd_queue_depth == 32);
 	CHECK(!o.fresh);
 	CHECK(o.metrics == NULL);
+	CHECK(o.log_level == LOG_INFO && o.log_target == LOG_TARGET_AUTO);
+	CHECK(o.max_read == 0);
 }
 
 static void test_all_options(void)
@@ -275,6 +277,67 @@ static void test_metrics(void)
 	}
 }
 
+static void test_log_options(void)
+{
+	struct kvc_options o;
+	const struct {
+		const char *name;
+		int level;
+	} levels[] = {
+	    {"error", LOG_ERR}, {"warning", LOG_WARNING}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}};
+	const char *bad[] = {"--log-level warn /m",   "--log-level INFO /m",
+			     "--log-level notice /m", "--log-level 3 /m",
+			     "--log-level= /m",	      "/m --log-level",
+			     "--log-target file /m",  "--log-target Syslog /m",
+			     "--log-target= /m",      "/m --log-target"};
+	char line[64];
+
+	for (size_t k = 0; k < sizeof(levels) / sizeof(levels[0]); k++) {
+		snprintf(line, sizeof(line), "--log-level %s /m", levels[k].name);
+		CHECK(parse(&o, line) == 0 && o.log_level == levels[k].level);
+		CHECK(!strcmp(log_level_name(levels[k].level), levels[k].name));
+	}
+	CHECK(!strcmp(log_level_name(LOG_NOTICE), "info"));
+	CHECK(!strcmp(log_level_name(LOG_CRIT), "error"));
+	CHECK(parse(&o, "--log-target stderr /m") == 0 && o.log_target == LOG_TARGET_STDERR);
+	CHECK(parse(&o, "--log-target=syslog /m") == 0 && o.log_target == LOG_TARGET_SYSLOG);
+	CHECK(parse(&o, "--log-target auto --log-level debug /m") == 0 &&
+	      o.log_target == LOG_TARGET_AUTO && o.log_level == LOG_DEBUG);
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		int r = parse(&o, bad[k]);
+		bool ok = r == -EINVAL &&
+			  (!strncmp(o.err, "--log-", 6) || strstr(o.err, "needs a value"));
+
+		if (!ok)
+			fprintf(stderr, "  '%s': %d '%s'\n", bad[k], r, o.err);
+		CHECK(ok);
+	}
+	CHECK(parse(&o, "--log-level warn /m") == -EINVAL &&
+	      strstr(o.err, "error, warning, info or debug") && strstr(o.err, "'warn'"));
+	CHECK(parse(&o, "--log-target file /m") == -EINVAL &&
+	      strstr(o.err, "auto, stderr or syslog") && strstr(o.err, "'file'"));
+}
+
+/* -o max_read=N reaches FUSE and is remembered for init() (libfuse wants both to agree). */
+static void test_max_read(void)
+{
+	struct kvc_options o;
+
+	CHECK(parse(&o, "-o max_read=65536 /m") == 0 && o.max_read == 65536 &&
+	      !strcmp(o.fuse_opts, "max_read=65536"));
+	CHECK(parse(&o, "-o allow_other,max_read=4096,ro /m") == 0 && o.max_read == 4096);
+	CHECK(parse(&o, "-o max_read=4096 -o max_read=8192 /m") == 0 && o.max_read == 8192);
+	CHECK(parse(&o, "-o max_read=4096,max_read=131072 /m") == 0 && o.max_read == 131072);
+	CHECK(parse(&o, "-o max_read=4294967295 /m") == 0 && o.max_read == 4294967295u);
+	CHECK(parse(&o, "-o allow_other /m") == 0 && o.max_read == 0);
+	CHECK(parse(&o, "-o xmax_read=5 /m") == 0 && o.max_read == 0); /* another option */
+	CHECK(parse(&o, "-o max_read= /m") == -EINVAL && strstr(o.err, "-o max_read"));
+	CHECK(parse(&o, "-o max_read=64K /m") == -EINVAL && strstr(o.err, "'64K'"));
+	CHECK(parse(&o, "-o ro,max_read=-1 /m") == -EINVAL && strstr(o.err, "'-1'"));
+	CHECK(parse(&o, "-o max_read=4294967296 /m") == -EINVAL && strstr(o.err, "too large"));
+	CHECK(parse(&o, "-o max_read=99999999999 /m") == -EINVAL);
+}
+
 int main(void)
 {
 	RUN(test_sizes);
@@ -287,5 +350,7 @@ int main(void)
 	RUN(test_ssd_last_colon);
 	RUN(test_ssd_rejected);
 	RUN(test_metrics);
+	RUN(test_log_options);
+	RUN(test_max_read);
 	return check_summary();
 }
