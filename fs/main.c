@@ -23,6 +23,7 @@
 #include "fs/options.h"
 #include "fs/side.h"
 #include "fs/uapi/kvcachefs.h"
+#include "meta/etcd.h"
 #include "meta/namespace.h"
 
 #include <errno.h>
@@ -207,6 +208,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_init(o.log_level, o.log_target);
+	etcd_set_log(log_line, NULL); /* the etcd client and the member list */
 	if (o.help) {
 		opt_usage(argv[0], stdout);
 		return 0;

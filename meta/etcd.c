@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdarg.h>
 #include <syslog.h>
 #include <time.h>
 
@@ -57,6 +58,29 @@ struct etcd {
 };
 
 /* ---- libcurl's global state: the one process-wide thing, counted --------------------- */
+
+static etcd_log_fn log_fn;
+static void *log_arg;
+
+void etcd_set_log(etcd_log_fn fn, void *arg)
+{
+	log_fn = fn;
+	log_arg = arg;
+}
+
+void etcd_log(int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_fn)
+		log_fn(log_arg, level, msg);
+	else
+		syslog(level, "kvcachefs %s", msg);
+}
 
 static pthread_mutex_t curl_global_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned curl_global_users; /* curl_global_mu */
@@ -470,9 +494,9 @@ static int answer_error(const struct etcd *c, const char *path, long status, con
 	else if (strstr(m, "lease not found"))
 		rc = -ENOENT;
 	else
-		syslog(LOG_WARNING, "kvcachefs etcd: %s%s: HTTP %ld, code %" PRId64 ": %.200s",
-		       c->ep[atomic_load(&c->cur) % c->nep], path, status, code,
-		       j ? m : (body ? body : ""));
+		etcd_log(LOG_WARNING, "etcd: %s%s: HTTP %ld, code %" PRId64 ": %.200s",
+			 c->ep[atomic_load(&c->cur) % c->nep], path, status, code,
+			 j ? m : (body ? body : ""));
 	cJSON_Delete(j);
 	return rc;
 }
@@ -891,8 +915,8 @@ static void watch_line(struct etcd_watch *w, const char *text)
 	if (!j || !cJSON_IsObject(res)) {
 		const cJSON *m = cJSON_GetObjectItemCaseSensitive(err, "message");
 
-		syslog(LOG_WARNING, "kvcachefs etcd: watch %s: %.200s", w->key,
-		       cJSON_IsString(m) ? m->valuestring : text);
+		etcd_log(LOG_WARNING, "etcd: watch %s: %.200s", w->key,
+			 cJSON_IsString(m) ? m->valuestring : text);
 		w->stream_abort = true;
 		goto out;
 	}
@@ -900,17 +924,17 @@ static void watch_line(struct etcd_watch *w, const char *text)
 	if (json_bool(res, "canceled")) {
 		json_i64(res, "compact_revision", &compact);
 		if (compact > 0) {
-			syslog(LOG_NOTICE,
-			       "kvcachefs etcd: watch %s: revision %" PRId64
-			       " compacted (oldest %" PRId64 "), re-listing",
-			       w->key, w->next_rev, compact);
+			etcd_log(LOG_NOTICE,
+				 "etcd: watch %s: revision %" PRId64 " compacted (oldest %" PRId64
+				 "), re-listing",
+				 w->key, w->next_rev, compact);
 			w->need_resync = true;
 			w->live = false; /* not a disconnection: RESYNC tells the owner */
 		} else {
 			const cJSON *why = cJSON_GetObjectItemCaseSensitive(res, "cancel_reason");
 
-			syslog(LOG_WARNING, "kvcachefs etcd: watch %s canceled: %s", w->key,
-			       cJSON_IsString(why) ? why->valuestring : "?");
+			etcd_log(LOG_WARNING, "etcd: watch %s canceled: %s", w->key,
+				 cJSON_IsString(why) ? why->valuestring : "?");
 		}
 		w->stream_abort = true;
 		goto out;
@@ -918,10 +942,10 @@ static void watch_line(struct etcd_watch *w, const char *text)
 	if (json_bool(res, "created")) {
 		if (hrev < w->seen_rev) {
 			/* etcd came back with an older store: what was delivered is void */
-			syslog(LOG_NOTICE,
-			       "kvcachefs etcd: watch %s: store at revision %" PRId64
-			       " after %" PRId64 ", re-listing",
-			       w->key, hrev, w->seen_rev);
+			etcd_log(LOG_NOTICE,
+				 "etcd: watch %s: store at revision %" PRId64 " after %" PRId64
+				 ", re-listing",
+				 w->key, hrev, w->seen_rev);
 			w->need_resync = true;
 			w->stream_abort = true;
 			goto out;
@@ -958,7 +982,7 @@ static void watch_line(struct etcd_watch *w, const char *text)
 		else if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "PUT")))
 			bad = true;
 		if (bad || parse_kv(cJSON_GetObjectItemCaseSensitive(ev, "kv"), &kv)) {
-			syslog(LOG_WARNING, "kvcachefs etcd: watch %s: malformed event", w->key);
+			etcd_log(LOG_WARNING, "etcd: watch %s: malformed event", w->key);
 			w->stream_abort = true;
 			goto out;
 		}
@@ -1127,8 +1151,8 @@ static int watch_check(struct etcd_watch *w)
 	if (rc == -ERANGE && w->seen_rev == 0)
 		return 0; /* a start in the future, as asked: the watch waits for it */
 	if (rc == -ESTALE || rc == -ERANGE) {
-		syslog(LOG_NOTICE, "kvcachefs etcd: watch %s: revision %" PRId64 " %s, re-listing",
-		       w->key, w->next_rev, rc == -ESTALE ? "compacted" : "not in the store");
+		etcd_log(LOG_NOTICE, "etcd: watch %s: revision %" PRId64 " %s, re-listing", w->key,
+			 w->next_rev, rc == -ESTALE ? "compacted" : "not in the store");
 		w->need_resync = true;
 		rc = 0;
 	}
@@ -1179,8 +1203,8 @@ static void *watch_main(void *arg)
 		if (w->live) {
 			w->live = false;
 			backoff = WATCH_BACKOFF_MIN_MS;
-			syslog(LOG_NOTICE, "kvcachefs etcd: watch %s lost (%s), reconnecting",
-			       w->key, strerror(-rc));
+			etcd_log(LOG_NOTICE, "etcd: watch %s lost (%s), reconnecting", w->key,
+				 strerror(-rc));
 			w->cb(w->arg, ETCD_EV_DISCONNECTED, NULL);
 		}
 		if (w->need_resync && rc == -EPROTO)

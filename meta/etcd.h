@@ -137,4 +137,10 @@ int etcd_watch_start(struct etcd *c, const char *prefix, int64_t from_revision, 
  * middle of a re-list), after which cb is not called again. NULL is a no-op. */
 void etcd_watch_stop(struct etcd_watch *w);
 
+/* Where the etcd client and the member list (meta/members.c) log their notable events: one
+ * line each, a syslog level. NULL (the default): syslog(3). Set it before any thread starts. */
+typedef void (*etcd_log_fn)(void *arg, int level, const char *msg);
+void etcd_set_log(etcd_log_fn fn, void *arg);
+void etcd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

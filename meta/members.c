@@ -238,7 +238,7 @@ static int member_from_kv(const struct members *m, const struct etcd_kv *kv, str
 	const char *hex = kv->key + strlen(m->prefix);
 
 	if (id == 0 || member_parse(hex, kv->value, mb)) {
-		syslog(LOG_WARNING, "kvcachefs members: ignoring malformed member %s", kv->key);
+		etcd_log(LOG_WARNING, "members: ignoring malformed member %s", kv->key);
 		return -EPROTO;
 	}
 	return 0;
@@ -305,7 +305,7 @@ static void watch_cb(void *arg, enum etcd_event ev, const struct etcd_kv *kv)
 				changed = true;
 			}
 			m->resyncing = false;
-			syslog(LOG_NOTICE, "kvcachefs members: re-listed, %zu members", m->tab.n);
+			etcd_log(LOG_NOTICE, "members: re-listed, %zu members", m->tab.n);
 		}
 		changed |= !m->watch_up;
 		m->watch_up = true;
@@ -365,8 +365,8 @@ static int reregister(struct members *m)
 	m->last_put_ms = mono_ms();
 	m->put_pending = false;
 	pthread_mutex_unlock(&m->mu);
-	syslog(LOG_NOTICE, "kvcachefs members: registered %s again under lease %" PRIx64,
-	       m->self_key, (uint64_t)lease);
+	etcd_log(LOG_NOTICE, "members: registered %s again under lease %" PRIx64, m->self_key,
+		 (uint64_t)lease);
 out:
 	free(val);
 	return rc;
@@ -392,10 +392,10 @@ static void *ka_main(void *arg)
 			rc = reregister(m);
 			pthread_mutex_lock(&m->mu);
 			if (rc == -EEXIST && !conflict_logged) {
-				syslog(LOG_ERR,
-				       "kvcachefs members: node id %016" PRIx64
-				       " is registered by another live member",
-				       m->self.node_id);
+				etcd_log(LOG_ERR,
+					 "members: node id %016" PRIx64
+					 " is registered by another live member",
+					 m->self.node_id);
 				conflict_logged = true;
 			}
 			if (rc == 0) {
@@ -411,9 +411,8 @@ static void *ka_main(void *arg)
 			rc = etcd_lease_keepalive(m->c, lease, NULL);
 			pthread_mutex_lock(&m->mu);
 			if (rc == -ENOENT && lease == m->lease) {
-				syslog(LOG_WARNING,
-				       "kvcachefs members: lease %" PRIx64 " of %s expired",
-				       (uint64_t)lease, m->self_key);
+				etcd_log(LOG_WARNING, "members: lease %" PRIx64 " of %s expired",
+					 (uint64_t)lease, m->self_key);
 				m->need_register = true;
 				next_reg = now;
 			}
