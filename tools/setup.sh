@@ -36,7 +36,7 @@ packages=(
 	redis-server
 	attr python3 xxhash
 	clang libclang-rt-14-dev
-	libmicrohttpd-dev gnuplot-nox tmux
+	libmicrohttpd-dev gnuplot-nox tmux curl
 )
 
 missing=()

@@ -514,6 +514,23 @@ class Endpoint(kvc.TestCase):
         # a query string is not part of the path
         self.assertEqual(request(self.port, path="/health?x=1")[0], 200)
 
+    def test_curl(self):
+        """What an operator does: curl the endpoints; the body parses as Prometheus text."""
+        if not shutil.which("curl"):
+            self.skipTest("curl is not installed")
+        url = "http://127.0.0.1:%d" % self.port
+        r = subprocess.run(["curl", "-sS", "-f", "--max-time", "10", url + "/metrics"],
+                           capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        s = Scrape(r.stdout.decode("utf-8"))
+        self.assertGreaterEqual(s.get("capacity_bytes", tier="dram"), 1)
+        r = subprocess.run(["curl", "-sS", "-f", "--max-time", "10", url + "/health"],
+                           capture_output=True, timeout=20)
+        self.assertEqual((r.returncode, r.stdout), (0, b"ok\n"), r.stderr)
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                            "--max-time", "10", url + "/nope"], capture_output=True, timeout=20)
+        self.assertEqual(r.stdout, b"404")
+
     def test_not_found_and_not_allowed(self):
         for path in ("/", "/metrics/", "/metricsx", "/healthz", "/nope"):
             self.assertEqual(request(self.port, path=path)[0], 404, path)
