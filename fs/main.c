@@ -29,9 +29,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <mntent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +180,22 @@ static int prefetch_batch(void *r, uint64_t parent, size_t from, size_t n,
 	return remote_prefetch_batch(r, parent, from, n, name_at, arg);
 }
 
+/* Is a kvcachefs mounted on mnt (whatever its pool)? Mounting a second one over it would hide
+ * the first. */
+static bool kvcachefs_mounted(const char *mnt)
+{
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	struct mntent *e;
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && (e = getmntent(f)))
+		found = !strcmp(e->mnt_dir, mnt) && !strcmp(e->mnt_type, "fuse.kvcachefs");
+	endmntent(f);
+	return found;
+}
+
 int main(int argc, char **argv)
 {
 	struct kvc_options o;
@@ -223,6 +241,10 @@ int main(int argc, char **argv)
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		log_msg(LOG_ERR, "mountpoint %s: not a directory", o.mountpoint);
+		return 1;
+	}
+	if (kvcachefs_mounted(mnt)) {
+		log_msg(LOG_ERR, "mountpoint %s: a kvcachefs is already mounted there", mnt);
 		return 1;
 	}
 	mem = mem_total();

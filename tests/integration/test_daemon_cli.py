@@ -161,6 +161,26 @@ class StartupErrors(kvc.TestCase):
             self.assertEqual(n, 1)
             self.assertEqual(kvc.read_block(m.path("a")), b"first daemon")
 
+    def test_second_daemon_with_its_own_pool_is_refused(self):
+        """Another pool object does not make a second mount over a live one acceptable."""
+        with Mount("--pool-size", "16M") as m:
+            kvc.write_block(m.path("a"), b"first daemon")
+            pool = "/dev/shm/kvc-itest-second-%d" % os.getpid()
+            try:
+                r, san = kvc.run_daemon(["--pool-size", "16M", "--pool-path", pool, m.mnt])
+                self.assertNotEqual(r.returncode, 0, "a second daemon mounted over the first")
+                lines = r.stderr.decode().strip().splitlines()
+                self.assertEqual(len(lines), 1, r.stderr)
+                self.assertIn("already mounted", lines[0])
+                self.assertEqual(san, [])
+                self.assertFalse(os.path.exists(pool), "the refused daemon made a pool")
+            finally:
+                if os.path.exists(pool):
+                    os.unlink(pool)
+            n = sum(1 for e in kvc.mount_entries() if e[1] == m.mnt)
+            self.assertEqual(n, 1)
+            self.assertEqual(kvc.read_block(m.path("a")), b"first daemon")
+
 
 class MountLifecycle(kvc.TestCase):
     def assertPoolKept(self, mnt):
