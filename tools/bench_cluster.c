@@ -159,47 +159,13 @@ static void cl_kill(pid_t *pid)
 	*pid = 0;
 }
 
-static const char *cl_status_str(int st, char *buf, size_t cap)
-{
-	if (st == -1)
-		snprintf(buf, cap, "status unknown");
-	else if (WIFSIGNALED(st))
-		snprintf(buf, cap, "killed by signal %d", WTERMSIG(st));
-	else
-		snprintf(buf, cap, "exit status %d", WEXITSTATUS(st));
-	return buf;
-}
-
 /* The last lines of a child's log, which goes away with the run's directory. */
 static void cl_log_tail(const char *what, const char *path)
 {
-	char buf[2048], *line, *nl;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	off_t end;
-	ssize_t n;
+	char w[64];
 
-	if (fd < 0)
-		return;
-	end = lseek(fd, 0, SEEK_END);
-	if (end > (off_t)sizeof(buf) - 1)
-		lseek(fd, end - (off_t)sizeof(buf) + 1, SEEK_SET);
-	else
-		lseek(fd, 0, SEEK_SET);
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	line = buf;
-	if (end > (off_t)sizeof(buf) - 1 && (nl = strchr(line, '\n'))) /* a partial first line */
-		line = nl + 1;
-	fprintf(stderr, "kvcache-bench: cluster: the end of %s's log:\n", what);
-	for (; *line; line = nl + 1) {
-		nl = strchr(line, '\n');
-		if (!nl)
-			nl = line + strlen(line) - 1;
-		fprintf(stderr, "  | %.*s\n", (int)(nl - line + (*nl != '\n')), line);
-	}
+	snprintf(w, sizeof(w), "%s's log", what);
+	bench_log_tail("cluster", w, path);
 }
 
 /* ---- sockets and a minimal RESP (Redis) client ------------------------------------------ */
@@ -655,7 +621,7 @@ static int cl_wait_ready(pid_t *pid, const char *what, const char *log, bool (*r
 		if (bench_reap(*pid, 0, &st) == 0) {
 			*pid = 0;
 			cl_err("%s exited before it was ready (%s)", what,
-			       cl_status_str(st, why, sizeof(why)));
+			       bench_status_str(st, why, sizeof(why)));
 			cl_log_tail(what, log);
 			return -EIO;
 		}
@@ -922,7 +888,7 @@ static void cl_teardown(struct cl_run *r)
 		if (n->pid > 0 && bench_reap(n->pid, 0, &st) == 0) {
 			n->pid = 0;
 			cl_err("node %c's kvcachefs had exited (%s)", n->letter,
-			       cl_status_str(st, why, sizeof(why)));
+			       bench_status_str(st, why, sizeof(why)));
 			cl_log_tail(what, n->log);
 		}
 		was_mounted = bench_mounted(n->dir);

@@ -198,46 +198,6 @@ static void sb_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static const char *sb_status_str(int st, char *buf, size_t cap)
-{
-	if (st == -1)
-		snprintf(buf, cap, "status unknown");
-	else if (WIFSIGNALED(st))
-		snprintf(buf, cap, "killed by signal %d", WTERMSIG(st));
-	else
-		snprintf(buf, cap, "exit status %d", WEXITSTATUS(st));
-	return buf;
-}
-
-/* The last lines of a log, which goes away with the run's directory. */
-static void sb_log_tail(const char *what, const char *path)
-{
-	char buf[2048], *line, *nl;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	off_t end;
-	ssize_t n;
-
-	if (fd < 0)
-		return;
-	end = lseek(fd, 0, SEEK_END);
-	lseek(fd, end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0, SEEK_SET);
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	line = buf;
-	if (end > (off_t)sizeof(buf) - 1 && (nl = strchr(line, '\n'))) /* a partial first line */
-		line = nl + 1;
-	fprintf(stderr, "kvcache-bench: ssd: the end of %s:\n", what);
-	for (; *line; line = nl + 1) {
-		nl = strchr(line, '\n');
-		if (!nl)
-			nl = line + strlen(line) - 1;
-		fprintf(stderr, "  | %.*s\n", (int)(nl - line + (*nl != '\n')), line);
-	}
-}
-
 /* ---- blocks: names and content ------------------------------------------------------------ */
 
 static uint64_t sb_seed(uint64_t size)
@@ -429,7 +389,7 @@ static int sb_status(const struct sb_run *r, struct sb_stat *st)
 		char why[64];
 
 		sb_err("kvcachectl status --json %s failed (%s)", r->mnt,
-		       sb_status_str(status, why, sizeof(why)));
+		       bench_status_str(status, why, sizeof(why)));
 		return -EIO;
 	}
 	return sb_stat_parse(buf, st);
@@ -488,13 +448,13 @@ static int sb_daemon_start(struct sb_run *r, uint64_t *wall_ns)
 		if (bench_reap(pid, 0, &st) == 0) {
 			r->daemon = 0;
 			sb_err("kvcachefs exited before its mount was up (%s)",
-			       sb_status_str(st, why, sizeof(why)));
-			sb_log_tail("kvcachefs's log", r->log);
+			       bench_status_str(st, why, sizeof(why)));
+			bench_log_tail("ssd", "kvcachefs's log", r->log);
 			return -EIO;
 		}
 		if (bench_now_ns() - t0 > SB_START_MS * 1000000ull) {
 			sb_err("kvcachefs's mount does not answer after %d s", SB_START_MS / 1000);
-			sb_log_tail("kvcachefs's log", r->log);
+			bench_log_tail("ssd", "kvcachefs's log", r->log);
 			return -ETIMEDOUT;
 		}
 		usleep(200);
@@ -537,8 +497,8 @@ static int sb_daemon_stop(struct sb_run *r, bool kill9, uint64_t *ns)
 			ret = -ETIMEDOUT;
 		} else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			sb_err("kvcachefs ended with %s after a clean unmount",
-			       sb_status_str(st, why, sizeof(why)));
-			sb_log_tail("kvcachefs's log", r->log);
+			       bench_status_str(st, why, sizeof(why)));
+			bench_log_tail("ssd", "kvcachefs's log", r->log);
 		}
 		r->daemon = 0;
 	}
@@ -570,8 +530,8 @@ static void sb_teardown(struct sb_run *r)
 
 	if (r->daemon > 0 && bench_reap(r->daemon, 0, &st) == 0) {
 		r->daemon = 0;
-		sb_err("kvcachefs had exited (%s)", sb_status_str(st, why, sizeof(why)));
-		sb_log_tail("kvcachefs's log", r->log);
+		sb_err("kvcachefs had exited (%s)", bench_status_str(st, why, sizeof(why)));
+		bench_log_tail("ssd", "kvcachefs's log", r->log);
 	}
 	was_mounted = r->mnt[0] && bench_mounted(r->mnt);
 	if (was_mounted)
@@ -680,8 +640,8 @@ static int sb_fio(struct sb_run *r, bool write, uint64_t size, uint64_t bytes, i
 		char why[64];
 
 		sb_err("fio %s bs=%" PRIu64 " iodepth=%d failed (%s)", write ? "write" : "read",
-		       size, qd, sb_status_str(st, why, sizeof(why)));
-		sb_log_tail("fio's output", r->fio_log);
+		       size, qd, bench_status_str(st, why, sizeof(why)));
+		bench_log_tail("ssd", "fio's output", r->fio_log);
 		ret = -EIO;
 		goto out;
 	}
@@ -694,7 +654,7 @@ static int sb_fio(struct sb_run *r, bool write, uint64_t size, uint64_t bytes, i
 	}
 	ret = sb_fio_parse(r, text, write, gbps);
 	if (ret)
-		sb_log_tail("fio's output", r->fio_log);
+		bench_log_tail("ssd", "fio's output", r->fio_log);
 out:
 	free(text);
 	if (out >= 0)

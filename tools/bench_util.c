@@ -218,6 +218,45 @@ int bench_kill(pid_t pid, int timeout_ms, int *st)
 	return bench_reap(pid, timeout_ms, st);
 }
 
+const char *bench_status_str(int st, char *buf, size_t cap)
+{
+	if (st == -1)
+		snprintf(buf, cap, "status unknown");
+	else if (WIFSIGNALED(st))
+		snprintf(buf, cap, "killed by signal %d", WTERMSIG(st));
+	else
+		snprintf(buf, cap, "exit status %d", WEXITSTATUS(st));
+	return buf;
+}
+
+void bench_log_tail(const char *cmd, const char *what, const char *path)
+{
+	char buf[2048], *line, *nl;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t end;
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	end = lseek(fd, 0, SEEK_END);
+	lseek(fd, end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0, SEEK_SET);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	line = buf;
+	if (end > (off_t)sizeof(buf) - 1 && (nl = strchr(line, '\n'))) /* a partial first line */
+		line = nl + 1;
+	fprintf(stderr, "kvcache-bench: %s: the end of %s:\n", cmd, what);
+	for (; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			nl = line + strlen(line) - 1;
+		fprintf(stderr, "  | %.*s\n", (int)(nl - line + (*nl != '\n')), line);
+	}
+}
+
 int bench_run(char *const argv[], bool quiet)
 {
 	pid_t pid = bench_spawn(argv, quiet ? -1 : STDOUT_FILENO, quiet ? -1 : STDERR_FILENO);

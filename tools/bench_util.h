@@ -71,6 +71,12 @@ int bench_reap(pid_t pid, int timeout_ms, int *st);
 /* Stop the child pid unless it exited: SIGTERM, SIGKILL after timeout_ms. Its wait status in
  * *st as bench_reap; 0 once reaped, -ETIMEDOUT if even SIGKILL did not end it in time. */
 int bench_kill(pid_t pid, int timeout_ms, int *st);
+/* A child's wait status in words ("exit status 1", "killed by signal 9", "status unknown"
+ * for -1) into buf; returns buf. */
+const char *bench_status_str(int st, char *buf, size_t cap);
+/* Print the last lines (up to 2 KiB) of the file at path, a child's log, to stderr under
+ * "kvcache-bench: CMD: the end of WHAT:". Nothing when it cannot be read. */
+void bench_log_tail(const char *cmd, const char *what, const char *path);
 
 /* Run argv as bench_spawn, with our stdout and stderr or (quiet) /dev/null, to its end: its
  * exit status (0..255), 128 + signal if killed, or -errno if it could not be started. */
