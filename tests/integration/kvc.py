@@ -848,8 +848,43 @@ def disk_tempdir(testcase, prefix="kvc-itest-ssd-"):
 # --------------------------------------------------------------------------------------------
 # Assertions
 
+# status counts that stay put once the evictor is done
+QUIET_KEYS = ("used", "blocks", "dram_blocks", "ssd_blocks", "ssd_used", "demotions",
+              "promotions", "evictions", "ssd_evictions")
+
+
+def tier(path):
+    """A block's user.kvcachefs.tier: dram, ssd or remote."""
+    return xattr(path, "tier").decode()
+
+
+def shm_leftovers(mnt):
+    """Files in /dev/shm whose name mentions this mountpoint (the pool object)."""
+    base = os.path.basename(os.path.realpath(mnt))
+    try:
+        return [n for n in os.listdir("/dev/shm") if base in n]
+    except FileNotFoundError:
+        return []
+
+
 class TestCase(unittest.TestCase):
     """unittest.TestCase with errno assertions."""
+
+    def assertSettled(self, m, cap, pred=None, timeout=10):
+        """Wait until the evictor of mount m brought DRAM usage to at most 90% of cap (the
+        tests' high watermark), pred of the status holds (when given), and the tiers are
+        quiet (two looks 0.15 s apart see the same QUIET_KEYS); return the status."""
+        last = [None]
+
+        def ok():
+            prev, last[0] = last[0], m.status()
+            cur = last[0]
+            if cur["used"] > 0.90 * cap or (pred is not None and not pred(cur)):
+                return False
+            return prev is not None and all(prev[k] == cur[k] for k in QUIET_KEYS)
+        self.assertTrue(wait_until(ok, timeout=timeout, interval=0.15),
+                        "the pool did not settle: %r" % last[0])
+        return last[0]
 
     def assertErrno(self, expected, fn, *args, **kw):
         """fn(*args) must raise OSError with errno expected (an int or a tuple of ints).

@@ -17,15 +17,6 @@ def setUpModule():
     kvc.require_environment()
 
 
-def shm_leftovers(mnt):
-    """Files in /dev/shm whose name mentions this mountpoint (the pool object)."""
-    base = os.path.basename(os.path.realpath(mnt))
-    try:
-        return [n for n in os.listdir("/dev/shm") if base in n]
-    except FileNotFoundError:
-        return []
-
-
 class HelpVersion(kvc.TestCase):
     def test_help(self):
         r, san = kvc.run_daemon(["--help"])
@@ -83,7 +74,7 @@ class StartupErrors(kvc.TestCase):
         if mnt:
             self.assertFalse(kvc.is_mounted(mnt), "%s is mounted after a failed start" % mnt)
             self.assertIsNone(kvc.find_daemon(mnt), "a daemon is left running")
-            self.assertEqual(shm_leftovers(mnt), [], "pool object left in /dev/shm")
+            self.assertEqual(kvc.shm_leftovers(mnt), [], "pool object left in /dev/shm")
         self.assertEqual(san, [], "sanitizer report:\n" + "\n".join(san))
         return lines[0]
 
@@ -186,7 +177,7 @@ class MountLifecycle(kvc.TestCase):
     def assertPoolKept(self, mnt):
         """A stopped daemon leaves its pool object (the next start recovers the blocks):
         exactly one, removed here."""
-        left = shm_leftovers(mnt)
+        left = kvc.shm_leftovers(mnt)
         self.assertEqual(len(left), 1, "pool objects in /dev/shm: %s" % left)
         os.unlink(os.path.join("/dev/shm", left[0]))
 
@@ -245,7 +236,7 @@ class MountLifecycle(kvc.TestCase):
                 proc.wait()
             if kvc.is_mounted(mnt):
                 kvc.unmount(mnt)
-            for name in shm_leftovers(mnt):
+            for name in kvc.shm_leftovers(mnt):
                 os.unlink(os.path.join("/dev/shm", name))
             shutil.rmtree(mnt, ignore_errors=True)
             shutil.rmtree(logdir, ignore_errors=True)

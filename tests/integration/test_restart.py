@@ -41,17 +41,8 @@ from kvc import KiB, MiB, Mount, det_bytes, det_size, wait_until
 POOL16 = ("--pool-size", "16M", "--evict-high", "90", "--evict-low", "50")
 MTIME_NS = 1_600_000_000_123_456_789
 
-# status counts that stay put once the evictor is done
-QUIET_KEYS = ("used", "blocks", "dram_blocks", "ssd_blocks", "ssd_used", "demotions",
-              "promotions", "evictions", "ssd_evictions")
-
-
 def setUpModule():
     kvc.require_environment()
-
-
-def tier(path):
-    return kvc.xattr(path, "tier").decode()
 
 
 def tree(root):
@@ -129,20 +120,7 @@ class RestartCase(kvc.TestCase):
         self.assertEqual(st["writing"], 0, st)
 
     def settled(self, pred=None, timeout=10):
-        """Wait until the evictor brought DRAM usage to at most the high watermark, pred of
-        the status holds (when given), and the tiers are quiet (two looks 0.15 s apart see
-        the same counts); return the status."""
-        last = [None]
-
-        def ok():
-            prev, last[0] = last[0], self.m.status()
-            cur = last[0]
-            if cur["used"] > 0.90 * self.cap or (pred is not None and not pred(cur)):
-                return False
-            return prev is not None and all(prev[k] == cur[k] for k in QUIET_KEYS)
-        self.assertTrue(wait_until(ok, timeout=timeout, interval=0.15),
-                        "the pool did not settle: %r" % last[0])
-        return last[0]
+        return self.assertSettled(self.m, self.cap, pred, timeout)
 
     def assertNeverServed(self, path):
         """Opening or reading path fails with EIO or ENOENT (never any bytes), and then the
@@ -269,16 +247,16 @@ class CleanRestart(RestartCase):
                 os.chmod(self.p(n), 0o604)
                 os.utime(self.p(n), ns=(MTIME_NS, MTIME_NS))
         self.settled(lambda s: s["demotions"] > 0)
-        self.assertTrue(wait_until(lambda: tier(self.p(names[2])) == "ssd", timeout=10))
+        self.assertTrue(wait_until(lambda: kvc.tier(self.p(names[2])) == "ssd", timeout=10))
         # attributes changed while the block is on SSD
-        self.assertEqual(tier(self.p(names[1])), "ssd")
+        self.assertEqual(kvc.tier(self.p(names[1])), "ssd")
         os.chmod(self.p(names[1]), 0o640)
         os.chown(self.p(names[1]), 11, 12)
         # promote two: in DRAM again, their SSD copies kept
         for n in names[2:4]:
             self.assertBytes(self.p(n), n, MiB)
         st0 = self.settled()
-        tiers = {n: tier(self.p(n)) for n in names}
+        tiers = {n: kvc.tier(self.p(n)) for n in names}
         self.assertIn("ssd", tiers.values())
         self.assertIn("dram", tiers.values())
         before = tree(self.m.mnt)
@@ -286,7 +264,7 @@ class CleanRestart(RestartCase):
         st = self.m.status()
         self.assertRecovered(st, 32)
         self.assertTree(before)
-        self.assertEqual({n: tier(self.p(n)) for n in names}, tiers,
+        self.assertEqual({n: kvc.tier(self.p(n)) for n in names}, tiers,
                          "blocks changed tiers across the restart")
         self.assertEqual(st["dram_blocks"], st0["dram_blocks"], (st0, st))
         self.assertGreaterEqual(st["ssd_blocks"], list(tiers.values()).count("ssd"), st)
@@ -311,13 +289,13 @@ class CleanRestart(RestartCase):
         for n in names:
             kvc.write_block(self.p(n), det_bytes(n, MiB))
         self.settled(lambda s: s["demotions"] > 0)
-        self.assertTrue(wait_until(lambda: tier(self.p(names[1])) == "ssd", timeout=10))
+        self.assertTrue(wait_until(lambda: kvc.tier(self.p(names[1])) == "ssd", timeout=10))
         # names[0]: renamed while only on SSD
-        self.assertEqual(tier(self.p(names[0])), "ssd")
+        self.assertEqual(kvc.tier(self.p(names[0])), "ssd")
         os.rename(self.p(names[0]), self.p("d1/moved0"))
         # names[1]: promoted (both copies), then renamed
         self.assertBytes(self.p(names[1]), names[1], MiB)
-        self.assertEqual(tier(self.p(names[1])), "dram")
+        self.assertEqual(kvc.tier(self.p(names[1])), "dram")
         os.rename(self.p(names[1]), self.p("d1/moved1"))
         # the directory holding them all
         os.rename(self.p("d1"), self.p("d2"))
@@ -621,7 +599,7 @@ class Corruption(RestartCase):
         for n in names:
             kvc.write_block(self.p(n), det_bytes(n, MiB))
         self.settled(lambda s: s["demotions"] > 0)
-        self.assertTrue(wait_until(lambda: all(tier(self.p(n)) == "ssd" for n in names[:3]),
+        self.assertTrue(wait_until(lambda: all(kvc.tier(self.p(n)) == "ssd" for n in names[:3]),
                                    timeout=10), "the oldest blocks were not demoted")
         victim = names[0]
         m.shutdown()
@@ -632,7 +610,7 @@ class Corruption(RestartCase):
         m.restart()
         st = m.status()
         self.assertIn(st["recovered"], (23, 24), st)
-        self.assertEqual(tier(self.p(names[1])), "ssd")
+        self.assertEqual(kvc.tier(self.p(names[1])), "ssd")
         self.assertNeverServed(self.p(victim))
         # the other SSD blocks and the DRAM ones are intact
         for n in names[1:]:

@@ -29,30 +29,12 @@ from kvc import MiB, Mount, det_bytes, wait_until  # noqa: E402
 
 POOL = ("--pool-size", "16M", "--evict-high", "90", "--evict-low", "50")
 
-# status counts that stay put once the evictor is done
-QUIET_KEYS = ("used", "blocks", "dram_blocks", "ssd_blocks", "ssd_used", "demotions",
-              "promotions", "evictions", "ssd_evictions")
-
-
 def setUpModule():
     kvc.require_environment()
 
 
 def content(name, size=MiB):
     return det_bytes(name, size)
-
-
-def tier(path):
-    return kvc.xattr(path, "tier").decode()
-
-
-def shm_leftovers(mnt):
-    """Files in /dev/shm whose name mentions this mountpoint (the pool object)."""
-    base = os.path.basename(os.path.realpath(mnt))
-    try:
-        return [n for n in os.listdir("/dev/shm") if base in n]
-    except FileNotFoundError:
-        return []
 
 
 class TierCase(kvc.TestCase):
@@ -80,20 +62,7 @@ class TierCase(kvc.TestCase):
         return names
 
     def settled(self, pred=None, timeout=10):
-        """Wait until the evictor brought DRAM usage to at most the high watermark, pred of
-        the status holds (when given), and the tiers are quiet (two looks 0.15 s apart see
-        the same counts); return the status."""
-        last = [None]
-
-        def ok():
-            prev, last[0] = last[0], self.m.status()
-            cur = last[0]
-            if cur["used"] > 0.90 * self.cap or (pred is not None and not pred(cur)):
-                return False
-            return prev is not None and all(prev[k] == cur[k] for k in QUIET_KEYS)
-        self.assertTrue(wait_until(ok, timeout=timeout, interval=0.15),
-                        "the pool did not settle: %r" % last[0])
-        return last[0]
+        return self.assertSettled(self.m, self.cap, pred, timeout)
 
     def assertContent(self, name, size=MiB):
         got = kvc.read_block(self.p(name))
@@ -101,11 +70,11 @@ class TierCase(kvc.TestCase):
         self.assertTrue(got == content(name, size), "%s: the bytes read back differ" % name)
 
     def wait_tier(self, name, want, timeout=10):
-        ok = wait_until(lambda: tier(self.p(name)) == want, timeout=timeout, interval=0.1)
-        self.assertTrue(ok, "%s: tier %r, expected %r" % (name, tier(self.p(name)), want))
+        ok = wait_until(lambda: kvc.tier(self.p(name)) == want, timeout=timeout, interval=0.1)
+        self.assertTrue(ok, "%s: tier %r, expected %r" % (name, kvc.tier(self.p(name)), want))
 
     def ssd_names(self, names):
-        return [n for n in names if tier(self.p(n)) == "ssd"]
+        return [n for n in names if kvc.tier(self.p(n)) == "ssd"]
 
 
 class Demotion(TierCase):
@@ -115,7 +84,7 @@ class Demotion(TierCase):
         st = self.settled(lambda s: s["demotions"] > 0)
         for n in names[:4]:
             self.wait_tier(n, "ssd")
-        self.assertEqual(tier(self.p(names[-1])), "dram", "the newest block left DRAM")
+        self.assertEqual(kvc.tier(self.p(names[-1])), "dram", "the newest block left DRAM")
         st = self.m.status()
         # nothing was dropped: every block is listed, counted, and on one of the tiers
         self.assertEqual(st["blocks"], 32, st)
@@ -126,7 +95,7 @@ class Demotion(TierCase):
         self.assertLessEqual(st["ssd_used"], st["ssd_capacity"], st)
         self.assertEqual(st["ssd_evictions"], 0, st)
         self.assertGreaterEqual(st["evictions"], st["demotions"], st)
-        tiers = {n: tier(self.p(n)) for n in names}
+        tiers = {n: kvc.tier(self.p(n)) for n in names}
         self.assertEqual(set(tiers.values()) - {"dram", "ssd"}, set(), tiers)
         ssd = [n for n, t in tiers.items() if t == "ssd"]
         # no block was read yet: none is on both tiers
@@ -153,7 +122,7 @@ class Demotion(TierCase):
         before = self.m.status()
         self.assertEqual(before["promotions"], 0, before)
         self.assertContent(names[0])
-        self.assertEqual(tier(self.p(names[0])), "dram")
+        self.assertEqual(kvc.tier(self.p(names[0])), "dram")
         st = self.m.status()
         self.assertGreater(st["promotions"], 0, st)
         self.assertEqual(st["blocks"], 32, st)
@@ -163,7 +132,7 @@ class Demotion(TierCase):
         # an open descriptor reads the promoted bytes; the block stays in DRAM while open
         fd = os.open(self.p(names[1]), os.O_RDONLY)
         try:
-            self.assertEqual(tier(self.p(names[1])), "dram")
+            self.assertEqual(kvc.tier(self.p(names[1])), "dram")
             self.assertTrue(os.pread(fd, MiB + 1, 0) == content(names[1]))
         finally:
             os.close(fd)
@@ -281,7 +250,7 @@ class RenameUnlink(TierCase):
         for n in names[:3]:
             self.assertGone(self.p(n))
         self.assertEqual(os.stat(self.p("renamed")).st_size, MiB)
-        self.assertIn(tier(self.p("renamed")), ("ssd", "dram"))
+        self.assertIn(kvc.tier(self.p("renamed")), ("ssd", "dram"))
         self.assertEqual(self.m.status()["blocks"], 31)
         self.assertTrue(kvc.read_block(self.p("renamed")) == content(names[0]))
         self.assertTrue(kvc.read_block(self.p("sub", "moved")) == content(names[1]))
@@ -346,14 +315,14 @@ class SideChannel(TierCase):
             self.assertEqual(b.len, MiB)
             self.assertTrue(ctypes.string_at(b.data, b.len) == content(names[0]),
                             "the pinned bytes of a promoted block differ")
-            self.assertEqual(tier(self.p(names[0])), "dram")
+            self.assertEqual(kvc.tier(self.p(names[0])), "dram")
             st = self.m.status()
             self.assertGreater(st["promotions"], 0, st)
             self.assertGreaterEqual(st["pinned"], 1, st)
             # a pinned block is never demoted: push everything else out
             self.fill(24, prefix="c")
             self.settled()
-            self.assertEqual(tier(self.p(names[0])), "dram")
+            self.assertEqual(kvc.tier(self.p(names[0])), "dram")
             self.assertTrue(ctypes.string_at(b.data, b.len) == content(names[0]))
         finally:
             self.assertEqual(lib.kvc_release(ctypes.byref(b)), 0)
@@ -378,7 +347,7 @@ class Refused(kvc.TestCase):
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not kvc.pid_alive(pid), timeout=5)
             kvc.lazy_unmount(self.mnt)
-        for n in shm_leftovers(self.mnt):
+        for n in kvc.shm_leftovers(self.mnt):
             kvc.remove_regular_file(os.path.join("/dev/shm", n))
         shutil.rmtree(self.mnt, ignore_errors=True)
 
@@ -394,7 +363,7 @@ class Refused(kvc.TestCase):
                         "the error must start with 'kvcachefs: ': %r" % lines[0])
         self.assertFalse(kvc.is_mounted(mnt), "%s is mounted after a failed start" % mnt)
         self.assertIsNone(kvc.find_daemon(mnt), "a daemon is left running")
-        self.assertEqual(shm_leftovers(mnt), [], "pool object left in /dev/shm")
+        self.assertEqual(kvc.shm_leftovers(mnt), [], "pool object left in /dev/shm")
         self.assertEqual(san, [], "sanitizer report:\n" + "\n".join(san))
         return lines[0]
 
