@@ -633,6 +633,27 @@ static uint64_t size_of(const struct inode *i)
 	return atomic_load_explicit(&i->file.size, memory_order_relaxed);
 }
 
+/* The sealed header of block i's DRAM copy (its bytes final, i->file.sum and version set);
+ * nothing for a block without pages. Caller holds ns->lock. */
+static void write_sealed_hdr(struct ns *ns, const struct inode *i)
+{
+	XXH128_hash_t nh;
+
+	if (!i->file.npages)
+		return;
+	nh = XXH3_128bits(i->name, strlen(i->name));
+	*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
+	    .magic = POOL_HDR_MAGIC,
+	    .flags = POOL_HDR_SEALED,
+	    .generation = i->file.generation,
+	    .name_hash = {nh.low64, nh.high64},
+	    .length = size_of(i),
+	    .checksum = i->file.sum,
+	    .seal_time_ns = i->file.version,
+	    .npages = (uint32_t)i->file.npages,
+	};
+}
+
 /* Only on SSD: no bytes in DRAM. */
 static bool ssd_only(const struct inode *i)
 {
@@ -1069,7 +1090,6 @@ static int64_t alloc_evicting(struct ns *ns, uint64_t n)
 static int ensure_resident(struct ns *ns, struct inode *i)
 {
 	uint64_t size = size_of(i), npages = pool_pages_for(size), sum;
-	XXH128_hash_t nh;
 	int64_t p;
 	int ret = 0;
 
@@ -1135,19 +1155,9 @@ static int ensure_resident(struct ns *ns, struct inode *i)
 		}
 		goto out;
 	}
-	nh = XXH3_128bits(i->name, strlen(i->name));
-	*pool_hdr(ns->pool, (uint64_t)p) = (struct pool_hdr){
-	    .magic = POOL_HDR_MAGIC,
-	    .flags = POOL_HDR_SEALED,
-	    .generation = i->file.generation,
-	    .name_hash = {nh.low64, nh.high64},
-	    .length = size,
-	    .checksum = i->file.sum,
-	    .seal_time_ns = i->file.version,
-	    .npages = (uint32_t)npages,
-	};
 	i->file.page = (uint64_t)p;
 	i->file.npages = npages;
+	write_sealed_hdr(ns, i);
 	ns->ssd_only_n--;
 	lru_touch(&ns->slru[i->file.dev], &i->file.slru);
 	atomic_fetch_add_explicit(&ns->promotions, 1, memory_order_relaxed);
@@ -1837,7 +1847,6 @@ static int seal_locked(struct ns_handle *h)
 	struct inode *i = h->ino;
 	uint64_t size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
 	uint64_t sum = 0, keep = pool_pages_for(size);
-	XXH128_hash_t nh;
 	int64_t now = now_ns();
 
 	if (i->file.sealed)
@@ -1879,19 +1888,7 @@ static int seal_locked(struct ns_handle *h)
 	i->file.sealed = true;
 	atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
 	persist(ns, i); /* the record first: a sealed header always has one */
-	if (i->file.npages) {
-		nh = XXH3_128bits(i->name, strlen(i->name));
-		*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
-		    .magic = POOL_HDR_MAGIC,
-		    .flags = POOL_HDR_SEALED,
-		    .generation = i->file.generation,
-		    .name_hash = {nh.low64, nh.high64},
-		    .length = size,
-		    .checksum = sum,
-		    .seal_time_ns = i->file.version,
-		    .npages = (uint32_t)i->file.npages,
-		};
-	}
+	write_sealed_hdr(ns, i);
 	i->file.closing = false;
 	pthread_cond_broadcast(&ns->seal_cond);
 	i->ctime_ns = now;
@@ -2681,7 +2678,6 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 {
 	struct ns *ns = h->ns;
 	struct inode *r = h->ino, *i;
-	XXH128_hash_t nh;
 	int ret = 0;
 
 	pthread_mutex_lock(&ns->lock);
@@ -2696,21 +2692,9 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 	i->file.page = r->file.page;
 	i->file.npages = r->file.npages;
 	r->file.npages = 0;
-	if (i->file.npages) {
-		nh = XXH3_128bits(i->name, strlen(i->name));
-		*pool_hdr(ns->pool, i->file.page) = (struct pool_hdr){
-		    .magic = POOL_HDR_MAGIC,
-		    .flags = POOL_HDR_SEALED,
-		    .generation = i->file.generation,
-		    .name_hash = {nh.low64, nh.high64},
-		    .length = atomic_load_explicit(&i->file.size, memory_order_relaxed),
-		    .checksum = sum,
-		    .seal_time_ns = version,
-		    .npages = (uint32_t)i->file.npages,
-		};
-	}
+	i->file.sum = sum; /* i->file.version is version (checked above) */
+	write_sealed_hdr(ns, i);
 	i->flags = (uint16_t)((i->flags & ~F_REMOTE) | F_CACHED);
-	i->file.sum = sum;
 	ns->blocks++; /* now it has bytes here */
 	i->file.checked_ns = now_ns();
 	if (i->file.open == 0 && !lru_linked(&i->file.lru))
@@ -3262,7 +3246,8 @@ static void rcv_index(struct rcv *c)
 		qsort(c->gens, c->ngens, sizeof(*c->gens), cmp_gen);
 }
 
-static struct inode *rcv_by_gen(const struct rcv *c, uint64_t gen)
+/* The index entry of generation gen, or NULL. */
+static struct rcv_gen *rcv_gen_at(const struct rcv *c, uint64_t gen)
 {
 	size_t lo = 0, hi = c->ngens;
 
@@ -3274,7 +3259,14 @@ static struct inode *rcv_by_gen(const struct rcv *c, uint64_t gen)
 		else
 			hi = mid;
 	}
-	return lo < c->ngens && c->gens[lo].gen == gen ? c->gens[lo].i : NULL;
+	return lo < c->ngens && c->gens[lo].gen == gen ? &c->gens[lo] : NULL;
+}
+
+static struct inode *rcv_by_gen(const struct rcv *c, uint64_t gen)
+{
+	struct rcv_gen *g = rcv_gen_at(c, gen);
+
+	return g ? g->i : NULL;
 }
 
 static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
@@ -3319,9 +3311,10 @@ static bool rcv_ssd_block(void *arg, uint64_t unit, const struct ssd_meta *m)
 	if (i && (i->kind == KIND_DIR || i->file.version >= m->version || !m->length))
 		return false; /* superseded */
 	if (i) {
-		for (size_t k = 0; k < c->ngens; k++) /* no dangling pointer in the index */
-			if (c->gens[k].i == i)
-				c->gens[k].i = NULL;
+		struct rcv_gen *g = rcv_gen_at(c, i->file.generation);
+
+		if (g && g->i == i) /* no dangling pointer in the index */
+			g->i = NULL;
 		c->res->recovered--;
 		c->res->bytes -= size_of(i);
 		detach(ns, i);
