@@ -52,19 +52,27 @@ static bool read_super(int fd, struct pool_super *sb)
 	       sb->data_off + sb->npages * POOL_PAGE_SIZE == sb->size;
 }
 
+/* How many of the n headers at h are sealed, counting up to max. */
+static uint64_t sealed_headers(const struct pool_hdr *h, uint64_t n, uint64_t max)
+{
+	uint64_t found = 0;
+
+	for (uint64_t i = 0; i < n && found < max; i++)
+		found += h[i].magic == POOL_HDR_MAGIC && (h[i].flags & POOL_HDR_SEALED);
+	return found;
+}
+
 /* Does the object described by sb (at fd) hold a sealed header? */
 static bool holds_blocks(int fd, const struct pool_super *sb)
 {
 	size_t len = sb->npages * sizeof(struct pool_hdr);
 	void *m = mmap(NULL, sb->hdr_off + len, PROT_READ, MAP_SHARED, fd, 0);
-	const struct pool_hdr *h;
-	bool found = false;
+	bool found;
 
 	if (m == MAP_FAILED)
 		return true; /* cannot tell: keep it */
-	h = (const struct pool_hdr *)((const uint8_t *)m + sb->hdr_off);
-	for (uint64_t i = 0; i < sb->npages && !found; i++)
-		found = h[i].magic == POOL_HDR_MAGIC && (h[i].flags & POOL_HDR_SEALED);
+	found = sealed_headers((const struct pool_hdr *)((const uint8_t *)m + sb->hdr_off),
+			       sb->npages, 1) > 0;
 	munmap(m, sb->hdr_off + len);
 	return found;
 }
@@ -182,11 +190,7 @@ int pool_create(struct pool **out, const char *path, uint64_t size, unsigned mod
 
 uint64_t pool_sealed_pages(const struct pool *p)
 {
-	uint64_t n = 0;
-
-	for (uint64_t i = 0; i < p->npages; i++)
-		n += p->hdrs[i].magic == POOL_HDR_MAGIC && (p->hdrs[i].flags & POOL_HDR_SEALED);
-	return n;
+	return sealed_headers(p->hdrs, p->npages, UINT64_MAX);
 }
 
 int pool_claim(struct pool *p, uint64_t page, uint64_t n)
