@@ -410,6 +410,10 @@ class Endpoint(kvc.TestCase):
         os.mkdir(self.d)
         for i, data in enumerate(datas):
             kvc.write_block(os.path.join(self.d, "b%d" % i), data)
+        # the kernel sends RELEASE (where a block is sealed and counted) after close()
+        # returns: wait for the last seal before the scrape that is compared
+        self.assertTrue(wait_until(lambda: self.scrape().get("blocks_writing") == 0),
+                        "blocks still being written after their close()")
         s1 = self.scrape()
         self.assertEqual(s1.get("write_bytes_total", path="file") -
                          s0.get("write_bytes_total", path="file"), sum(sizes))
