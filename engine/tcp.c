@@ -1364,6 +1364,161 @@ static int connect_hs(struct xfer_engine *e, struct xfer_peer *p, unsigned timeo
 	return 0;
 }
 
+/* ---- streams (engine/xfer.h): one thread's blocking connection, reads spliced ---------- */
+
+struct xfer_stream {
+	struct xfer_peer *p;
+	int fd;
+	uint64_t next_id; /* of the last request sent */
+	uint64_t last_id; /* of the last reply received */
+};
+
+int xfer_stream_open(struct xfer_peer *p, struct xfer_stream **out)
+{
+	struct xfer_engine *e = p->e;
+	struct timeval tv = {.tv_sec = (time_t)(e->cfg.timeout_ms / 1000),
+			     .tv_usec = (suseconds_t)(e->cfg.timeout_ms % 1000) * 1000};
+	struct xfer_stream *s = NULL;
+	uint64_t id;
+	unsigned tr;
+	int fd, rc;
+
+	rc = connect_hs(e, p, e->cfg.timeout_ms, &fd, &id, &tr);
+	if (rc < 0)
+		return rc;
+	if (p->node_id && id != p->node_id)
+		rc = -EPROTO; /* another node took that address */
+	else if (set_nonblock(fd, false) < 0 ||
+		 setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+		 setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		rc = -errno;
+	else if (!(s = malloc(sizeof(*s))))
+		rc = -ENOMEM;
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	*s = (struct xfer_stream){.p = p, .fd = fd};
+	*out = s;
+	return 0;
+}
+
+void xfer_stream_close(struct xfer_stream *s)
+{
+	if (!s)
+		return;
+	close(s->fd);
+	free(s);
+}
+
+struct xfer_peer *xfer_stream_peer(const struct xfer_stream *s)
+{
+	return s->p;
+}
+
+/* The head of a READ_DATA reply to request id: its status (0 or a positive errno), or a
+ * negative transport error. *body: the bytes that follow. */
+static int stream_reply(struct xfer_stream *s, uint64_t id, uint64_t *body)
+{
+	uint8_t raw[WIRE_HDR_SIZE];
+	struct wire_hdr h;
+	int rc = io_full(s->fd, raw, sizeof(raw), false);
+
+	if (rc < 0)
+		return rc;
+	if (wire_hdr_decode(raw, &h) < 0 || h.type != WIRE_READ_DATA || h.req_id != id)
+		return -EPROTO;
+	*body = h.body_len;
+	if (h.arg)
+		return h.body_len || h.arg > 4095 ? -EPROTO : (int)h.arg;
+	return 0;
+}
+
+/* Move len bytes of body from the socket into the pipe. The socket is blocking (it waits up
+ * to the engine's timeout for data); the pipe is not waited for: no one drains it meanwhile. */
+static int stream_splice(struct xfer_stream *s, int pipe_wr, uint64_t len)
+{
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+	ssize_t n;
+
+	while (len) {
+		n = splice(s->fd, NULL, pipe_wr, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			len -= (uint64_t)n;
+			continue;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		/* data waiting, yet nothing moved: the pipe is full; else the wait timed out */
+		return poll(&pfd, 1, 0) > 0 ? -ENOBUFS : -ETIMEDOUT;
+	}
+	return 0;
+}
+
+int xfer_stream_send(struct xfer_stream *s, uint32_t seg, uint64_t off, uint64_t len,
+		     uint64_t check_off, uint32_t check_len)
+{
+	uint8_t out[2 * (WIRE_HDR_SIZE + WIRE_RW_SIZE)];
+	struct wire_rw rw = {.seg = seg, .off = off, .len = len};
+	struct wire_hdr h;
+
+	if (!len || len > WIRE_MAX_DATA || check_len > WIRE_MAX_DATA)
+		return -EINVAL;
+	wire_hdr_init(&h, WIRE_READ, WIRE_RW_SIZE, ++s->next_id, 0);
+	wire_hdr_encode(&h, out);
+	wire_rw_encode(&rw, out + WIRE_HDR_SIZE);
+	rw = (struct wire_rw){.seg = seg, .off = check_off, .len = check_len};
+	wire_hdr_init(&h, WIRE_READ, WIRE_RW_SIZE, ++s->next_id, 0);
+	wire_hdr_encode(&h, out + WIRE_HDR_SIZE + WIRE_RW_SIZE);
+	wire_rw_encode(&rw, out + 2 * WIRE_HDR_SIZE + WIRE_RW_SIZE);
+	return io_full(s->fd, out, sizeof(out), true);
+}
+
+int xfer_stream_recv(struct xfer_stream *s, uint64_t len, int pipe_wr, void *check,
+		     uint32_t check_len, int *broken)
+{
+	struct xfer_counters *ctr = s->p->e->cfg.counters;
+	uint64_t id = ++s->last_id, body;
+	int rc, st;
+
+	*broken = 1;
+	st = stream_reply(s, id, &body);
+	if (st < 0)
+		return st;
+	if (!st && body != len)
+		return -EPROTO;
+	if (!st && (rc = stream_splice(s, pipe_wr, len)) < 0)
+		return rc;
+	rc = stream_reply(s, ++s->last_id, &body);
+	if (rc < 0)
+		return rc;
+	if (!rc && body != check_len)
+		return -EPROTO;
+	if (!rc && check_len && (rc = io_full(s->fd, check, check_len, false)) < 0)
+		return rc;
+	*broken = 0;
+	if (st || rc)
+		return -(st ? st : rc);
+	atomic_fetch_add_explicit(&s->p->bytes_read, len, memory_order_relaxed);
+	if (ctr)
+		atomic_fetch_add_explicit(&ctr->read_bytes[XFER_IDX_TCP], len,
+					  memory_order_relaxed);
+	return 0;
+}
+
+int xfer_stream_read(struct xfer_stream *s, uint32_t seg, uint64_t off, uint64_t len, int pipe_wr,
+		     uint64_t check_off, void *check, uint32_t check_len, int *broken)
+{
+	int rc = xfer_stream_send(s, seg, off, len, check_off, check_len);
+
+	*broken = 1;
+	return rc < 0 ? rc : xfer_stream_recv(s, len, pipe_wr, check, check_len, broken);
+}
+
 /* Put a connected, authenticated socket to work on c (c's mutex held). */
 static int conn_install(struct tcp_conn *c, int fd)
 {

@@ -151,6 +151,43 @@ size_t xfer_peers_info(struct xfer_engine *e, struct xfer_peer_info *out, size_t
 int xfer_call(struct xfer_peer *p, const void *req, size_t len, void **resp, size_t *resp_len,
 	      int timeout_ms);
 
+/*
+ * Streams: a TCP connection to a peer owned by one thread, outside the engine's event loops,
+ * with blocking I/O bounded by the engine's timeout_ms. A read on it moves the bytes of a
+ * remote segment from the socket into a pipe (splice(2): no copy in this process), so that
+ * they can be spliced on to their final destination (a FUSE reply). Authenticated like every
+ * path. One request at a time per stream; a caller keeps streams and reuses them.
+ *
+ * xfer_stream_open: 0 or the errors of xfer_open_peer; EPROTO when the peer at p's address
+ * is another node than p. xfer_stream_close frees it (NULL: nothing).
+ */
+struct xfer_stream;
+int xfer_stream_open(struct xfer_peer *p, struct xfer_stream **out);
+void xfer_stream_close(struct xfer_stream *s);
+/* The peer a stream was opened to. */
+struct xfer_peer *xfer_stream_peer(const struct xfer_stream *s);
+
+/*
+ * Splice len bytes of remote segment seg at off into the pipe pipe_wr (which must have room
+ * for them: the stream never waits for a reader of the pipe), then read check_len bytes of
+ * the same segment at check_off into check. The target sends the check bytes after the data
+ * in one ordered stream, so they were read there after the data was: a block header read
+ * this way vouches for the bytes before it. Both requests go out together (one round trip).
+ * 0; the target's status (-ERANGE, -ENOENT...: the stream stays usable, the pipe holds
+ * nothing of this call); or a transport error (-ETIMEDOUT, -ECONNRESET, -EPROTO, -ENOBUFS
+ * when the pipe is full): the stream must be closed, and the pipe may hold part of the data.
+ * *broken says which (true: close it).
+ */
+int xfer_stream_read(struct xfer_stream *s, uint32_t seg, uint64_t off, uint64_t len, int pipe_wr,
+		     uint64_t check_off, void *check, uint32_t check_len, int *broken);
+/* xfer_stream_read in two halves, so that several reads can be in flight on one stream (the
+ * target answers them in order): send the two requests (0 or a transport error: close it),
+ * then receive the replies of the oldest read not yet received (as xfer_stream_read). */
+int xfer_stream_send(struct xfer_stream *s, uint32_t seg, uint64_t off, uint64_t len,
+		     uint64_t check_off, uint32_t check_len);
+int xfer_stream_recv(struct xfer_stream *s, uint64_t len, int pipe_wr, void *check,
+		     uint32_t check_len, int *broken);
+
 enum xfer_op { XFER_READ = 1, XFER_WRITE = 2 };
 
 enum xfer_status {

@@ -10,6 +10,10 @@
 
 /* Largest READ/WRITE request the kernel sends us (needs max_pages support: Linux >= 4.20). */
 #define KVC_FUSE_MAX_IO (1u << 20)
+/* READ requests of a cluster node, unless -o max_read says otherwise: a reply streamed from
+ * another node must fit the pipe libfuse splices it through, which it wants as large as the
+ * reply plus three pages and which cannot exceed the default pipe-max-size (1 MiB). */
+#define KVC_FUSE_STREAM_READ (KVC_FUSE_MAX_IO - 4 * 4096)
 /* How long the kernel may cache a name or attributes without asking (seconds). Names that
  * disappear behind the kernel's back (eviction) are also invalidated explicitly. */
 #define KVC_FUSE_ENTRY_TIMEOUT 1.0

@@ -200,7 +200,8 @@ int main(int argc, char **argv)
 {
 	struct kvc_options o;
 	char mnt[PATH_MAX], pool_path[PATH_MAX + 32], a[32], b[32];
-	char fuse_opts[1200];
+	char fuse_opts[1200], mr[32];
+	uint32_t max_read;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se = NULL;
 	struct pool *pool = NULL;
@@ -333,9 +334,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	max_read = o.max_read ? o.max_read : o.etcd ? KVC_FUSE_STREAM_READ : 0;
+	snprintf(mr, sizeof(mr), ",max_read=%u", max_read);
 	snprintf(fuse_opts, sizeof(fuse_opts),
-		 "fsname=kvcachefs,subtype=kvcachefs,default_permissions%s%s",
-		 o.fuse_opts[0] ? "," : "", o.fuse_opts);
+		 "fsname=kvcachefs,subtype=kvcachefs,default_permissions%s%s%s",
+		 o.fuse_opts[0] ? "," : "", o.fuse_opts, max_read && !o.max_read ? mr : "");
 	if (fuse_opt_add_arg(&args, argv[0]) || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, fuse_opts) || (o.debug && fuse_opt_add_arg(&args, "-d"))) {
 		log_msg(LOG_ERR, "out of memory");
@@ -361,7 +364,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	fs->cluster = cluster;
-	dfs.max_read = o.max_read;
+	dfs.max_read = max_read;
 	fs_ready = true;
 	/* The endpoint listens from here, answering /health with 503 until the mount is ready:
 	 * a port in use is a start-up error like any other. */

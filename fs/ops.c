@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #define XATTR_PREFIX "user.kvcachefs."
 
@@ -119,14 +120,90 @@ static void reply_entry_or_err(fuse_req_t req, int ret, const struct ns_attr *a)
 		ns_forget(req_ns(req), a->ino, 1);
 }
 
+/* ---- open files: local blocks, and other nodes' blocks streamed ------------------------- */
+
+/* fi->fh: a struct ns_handle, or a struct remote_stream tagged with FH_STREAM. */
+#define FH_STREAM ((uint64_t)1)
+/* A streamed read's pipe: the most a process may make without CAP_SYS_RESOURCE by default
+ * (pipe-max-size), and as large as the replies (KVC_FUSE_STREAM_READ). */
+#define STREAM_PIPE_SIZE KVC_FUSE_MAX_IO
+
+static bool fh_stream(const struct fuse_file_info *fi)
+{
+	return fi->fh & FH_STREAM;
+}
+
+static struct ns_handle *fh_handle(const struct fuse_file_info *fi)
+{
+	return fh_stream(fi) ? NULL : (struct ns_handle *)(uintptr_t)fi->fh;
+}
+
+struct kvc_pipe {
+	int fd[2];
+};
+
+static void pipe_free(void *arg)
+{
+	struct kvc_pipe *p = arg;
+
+	close(p->fd[0]);
+	close(p->fd[1]);
+	free(p);
+}
+
+/* A non-blocking pipe of STREAM_PIPE_SIZE: 0 or -errno (EPERM: beyond pipe-max-size). */
+static int pipe_make(struct kvc_pipe *p)
+{
+	if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -errno;
+	if (fcntl(p->fd[1], F_SETPIPE_SZ, STREAM_PIPE_SIZE) < (int)STREAM_PIPE_SIZE) {
+		int err = errno ? errno : ENOBUFS;
+
+		close(p->fd[0]);
+		close(p->fd[1]);
+		return -err;
+	}
+	return 0;
+}
+
+/* This thread's pipe for streamed reads, made at its first use. */
+static struct kvc_pipe *thread_pipe(struct kvc_fs *fs)
+{
+	struct kvc_pipe *p = pthread_getspecific(fs->pipe_key);
+
+	if (p)
+		return p;
+	if (!(p = malloc(sizeof(*p))))
+		return NULL;
+	if (pipe_make(p) < 0) {
+		free(p);
+		return NULL;
+	}
+	pthread_setspecific(fs->pipe_key, p);
+	return p;
+}
+
 static void kvc_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct kvc_fs *fs = userdata;
+	struct kvc_pipe probe;
+	bool splice = getenv("KVC_NO_SPLICE") == NULL;
+
 	kvc_fuse_conn_init(conn);
 	/* WRITE requests spliced into a pipe, then read from it straight into the block
 	 * (kvc_write_buf): one copy of the payload in the daemon instead of two. */
-	if (getenv("KVC_NO_SPLICE") == NULL && (conn->capable & FUSE_CAP_SPLICE_READ))
+	if (splice && (conn->capable & FUSE_CAP_SPLICE_READ))
 		conn->want |= FUSE_CAP_SPLICE_READ;
+	/* Replies spliced from a pipe: a read of another node's block goes from the socket to
+	 * the reader with one copy (remote_stream_read). Needs pipes larger than the default
+	 * pipe-max-size, which root may make. */
+	fs->stream_reads = false;
+	if (splice && (conn->capable & FUSE_CAP_SPLICE_WRITE) && pipe_make(&probe) == 0) {
+		close(probe.fd[0]);
+		close(probe.fd[1]);
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+		fs->stream_reads = true;
+	}
 }
 
 static struct remote *req_remote(fuse_req_t req)
@@ -235,8 +312,7 @@ static void kvc_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		in.mtime_ns =
 		    (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now_ns() : ts_to_ns(&attr->st_mtim);
 	}
-	ret = ns_setattr(req_ns(req), ino, fi ? (struct ns_handle *)(uintptr_t)fi->fh : NULL, valid,
-			 &in, &out);
+	ret = ns_setattr(req_ns(req), ino, fi ? fh_handle(fi) : NULL, valid, &in, &out);
 	if (ret) {
 		fuse_reply_err(req, -ret);
 		return;
@@ -396,10 +472,22 @@ static void kvc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct ns_handle *h;
 	int ret = ns_open(req_ns(req), ino, fi->flags, &h);
 
-	/* a block held by other nodes: fetch it here first */
+	/* a block held by other nodes: read it streamed from them, or fetch it here first */
 	if (ret == -EREMOTE && req_remote(req)) {
-		ret = remote_fetch(req_remote(req), ino);
-		if (!ret)
+		struct kvc_fs *fs = fuse_req_userdata(req);
+		struct remote_stream *rs;
+
+		ret = fs->stream_reads ? remote_stream_open(req_remote(req), ino, &rs) : -EAGAIN;
+		if (!ret) {
+			fi->fh = (uintptr_t)rs | FH_STREAM;
+			kvc_fuse_file_info_init(fi);
+			if (fuse_reply_open(req, fi) == -ENOENT)
+				remote_stream_close(rs);
+			return;
+		}
+		if (ret == -EAGAIN)
+			ret = remote_fetch(req_remote(req), ino);
+		if (!ret || ret == -EEXIST)
 			ret = ns_open(req_ns(req), ino, fi->flags, &h);
 		if (ret == -EREMOTE)
 			ret = -ENOENT;
@@ -433,10 +521,42 @@ static void *read_bounce(struct kvc_fs *fs)
 	return b;
 }
 
+/* A read of another node's block: spliced from the holder's socket into this thread's pipe,
+ * checked, then spliced on into the reply. */
+static void read_stream(fuse_req_t req, struct kvc_fs *fs, struct remote_stream *rs, size_t size,
+			off_t off)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
+	struct kvc_pipe *p = thread_pipe(fs);
+	ssize_t n;
+
+	if (!p) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = remote_stream_read(rs, (uint64_t)off, size, p->fd);
+	if (n <= 0) {
+		if (n < 0)
+			fuse_reply_err(req, n == -ENOBUFS ? EIO : (int)-n);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	bv.buf[0].size = (size_t)n;
+	bv.buf[0].flags = FUSE_BUF_IS_FD;
+	bv.buf[0].fd = p->fd[0];
+	if (fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE) != 0) {
+		char scratch[16384]; /* not sent (interrupted): the pipe must be empty again */
+
+		while (read(p->fd[0], scratch, sizeof(scratch)) > 0)
+			;
+	}
+}
+
 static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
+	struct ns_handle *h = fh_handle(fi);
 	struct kvc_fs *fs = fuse_req_userdata(req);
 	uint64_t t0 = op_start(fs);
 	void *buf = NULL, *bounce;
@@ -444,6 +564,12 @@ static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t n;
 
 	(void)ino;
+	if (!h) {
+		read_stream(req, fs, (struct remote_stream *)(uintptr_t)(fi->fh & ~FH_STREAM), size,
+			    off);
+		op_done(fs, KVC_OP_READ, t0);
+		return;
+	}
 	/* Only the writer's own handle copies; readers of sealed blocks get a pool pointer. */
 	if (ns_handle_is_writer(h) && !(buf = malloc(size))) {
 		fuse_reply_err(req, ENOMEM);
@@ -469,7 +595,8 @@ static void kvc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 {
 	struct kvc_fs *fs = fuse_req_userdata(req);
 	uint64_t t0 = op_start(fs);
-	ssize_t n = ns_write((struct ns_handle *)(uintptr_t)fi->fh, (uint64_t)off, buf, size);
+	struct ns_handle *h = fh_handle(fi);
+	ssize_t n = h ? ns_write(h, (uint64_t)off, buf, size) : -EBADF;
 
 	(void)ino;
 	if (n == -EFBIG)
@@ -498,8 +625,9 @@ static void kvc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 {
 	struct kvc_fs *fs = fuse_req_userdata(req);
 	uint64_t t0 = op_start(fs);
-	ssize_t n = ns_write_fill((struct ns_handle *)(uintptr_t)fi->fh, (uint64_t)off,
-				  fuse_buf_size(bufv), copy_bufv, bufv);
+	struct ns_handle *h = fh_handle(fi);
+	ssize_t n =
+	    h ? ns_write_fill(h, (uint64_t)off, fuse_buf_size(bufv), copy_bufv, bufv) : -EBADF;
 
 	(void)ino;
 	if (n == -EFBIG)
@@ -515,11 +643,11 @@ static void kvc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
  * the block is sealed at release, the last close; flush only reports a discarded block. */
 static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
-	int ret = ns_flush(h);
+	struct ns_handle *h = fh_handle(fi);
+	int ret = h ? ns_flush(h) : 0;
 
 	(void)ino;
-	if (!ret && req_remote(req) && ns_handle_is_writer(h))
+	if (!ret && h && req_remote(req) && ns_handle_is_writer(h))
 		remote_pending(req_remote(req), ns_handle_parent(h), ns_handle_name(h));
 	fuse_reply_err(req, -ret);
 }
@@ -527,15 +655,21 @@ static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void kvc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino, (void)datasync;
-	fuse_reply_err(req, -ns_seal((struct ns_handle *)(uintptr_t)fi->fh));
+	fuse_reply_err(req, fh_stream(fi) ? 0 : -ns_seal(fh_handle(fi)));
 }
 
 static void kvc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ns_handle *h = (struct ns_handle *)(uintptr_t)fi->fh;
-	bool writer = ns_handle_is_writer(h);
+	struct ns_handle *h = fh_handle(fi);
+	bool writer;
 
 	(void)ino;
+	if (!h) {
+		remote_stream_close((struct remote_stream *)(uintptr_t)(fi->fh & ~FH_STREAM));
+		fuse_reply_err(req, 0);
+		return;
+	}
+	writer = ns_handle_is_writer(h);
 	ns_release(h);
 	/* the block is sealed: its owners learn of it before the release is answered */
 	if (writer && req_remote(req))
@@ -836,14 +970,24 @@ int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side)
 	fs->dirs = NULL;
 	fs->timed = false; /* set by the daemon with --metrics */
 	memset(fs->lat, 0, sizeof(fs->lat));
+	fs->stream_reads = false; /* set at the session's init */
 	pthread_mutex_init(&fs->dirs_lock, NULL);
-	return -pthread_key_create(&fs->bounce_key, free);
+	if (pthread_key_create(&fs->pipe_key, pipe_free))
+		return -EAGAIN;
+	if (pthread_key_create(&fs->bounce_key, free)) {
+		pthread_key_delete(fs->pipe_key);
+		return -EAGAIN;
+	}
+	return 0;
 }
 
 void kvc_fs_fini(struct kvc_fs *fs)
 {
 	free(pthread_getspecific(fs->bounce_key));
 	pthread_key_delete(fs->bounce_key);
+	if (pthread_getspecific(fs->pipe_key))
+		pipe_free(pthread_getspecific(fs->pipe_key));
+	pthread_key_delete(fs->pipe_key);
 	/* Directories the kernel never released: their side-channel slots go with side_destroy. */
 	while (fs->dirs) {
 		struct dirh *d = fs->dirs;

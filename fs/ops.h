@@ -25,6 +25,8 @@ struct kvc_fs {
 	struct side *side;	  /* the ioctl side channel */
 	struct cluster *cluster;  /* NULL on a single node */
 	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
+	pthread_key_t pipe_key;	  /* per-thread pipe for streamed reads (struct kvc_pipe) */
+	bool stream_reads;	  /* reads of other nodes' blocks streamed (spliced replies) */
 	pthread_mutex_t dirs_lock;
 	struct dirh *dirs; /* open directories (ops.c), under dirs_lock */
 	/* Latency of each request of enum kvc_op, from its arrival to its reply; measured only

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <xxhash.h>
@@ -44,6 +45,8 @@
 #define SCAN_MAX	 65536	  /* entries one scan of the store collects */
 #define PREFETCH_CHUNK	 64	  /* blocks fetched in one batch */
 #define SEEN_SLOTS	 1024
+#define STREAMS_IDLE	 8 /* idle streams kept per member */
+#define STREAM_AHEAD	 4 /* chunks of a streamed block requested ahead of its reads */
 /* An entry announced at the writer's close(), before its seal: mode bit, and a version older
  * than any real one (so the sealed block replaces it). */
 #define PENDING_MODE	0x80000000u
@@ -59,6 +62,8 @@ struct rnode {
 	bool unreachable;	    /* the last connect failed (logged once, until one works) */
 	bool sb;		    /* hdr_off/data_off known */
 	uint64_t hdr_off, data_off; /* of its pool, from its superblock */
+	struct xfer_stream *idle[STREAMS_IDLE]; /* streams to its peer, not in use */
+	unsigned nidle;
 };
 
 /* A publication or forget from the namespace hooks, or a job for the worker. */
@@ -111,6 +116,7 @@ struct remote {
 	struct seen {
 		uint64_t ino;
 		struct ent_info info;
+		unsigned streams; /* opens of that version streamed */
 	} seen[SEEN_SLOTS];
 };
 
@@ -150,6 +156,13 @@ static struct rnode *node_find(struct remote *r, uint64_t id)
 		if (r->nodes[k].id == id)
 			return &r->nodes[k];
 	return NULL;
+}
+
+/* Close d's idle streams (they lead to a peer no longer used). */
+static void idle_close(struct rnode *d)
+{
+	while (d->nidle)
+		xfer_stream_close(d->idle[--d->nidle]);
 }
 
 static bool is_live_locked(struct remote *r, uint64_t id)
@@ -211,6 +224,7 @@ void remote_members(struct remote *r, const struct member *list, size_t n)
 				}
 				d->peer = NULL;
 			}
+			idle_close(d);
 			d->sb = false;
 			d->retry_at = 0;
 			d->unreachable = false;
@@ -503,6 +517,23 @@ static int get_entry(struct remote *r, const char *dir, const char *name, struct
 	return ret ? -ENOENT : 0;
 }
 
+/* get_entry, waiting for the seal of an entry its writer has closed (announced pending). */
+static int get_sealed_entry(struct remote *r, const char *dir, const char *name,
+			    struct ent_info *info)
+{
+	int ret = get_entry(r, dir, name, info);
+
+	for (int64_t t0 = real_ns(); !ret && (info->mode & PENDING_MODE);) {
+		struct timespec ts = {0, 2000000};
+
+		if (real_ns() - t0 > PENDING_WAIT_NS)
+			return -ENOENT;
+		nanosleep(&ts, NULL);
+		ret = get_entry(r, dir, name, info);
+	}
+	return ret;
+}
+
 static int dir_path(struct remote *r, uint64_t ino, char *buf)
 {
 	int ret = ns_path(r->cfg.ns, ino, buf, DIR_MAX);
@@ -523,18 +554,8 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 		return 0;
 	if (!ret)
 		ns_forget(ns, attr->ino, 1); /* asked again below */
-	if (!mr_name_ok(name) || dir_path(r, parent, dir) || get_entry(r, dir, name, &info))
+	if (!mr_name_ok(name) || dir_path(r, parent, dir) || get_sealed_entry(r, dir, name, &info))
 		goto gone;
-	/* its writer has closed it: the seal is on its way */
-	for (int64_t t0 = real_ns(); info.mode & PENDING_MODE;) {
-		struct timespec ts = {0, 2000000};
-
-		if (real_ns() - t0 > PENDING_WAIT_NS)
-			goto gone;
-		nanosleep(&ts, NULL);
-		if (get_entry(r, dir, name, &info))
-			goto gone;
-	}
 	live_holders(r, &info);
 	if (!info.nholders)
 		goto gone;
@@ -550,6 +571,8 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 		struct seen *sl = &r->seen[attr->ino % SEEN_SLOTS];
 
 		pthread_mutex_lock(&r->seen_mu);
+		if (sl->ino != attr->ino || sl->info.version != info.version)
+			sl->streams = 0;
 		sl->ino = attr->ino;
 		sl->info = info;
 		pthread_mutex_unlock(&r->seen_mu);
@@ -620,6 +643,316 @@ int remote_fetch(struct remote *r, uint64_t ino)
 	if (ret == -ENOENT)
 		(void)ns_remove_remote(r->cfg.ns, ino);
 	return ret;
+}
+
+/* ---- streamed reads ----------------------------------------------------------------------- */
+
+struct remote_stream {
+	struct remote *r;
+	uint64_t ino;
+	char dir[DIR_MAX];
+	char name[MR_NAME_MAX + 1];
+	XXH128_hash_t nh;
+	struct ent_info info;
+	unsigned cur; /* the holder that served the last read */
+	/* Reads in order (a whole block read with a large buffer: the kernel's READs come one
+	 * after the other, each of the same size but the last) are requested ahead, so that the
+	 * holder sends the next chunk while this node passes one on: [next, ahead) is in flight
+	 * on s, from holder at, in chunks of chunk bytes. */
+	pthread_mutex_t mu;
+	struct xfer_stream *s;
+	unsigned at;
+	uint64_t hdr_off, chunk, next, ahead;
+	bool no_ahead;	/* a read out of that order came: one request per read from then on */
+	bool refreshed; /* the entry was asked for again after the holders failed */
+};
+
+/* A stream to node id's peer p: an idle one, or a new one. */
+static int stream_get(struct remote *r, uint64_t id, struct xfer_peer *p, struct xfer_stream **s)
+{
+	struct rnode *d;
+
+	pthread_mutex_lock(&r->mlock);
+	d = node_find(r, id);
+	*s = d && d->peer == p && d->nidle ? d->idle[--d->nidle] : NULL;
+	pthread_mutex_unlock(&r->mlock);
+	return *s ? 0 : xfer_stream_open(p, s);
+}
+
+/* Keep a stream for the next read, or close it (broken, too many, or its peer replaced). */
+static void stream_put(struct remote *r, uint64_t id, struct xfer_stream *s, bool broken)
+{
+	struct rnode *d;
+
+	if (!broken) {
+		pthread_mutex_lock(&r->mlock);
+		d = node_find(r, id);
+		if (d && d->peer == xfer_stream_peer(s) && d->nidle < STREAMS_IDLE) {
+			d->idle[d->nidle++] = s;
+			s = NULL;
+		}
+		pthread_mutex_unlock(&r->mlock);
+	}
+	xfer_stream_close(s);
+}
+
+int remote_stream_open(struct remote *r, uint64_t ino, struct remote_stream **out)
+{
+	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
+	struct remote_stream *rs;
+	uint64_t parent, size, version;
+	bool known, again = false;
+	int ret;
+
+	if (!(rs = calloc(1, sizeof(*rs))))
+		return -ENOMEM;
+	ret = ns_remote_info(r->cfg.ns, ino, &parent, rs->name, &size, &version);
+	if (!ret && !size)
+		ret = -EAGAIN;
+	if (!ret)
+		ret = dir_path(r, parent, rs->dir);
+	if (ret) {
+		free(rs);
+		return ret;
+	}
+	pthread_mutex_lock(&r->seen_mu);
+	known = sl->ino == ino && sl->info.version == version;
+	if (known) {
+		rs->info = sl->info;
+		again = sl->streams++ > 0;
+	}
+	pthread_mutex_unlock(&r->seen_mu);
+	/* the first open after a lookup uses its entry; a second one asks again, since it may
+	 * keep a copy */
+	if ((!known || again) && !(ret = get_sealed_entry(r, rs->dir, rs->name, &rs->info))) {
+		live_holders(r, &rs->info);
+		if (!rs->info.nholders)
+			ret = -ENOENT;
+	}
+	if (!ret && !known && rs->info.version == version) {
+		pthread_mutex_lock(&r->seen_mu);
+		sl->ino = ino;
+		sl->info = rs->info;
+		sl->streams = 1;
+		pthread_mutex_unlock(&r->seen_mu);
+	}
+	/* Replaced since the kernel looked the name up (it keeps a name up to a second): what
+	 * an open of the name gives is the version the name has now, read through this stub
+	 * (the next lookup makes a stub of it). Only the version the stub stands for is kept
+	 * as a copy. */
+	if (!ret && rs->info.version != version)
+		again = false;
+	if (!ret && again)
+		ret = -EAGAIN; /* read before: keep a copy this time */
+	if (ret) {
+		free(rs);
+		return ret;
+	}
+	rs->r = r;
+	rs->ino = ino;
+	rs->nh = XXH3_128bits(rs->name, strlen(rs->name));
+	pthread_mutex_init(&rs->mu, NULL);
+	*out = rs;
+	return 0;
+}
+
+/* Request chunks ahead, up to STREAM_AHEAD in flight. */
+static int ahead_fill(struct remote_stream *rs)
+{
+	const struct ent_holder *h = &rs->info.holders[rs->at];
+	uint64_t n;
+	int ret;
+
+	while (rs->ahead < rs->info.size && rs->ahead - rs->next < STREAM_AHEAD * rs->chunk) {
+		n = rs->info.size - rs->ahead < rs->chunk ? rs->info.size - rs->ahead : rs->chunk;
+		ret = xfer_stream_send(rs->s, rs->r->cfg.pool_seg, h->offset + rs->ahead, n,
+				       rs->hdr_off, sizeof(struct pool_hdr));
+		if (ret)
+			return ret;
+		rs->ahead += n;
+	}
+	return 0;
+}
+
+/* No more reads ahead: the stream goes back (nothing in flight) or is closed. */
+static void ahead_stop(struct remote_stream *rs)
+{
+	if (rs->s)
+		stream_put(rs->r, rs->info.holders[rs->at].node, rs->s, rs->next != rs->ahead);
+	rs->s = NULL;
+	rs->no_ahead = true;
+}
+
+/* The first read, at 0, of chunk bytes: start reading ahead from the first holder that can. */
+static void ahead_start(struct remote_stream *rs, uint64_t chunk)
+{
+	struct remote *r = rs->r;
+	unsigned n = rs->info.nholders;
+
+	rs->no_ahead = true; /* one try */
+	for (unsigned k = 0; k < n && !rs->s; k++) {
+		unsigned at = (rs->cur + k) % n;
+		const struct ent_holder *h = &rs->info.holders[at];
+		struct xfer_peer *p;
+
+		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
+		    !(p = peer_get(r, h->node)) || holder_hdr_off(r, h, p, &rs->hdr_off) ||
+		    stream_get(r, h->node, p, &rs->s))
+			continue;
+		rs->at = at;
+		rs->chunk = chunk;
+		rs->next = rs->ahead = 0;
+		rs->no_ahead = false;
+		if (ahead_fill(rs))
+			ahead_stop(rs);
+	}
+}
+
+/* The read of the chunk at rs->next (len bytes) from the stream: len, or -errno. */
+static ssize_t ahead_take(struct remote_stream *rs, uint64_t len, int pipe_wr)
+{
+	const struct ent_holder *h = &rs->info.holders[rs->at];
+	struct pool_hdr hdr;
+	int broken, ret = xfer_stream_recv(rs->s, len, pipe_wr, &hdr, sizeof(hdr), &broken);
+
+	if (ret)
+		return ret;
+	rs->next += len;
+	if (!hdr_vouches(&hdr, h, &rs->info, &rs->nh)) {
+		(void)job_push(rs->r, J_FORGET, rs->dir, rs->name, h->node, h->generation, NULL);
+		return -ESTALE;
+	}
+	rs->cur = rs->at;
+	if (ahead_fill(rs))
+		ahead_stop(rs); /* this chunk is good; the next reads ask one by one */
+	return (ssize_t)len;
+}
+
+/* Empty a pipe (its read end non-blocking) that holds part of a failed read. */
+static void pipe_drain(int pipe_rd)
+{
+	char buf[16384];
+
+	while (read(pipe_rd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* One try of holder h: len (the bytes spliced and vouched for), or -errno. */
+static ssize_t stream_try(struct remote_stream *rs, const struct ent_holder *h, uint64_t off,
+			  size_t len, int pipe_wr)
+{
+	struct remote *r = rs->r;
+	struct xfer_stream *s;
+	struct xfer_peer *p;
+	struct pool_hdr hdr;
+	uint64_t hdr_off;
+	int ret, broken;
+
+	if (h->node == r->cfg.node_id || !is_live(r, h->node) || !(p = peer_get(r, h->node)))
+		return -ENOENT;
+	ret = holder_hdr_off(r, h, p, &hdr_off);
+	if (!ret)
+		ret = stream_get(r, h->node, p, &s);
+	if (ret)
+		return ret;
+	ret = xfer_stream_read(s, r->cfg.pool_seg, h->offset + off, len, pipe_wr, hdr_off, &hdr,
+			       sizeof(hdr), &broken);
+	stream_put(r, h->node, s, broken);
+	if (ret)
+		return ret;
+	if (!hdr_vouches(&hdr, h, &rs->info, &rs->nh)) {
+		/* evicted or replaced there since the entry was made: as in fetch_bytes */
+		(void)job_push(r, J_FORGET, rs->dir, rs->name, h->node, h->generation, NULL);
+		return -ESTALE;
+	}
+	return (ssize_t)len;
+}
+
+/* Read [off, off + len) from the stream ahead, if it is the next chunk of it: len, or -errno
+ * (then the stream is stopped and the pipe is empty). */
+static ssize_t read_ahead(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2])
+{
+	ssize_t ret = -EAGAIN;
+
+	if (off == rs->next &&
+	    len == (rs->info.size - off < rs->chunk ? rs->info.size - off : rs->chunk))
+		ret = ahead_take(rs, len, pipe[1]);
+	if (ret < 0) {
+		pipe_drain(pipe[0]);
+		log_msg(LOG_DEBUG, "streamed read of %s ahead: %s", rs->name, strerror((int)-ret));
+		ahead_stop(rs);
+	}
+	return ret;
+}
+
+/* Read [off, off + len) with one request, from the first holder that vouches for it. */
+static ssize_t read_once(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2])
+{
+	unsigned n = rs->info.nholders;
+	ssize_t ret;
+
+	for (unsigned k = 0; k < n; k++) {
+		unsigned at = (rs->cur + k) % n;
+
+		ret = stream_try(rs, &rs->info.holders[at], off, len, pipe[1]);
+		if (ret >= 0) {
+			rs->cur = at;
+			return ret;
+		}
+		pipe_drain(pipe[0]);
+		if (ret == -ENOBUFS)
+			return ret; /* not the holder's fault */
+		log_msg(LOG_DEBUG, "streamed read of %s from node %016" PRIx64 ": %s", rs->name,
+			rs->info.holders[at].node, strerror((int)-ret));
+	}
+	return -ENOENT;
+}
+
+static ssize_t stream_read_locked(struct remote_stream *rs, uint64_t off, size_t len,
+				  const int pipe[2])
+{
+	ssize_t ret;
+
+	if (off >= rs->info.size)
+		return 0;
+	if (len > rs->info.size - off)
+		len = (size_t)(rs->info.size - off);
+	if (!rs->s && !off && !rs->no_ahead && len < rs->info.size)
+		ahead_start(rs, len);
+	if (rs->s && (ret = read_ahead(rs, off, len, pipe)) >= 0)
+		return ret;
+	ret = read_once(rs, off, len, pipe);
+	/* Nothing served yet and the holders no longer have that version: the name may have
+	 * another one now, which is what an open of it gives (once). */
+	if (ret == -ENOENT && !off && !rs->refreshed) {
+		rs->refreshed = true;
+		rs->no_ahead = true;
+		if (get_sealed_entry(rs->r, rs->dir, rs->name, &rs->info))
+			return -ENOENT;
+		live_holders(rs->r, &rs->info);
+		rs->cur = 0;
+		return stream_read_locked(rs, off, len, pipe);
+	}
+	return ret;
+}
+
+ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2])
+{
+	ssize_t ret;
+
+	pthread_mutex_lock(&rs->mu);
+	ret = stream_read_locked(rs, off, len, pipe);
+	pthread_mutex_unlock(&rs->mu);
+	if (ret > 0)
+		ns_note_fetched(rs->r->cfg.ns, off ? 0 : 1, (uint64_t)ret);
+	return ret;
+}
+
+void remote_stream_close(struct remote_stream *rs)
+{
+	ahead_stop(rs);
+	pthread_mutex_destroy(&rs->mu);
+	free(rs);
 }
 
 int remote_prefetch(struct remote *r, uint64_t parent, const char *name)
@@ -1804,9 +2137,11 @@ void remote_destroy(struct remote *r)
 	qlist_free(r->qhead);
 	qlist_free(r->jhead);
 	qlist_free(r->rhead);
-	for (size_t k = 0; k < r->nnodes; k++)
+	for (size_t k = 0; k < r->nnodes; k++) {
+		idle_close(&r->nodes[k]);
 		if (r->nodes[k].peer)
 			xfer_close_peer(r->nodes[k].peer);
+	}
 	for (size_t k = 0; k < r->ngrave; k++)
 		xfer_close_peer(r->grave[k]);
 	free(r->grave);

@@ -88,6 +88,24 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 /* Fetch the bytes of stub ino into a local cached copy: 0 (also when there is nothing to
  * fetch), ENOENT (no live holder has that version anymore), ENOSPC. */
 int remote_fetch(struct remote *r, uint64_t ino);
+/*
+ * Reads of a block held elsewhere, streamed from a holder without a local copy: each read is
+ * spliced from the holder's socket into a pipe, checked against the holder's block header
+ * (sent after the bytes), and goes on from the pipe to the reader (fs/ops.c), so the bytes
+ * are copied once on this node. The first open of a version streams; an open of a version
+ * streamed before fetches a cached copy (remote_fetch): a block read twice is kept.
+ *
+ * remote_stream_open: 0 with *out; -EEXIST: the block is local now (open it); -EAGAIN: fetch
+ * it instead (read before, or empty); -ENOENT, -ENOMEM.
+ * remote_stream_read: splice the bytes [off, off + len) of the block (cut at its end) into the
+ * pipe (both ends non-blocking, empty): their count (0 at the end), -ENOENT when no live
+ * holder has that version any more, -ENOBUFS when the pipe has no room. On an error the
+ * pipe is left empty.
+ */
+struct remote_stream;
+int remote_stream_open(struct remote *r, uint64_t ino, struct remote_stream **out);
+ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2]);
+void remote_stream_close(struct remote_stream *rs);
 /* Make name in parent a local block (cached copy) if a remote node holds it: 0, ENOENT. */
 int remote_prefetch(struct remote *r, uint64_t parent, const char *name);
 /* Make local the blocks among names[from, n) of directory parent that other nodes hold and

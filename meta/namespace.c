@@ -2181,6 +2181,12 @@ void ns_remote_stats(struct ns *ns, struct ns_remote_stats *out)
 	out->replica_bytes = atomic_load(&ns->replica_bytes);
 }
 
+void ns_note_fetched(struct ns *ns, uint64_t blocks, uint64_t bytes)
+{
+	atomic_fetch_add_explicit(&ns->fetched, blocks, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ns->fetched_bytes, bytes, memory_order_relaxed);
+}
+
 /* ---- the side channel ---------------------------------------------------------------------- */
 
 int ns_open_name(struct ns *ns, uint64_t parent, const char *name, struct ns_handle **hp)

@@ -324,12 +324,15 @@ int ns_dir_ino(struct ns *ns, const char *path, uint64_t *ino);
 int ns_replicas(struct ns *ns, uint64_t ino, unsigned set);
 
 /* Blocks whose bytes came here from other nodes since the start, with their payload bytes:
- * stubs filled into cached copies (ns_fill_remote) and replicas committed (ns_commit of a
- * reservation given a version by ns_handle_set_version). Lock-free counters, for metrics. */
+ * stubs filled into cached copies (ns_fill_remote), blocks read streamed without a copy
+ * (ns_note_fetched) and replicas committed (ns_commit of a reservation given a version by
+ * ns_handle_set_version). Lock-free counters, for metrics. */
 struct ns_remote_stats {
 	uint64_t fetched, fetched_bytes;
 	uint64_t replicas, replica_bytes;
 };
 void ns_remote_stats(struct ns *ns, struct ns_remote_stats *out);
+/* Count blocks and bytes that came from other nodes without becoming local copies. */
+void ns_note_fetched(struct ns *ns, uint64_t blocks, uint64_t bytes);
 
 #endif
