@@ -156,7 +156,9 @@ static int pipe_make(struct kvc_pipe *p)
 {
 	if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -errno;
-	if (fcntl(p->fd[1], F_SETPIPE_SZ, STREAM_PIPE_SIZE) < (int)STREAM_PIPE_SIZE) {
+	/* twice the replies where allowed: the socket may fill pipe slots with less than a page */
+	if (fcntl(p->fd[1], F_SETPIPE_SZ, 2 * STREAM_PIPE_SIZE) < (int)(2 * STREAM_PIPE_SIZE) &&
+	    fcntl(p->fd[1], F_SETPIPE_SZ, STREAM_PIPE_SIZE) < (int)STREAM_PIPE_SIZE) {
 		int err = errno ? errno : ENOBUFS;
 
 		close(p->fd[0]);
@@ -477,7 +479,10 @@ static void kvc_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct kvc_fs *fs = fuse_req_userdata(req);
 		struct remote_stream *rs;
 
-		ret = fs->stream_reads ? remote_stream_open(req_remote(req), ino, &rs) : -EAGAIN;
+		ret = fs->stream_reads
+			  ? remote_stream_open(req_remote(req), ino,
+					       fs->read_max ? fs->read_max : KVC_FUSE_MAX_IO, &rs)
+			  : -EAGAIN;
 		if (!ret) {
 			fi->fh = (uintptr_t)rs | FH_STREAM;
 			kvc_fuse_file_info_init(fi);
@@ -530,14 +535,18 @@ static void read_stream(fuse_req_t req, struct kvc_fs *fs, struct remote_stream 
 	struct kvc_pipe *p = thread_pipe(fs);
 	ssize_t n;
 
-	if (!p) {
-		fuse_reply_err(req, ENOMEM);
-		return;
+	n = p ? remote_stream_read(rs, (uint64_t)off, size, p->fd) : -ENOBUFS;
+	if (n == -ENOBUFS) { /* no pipe, or too small for what the socket gave: copy it */
+		void *buf = malloc(size);
+
+		n = buf ? remote_stream_read_buf(rs, (uint64_t)off, size, buf) : -ENOMEM;
+		if (n >= 0)
+			fuse_reply_buf(req, buf, (size_t)n);
+		free(buf);
 	}
-	n = remote_stream_read(rs, (uint64_t)off, size, p->fd);
 	if (n <= 0) {
 		if (n < 0)
-			fuse_reply_err(req, n == -ENOBUFS ? EIO : (int)-n);
+			fuse_reply_err(req, (int)-n);
 		else
 			fuse_reply_buf(req, NULL, 0);
 		return;
@@ -971,6 +980,7 @@ int kvc_fs_init(struct kvc_fs *fs, struct ns *ns, struct side *side)
 	fs->timed = false; /* set by the daemon with --metrics */
 	memset(fs->lat, 0, sizeof(fs->lat));
 	fs->stream_reads = false; /* set at the session's init */
+	fs->read_max = 0;	  /* set by the daemon */
 	pthread_mutex_init(&fs->dirs_lock, NULL);
 	if (pthread_key_create(&fs->pipe_key, pipe_free))
 		return -EAGAIN;

@@ -27,6 +27,7 @@ struct kvc_fs {
 	pthread_key_t bounce_key; /* per-thread staging buffer for read replies */
 	pthread_key_t pipe_key;	  /* per-thread pipe for streamed reads (struct kvc_pipe) */
 	bool stream_reads;	  /* reads of other nodes' blocks streamed (spliced replies) */
+	uint32_t read_max;	  /* the largest READ request (max_read); 0: KVC_FUSE_MAX_IO */
 	pthread_mutex_t dirs_lock;
 	struct dirh *dirs; /* open directories (ops.c), under dirs_lock */
 	/* Latency of each request of enum kvc_op, from its arrival to its reply; measured only

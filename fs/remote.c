@@ -696,66 +696,6 @@ static void stream_put(struct remote *r, uint64_t id, struct xfer_stream *s, boo
 	xfer_stream_close(s);
 }
 
-int remote_stream_open(struct remote *r, uint64_t ino, struct remote_stream **out)
-{
-	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
-	struct remote_stream *rs;
-	uint64_t parent, size, version;
-	bool known, again = false;
-	int ret;
-
-	if (!(rs = calloc(1, sizeof(*rs))))
-		return -ENOMEM;
-	ret = ns_remote_info(r->cfg.ns, ino, &parent, rs->name, &size, &version);
-	if (!ret && !size)
-		ret = -EAGAIN;
-	if (!ret)
-		ret = dir_path(r, parent, rs->dir);
-	if (ret) {
-		free(rs);
-		return ret;
-	}
-	pthread_mutex_lock(&r->seen_mu);
-	known = sl->ino == ino && sl->info.version == version;
-	if (known) {
-		rs->info = sl->info;
-		again = sl->streams++ > 0;
-	}
-	pthread_mutex_unlock(&r->seen_mu);
-	/* the first open after a lookup uses its entry; a second one asks again, since it may
-	 * keep a copy */
-	if ((!known || again) && !(ret = get_sealed_entry(r, rs->dir, rs->name, &rs->info))) {
-		live_holders(r, &rs->info);
-		if (!rs->info.nholders)
-			ret = -ENOENT;
-	}
-	if (!ret && !known && rs->info.version == version) {
-		pthread_mutex_lock(&r->seen_mu);
-		sl->ino = ino;
-		sl->info = rs->info;
-		sl->streams = 1;
-		pthread_mutex_unlock(&r->seen_mu);
-	}
-	/* Replaced since the kernel looked the name up (it keeps a name up to a second): what
-	 * an open of the name gives is the version the name has now, read through this stub
-	 * (the next lookup makes a stub of it). Only the version the stub stands for is kept
-	 * as a copy. */
-	if (!ret && rs->info.version != version)
-		again = false;
-	if (!ret && again)
-		ret = -EAGAIN; /* read before: keep a copy this time */
-	if (ret) {
-		free(rs);
-		return ret;
-	}
-	rs->r = r;
-	rs->ino = ino;
-	rs->nh = XXH3_128bits(rs->name, strlen(rs->name));
-	pthread_mutex_init(&rs->mu, NULL);
-	*out = rs;
-	return 0;
-}
-
 /* Request chunks ahead, up to STREAM_AHEAD in flight. */
 static int ahead_fill(struct remote_stream *rs)
 {
@@ -826,6 +766,68 @@ static ssize_t ahead_take(struct remote_stream *rs, uint64_t len, int pipe_wr)
 	if (ahead_fill(rs))
 		ahead_stop(rs); /* this chunk is good; the next reads ask one by one */
 	return (ssize_t)len;
+}
+
+int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct remote_stream **out)
+{
+	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
+	struct remote_stream *rs;
+	uint64_t parent, size, version;
+	bool known, again = false;
+	int ret;
+
+	if (!(rs = calloc(1, sizeof(*rs))))
+		return -ENOMEM;
+	ret = ns_remote_info(r->cfg.ns, ino, &parent, rs->name, &size, &version);
+	if (!ret && !size)
+		ret = -EAGAIN;
+	if (!ret)
+		ret = dir_path(r, parent, rs->dir);
+	if (ret) {
+		free(rs);
+		return ret;
+	}
+	pthread_mutex_lock(&r->seen_mu);
+	known = sl->ino == ino && sl->info.version == version;
+	if (known) {
+		rs->info = sl->info;
+		again = sl->streams++ > 0;
+	}
+	pthread_mutex_unlock(&r->seen_mu);
+	/* the first open after a lookup uses its entry; a second one asks again, since it may
+	 * keep a copy */
+	if ((!known || again) && !(ret = get_sealed_entry(r, rs->dir, rs->name, &rs->info))) {
+		live_holders(r, &rs->info);
+		if (!rs->info.nholders)
+			ret = -ENOENT;
+	}
+	if (!ret && !known && rs->info.version == version) {
+		pthread_mutex_lock(&r->seen_mu);
+		sl->ino = ino;
+		sl->info = rs->info;
+		sl->streams = 1;
+		pthread_mutex_unlock(&r->seen_mu);
+	}
+	/* Replaced since the kernel looked the name up (it keeps a name up to a second): what
+	 * an open of the name gives is the version the name has now, read through this stub
+	 * (the next lookup makes a stub of it). Only the version the stub stands for is kept
+	 * as a copy. */
+	if (!ret && rs->info.version != version)
+		again = false;
+	if (!ret && again)
+		ret = -EAGAIN; /* read before: keep a copy this time */
+	if (ret) {
+		free(rs);
+		return ret;
+	}
+	rs->r = r;
+	rs->ino = ino;
+	rs->nh = XXH3_128bits(rs->name, strlen(rs->name));
+	pthread_mutex_init(&rs->mu, NULL);
+	if (chunk)
+		ahead_start(rs, chunk < rs->info.size ? chunk : rs->info.size);
+	*out = rs;
+	return 0;
 }
 
 /* Empty a pipe (its read end non-blocking) that holds part of a failed read. */
@@ -945,6 +947,35 @@ ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, c
 	pthread_mutex_unlock(&rs->mu);
 	if (ret > 0)
 		ns_note_fetched(rs->r->cfg.ns, off ? 0 : 1, (uint64_t)ret);
+	return ret;
+}
+
+ssize_t remote_stream_read_buf(struct remote_stream *rs, uint64_t off, size_t len, void *buf)
+{
+	struct remote *r = rs->r;
+	ssize_t ret = -ENOENT;
+
+	pthread_mutex_lock(&rs->mu);
+	ahead_stop(rs); /* what is in flight would come first */
+	if (off >= rs->info.size)
+		ret = 0;
+	else if (len > rs->info.size - off)
+		len = (size_t)(rs->info.size - off);
+	for (unsigned k = 0; ret && k < rs->info.nholders; k++) {
+		const struct ent_holder *h = &rs->info.holders[(rs->cur + k) % rs->info.nholders];
+		struct xfer_peer *p;
+		struct pool_hdr hdr;
+		uint64_t hdr_off;
+
+		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
+		    !(p = peer_get(r, h->node)) || holder_hdr_off(r, h, p, &hdr_off) ||
+		    read_remote(r, p, buf, h->offset + off, len) ||
+		    read_remote(r, p, &hdr, hdr_off, sizeof(hdr)))
+			continue;
+		if (hdr_vouches(&hdr, h, &rs->info, &rs->nh))
+			ret = (ssize_t)len;
+	}
+	pthread_mutex_unlock(&rs->mu);
 	return ret;
 }
 

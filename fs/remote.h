@@ -96,15 +96,19 @@ int remote_fetch(struct remote *r, uint64_t ino);
  * streamed before fetches a cached copy (remote_fetch): a block read twice is kept.
  *
  * remote_stream_open: 0 with *out; -EEXIST: the block is local now (open it); -EAGAIN: fetch
- * it instead (read before, or empty); -ENOENT, -ENOMEM.
+ * it instead (read before, or empty); -ENOENT, -ENOMEM. chunk: the size of the READ requests
+ * a whole-block read is expected to come in (the mount's largest): the first chunks are
+ * requested at once, before the reads come (0: at the first read).
  * remote_stream_read: splice the bytes [off, off + len) of the block (cut at its end) into the
  * pipe (both ends non-blocking, empty): their count (0 at the end), -ENOENT when no live
  * holder has that version any more, -ENOBUFS when the pipe has no room. On an error the
  * pipe is left empty.
  */
 struct remote_stream;
-int remote_stream_open(struct remote *r, uint64_t ino, struct remote_stream **out);
+int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct remote_stream **out);
 ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2]);
+/* The same bytes copied into buf (len bytes), for a reader with no usable pipe. */
+ssize_t remote_stream_read_buf(struct remote_stream *rs, uint64_t off, size_t len, void *buf);
 void remote_stream_close(struct remote_stream *rs);
 /* Make name in parent a local block (cached copy) if a remote node holds it: 0, ENOENT. */
 int remote_prefetch(struct remote *r, uint64_t parent, const char *name);

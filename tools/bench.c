@@ -192,9 +192,10 @@ static const char *const target_names[TARGET_NKINDS] = {"kvcachefs", "tmpfs", "m
 /* One mounted filesystem under test. */
 struct target {
 	enum target_kind kind;
-	char bin[PATH_MAX]; /* FUSE daemons: the binary started */
-	char dir[PATH_MAX]; /* the mkdtemp mount point; "" before it exists */
-	pid_t pid;	    /* FUSE daemons: found after the mount, 0 if unknown */
+	char bin[PATH_MAX];  /* FUSE daemons: the binary started */
+	char dir[PATH_MAX];  /* the mkdtemp mount point; "" before it exists */
+	char pool[PATH_MAX]; /* kvcachefs: its pool object, removed at cleanup ("": none) */
+	pid_t pid;	     /* FUSE daemons: found after the mount, 0 if unknown */
 };
 
 /* Every target with a directory, for cleanup on any exit path. */
@@ -264,9 +265,15 @@ static int target_mount(struct target *t, uint64_t size)
 		}
 		return target_check(t);
 	}
-	if (t->kind == TARGET_KVCACHEFS && !strcmp(base, "kvcachefs"))
-		ret = bench_run((char *const[]){t->bin, "--pool-size", sz, t->dir, NULL}, false);
-	else
+	if (t->kind == TARGET_KVCACHEFS && !strcmp(base, "kvcachefs")) {
+		/* the pool outlives the daemon: ours, named after the mount point, goes at cleanup
+		 */
+		snprintf(t->pool, sizeof(t->pool), "/dev/shm/kvcache-bench.%s",
+			 dirtmpl + sizeof("/tmp/kvcache-bench.") - 1);
+		ret = bench_run((char *const[]){t->bin, "--pool-size", sz, "--pool-path", t->pool,
+						"--fresh", t->dir, NULL},
+				false);
+	} else
 		ret = bench_run((char *const[]){t->bin, t->dir, NULL}, false);
 	if (ret != 0 || !bench_mounted(t->dir)) {
 		fprintf(stderr, "kvcache-bench: %s %s failed (exit status %d)\n", t->bin, t->dir,
@@ -303,6 +310,9 @@ static void target_cleanup(struct target *t)
 		usleep(10000);
 	if (rmdir(t->dir) < 0 && errno != ENOENT)
 		fprintf(stderr, "kvcache-bench: rmdir %s: %s\n", t->dir, strerror(errno));
+	if (t->pool[0] && unlink(t->pool) < 0 && errno != ENOENT)
+		fprintf(stderr, "kvcache-bench: unlink %s: %s\n", t->pool, strerror(errno));
+	t->pool[0] = '\0';
 	live[t->kind] = NULL;
 	t->dir[0] = '\0';
 	t->pid = 0;

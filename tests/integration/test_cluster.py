@@ -273,7 +273,8 @@ class Cluster(ClusterBase):
         b = self.join("--node-id", "0xb0b")
         self.wait_total(a, 2, timeout=3)
         os.kill(b.pid, signal.SIGKILL)
-        self.assertTrue(wait_until(lambda: not kvc.pid_alive(b.pid), timeout=5))
+        # every thread gone (they hold the pool's lock until then), not only the main one
+        self.assertTrue(wait_until(lambda: kvc.process_gone(b.pid), timeout=20))
         b.pid = None
         kvc.unmount(b.mnt)
         r, reports = kvc.run_daemon(self.cluster_args("--node-id", "0xb0b") + [b.mnt],

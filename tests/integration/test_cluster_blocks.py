@@ -170,6 +170,89 @@ class Blocks(tc.ClusterBase):
         for n in present[-4:]:
             self.assertEqual(read(b.path(n)), n.encode() * (1 << 19))
 
+    def test_streamed_reads(self):
+        """The first read of another node's block streams it (no local copy: tier stays
+        remote), whatever the reader's buffer size and order; the second read keeps a copy."""
+        a, b = self.join(), self.join()
+        self.wait_total(b, 2, timeout=5)
+        sizes = {"s0": 1, "s1": 300000, "s2": (3 << 20) + 4097, "s3": 5 << 20,
+                 "s4": (2 << 20) - 17}
+        data = {n: os.urandom(z) for n, z in sizes.items()}
+        for n, d in data.items():
+            kvc.write_block(a.path(n), d)
+        # whole reads with a large buffer (the chunks are requested ahead)
+        for n, d in data.items():
+            self.assertEqual(read(b.path(n)), d, n)
+            self.assertEqual(xattr(b.path(n), "tier"), "remote", n)
+        # read again: fetched into a copy kept on b
+        for n, d in data.items():
+            self.assertEqual(read(b.path(n)), d, n)
+            self.assertEqual(xattr(b.path(n), "tier"), "dram", n)
+            self.assertEqual(xattr(a.path(n), "tier"), "dram", n)
+
+        # small reads, reads out of order, reads past the end: fresh names each
+        big = os.urandom((4 << 20) + 123)
+        for k in range(3):
+            kvc.write_block(a.path("o%d" % k), big)
+        fd = os.open(b.path("o0"), os.O_RDONLY)
+        try:
+            got = b"".join(iter(lambda: os.read(fd, 65536), b""))
+        finally:
+            os.close(fd)
+        self.assertEqual(got, big)
+        fd = os.open(b.path("o1"), os.O_RDONLY)
+        try:
+            for off, n in [(3 << 20, 1 << 20), (17, 4096), (0, 1 << 20), (len(big) - 5, 100),
+                           (len(big) + 10, 10), (1 << 20, 3 << 20)]:
+                self.assertEqual(os.pread(fd, n, off), big[off:off + n], (off, n))
+        finally:
+            os.close(fd)
+        # a reader that stops after its first read, then one that reads it all
+        fd = os.open(b.path("o2"), os.O_RDONLY)
+        self.assertEqual(os.read(fd, 1 << 20), big[:1 << 20])
+        os.close(fd)
+        self.assertEqual(read(b.path("o2")), big)
+
+    def test_streamed_read_of_a_replaced_block(self):
+        """A block replaced on its holder while another node streams it: the reader gets
+        the old bytes whole or an error, never a mix; the next open reads the new one."""
+        a, b = self.join(), self.join()
+        self.wait_total(b, 2, timeout=5)
+        old, new = b"o" * (6 << 20), b"n" * (6 << 20)
+        kvc.write_block(a.path("blk"), old)
+        self.assertEqual(os.stat(b.path("blk")).st_size, len(old))
+        fd = os.open(b.path("blk"), os.O_RDONLY)
+        try:
+            first = os.read(fd, 1 << 20)
+            self.assertEqual(first, old[:1 << 20])
+            kvc.write_block(a.path("blk.tmp"), new)
+            os.rename(a.path("blk.tmp"), a.path("blk"))
+            rest = b""
+            try:
+                rest = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            except OSError as e:
+                self.assertIn(e.errno, (errno.ENOENT, errno.EIO), e)
+            self.assertEqual(rest, old[1 << 20:1 << 20 + len(rest)])
+        finally:
+            os.close(fd)
+        self.assertTrue(wait_until(lambda: read(b.path("blk")) == new, timeout=3,
+                                   interval=0.1))
+
+    def test_reads_without_splice(self):
+        """KVC_NO_SPLICE=1: no streamed reads, a remote block is fetched into a copy at its
+        first open (the behaviour before streams)."""
+        a = self.join()
+        os.environ["KVC_NO_SPLICE"] = "1"
+        try:
+            b = self.join()
+        finally:
+            del os.environ["KVC_NO_SPLICE"]
+        self.wait_total(b, 2, timeout=5)
+        d = os.urandom((2 << 20) + 5)
+        kvc.write_block(a.path("x"), d)
+        self.assertEqual(read(b.path("x")), d)
+        self.assertEqual(xattr(b.path("x"), "tier"), "dram")
+
     def test_rename_publish_and_replace(self):
         a, b, c = self.three()
         kvc.write_block(a.path("final"), b"old" * 1000)
