@@ -542,7 +542,10 @@ static void read_stream(fuse_req_t req, struct kvc_fs *fs, struct remote_stream 
 		n = buf ? remote_stream_read_buf(rs, (uint64_t)off, size, buf) : -ENOMEM;
 		if (n >= 0)
 			fuse_reply_buf(req, buf, (size_t)n);
+		else
+			fuse_reply_err(req, (int)-n);
 		free(buf);
+		return;
 	}
 	if (n <= 0) {
 		if (n < 0)
