@@ -238,6 +238,19 @@ class Blocks(tc.ClusterBase):
         self.assertTrue(wait_until(lambda: read(b.path("blk")) == new, timeout=3,
                                    interval=0.1))
 
+    def test_streamed_reads_of_other_sizes(self):
+        """READ requests of other sizes than the default (-o max_read): a 1 MiB reply may not
+        fit a pipe this process can make (then it is copied), a small one needs many."""
+        a = self.join()
+        bs = [self.join("-o", "max_read=%d" % n) for n in (1 << 20, 65536)]
+        for b in bs:
+            self.wait_total(b, 3, timeout=5)
+        d = os.urandom((3 << 20) + 999)
+        for k, b in enumerate(bs):
+            kvc.write_block(a.path("m%d" % k), d)
+            self.assertEqual(read(b.path("m%d" % k)), d)
+            self.assertEqual(xattr(b.path("m%d" % k), "tier"), "remote")
+
     def test_reads_without_splice(self):
         """KVC_NO_SPLICE=1: no streamed reads, a remote block is fetched into a copy at its
         first open (the behaviour before streams)."""
