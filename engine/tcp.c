@@ -1411,6 +1411,13 @@ void xfer_stream_close(struct xfer_stream *s)
 	free(s);
 }
 
+int xfer_stream_alive(const struct xfer_stream *s)
+{
+	struct pollfd pfd = {.fd = s->fd, .events = POLLIN | POLLRDHUP};
+
+	return poll(&pfd, 1, 0) == 0;
+}
+
 struct xfer_peer *xfer_stream_peer(const struct xfer_stream *s)
 {
 	return s->p;

@@ -164,6 +164,8 @@ int xfer_call(struct xfer_peer *p, const void *req, size_t len, void **resp, siz
 struct xfer_stream;
 int xfer_stream_open(struct xfer_peer *p, struct xfer_stream **out);
 void xfer_stream_close(struct xfer_stream *s);
+/* Is an idle stream still usable (nothing to read on it, not closed by the peer)? */
+int xfer_stream_alive(const struct xfer_stream *s);
 /* The peer a stream was opened to. */
 struct xfer_peer *xfer_stream_peer(const struct xfer_stream *s);
 

@@ -672,11 +672,17 @@ static int stream_get(struct remote *r, uint64_t id, struct xfer_peer *p, struct
 {
 	struct rnode *d;
 
-	pthread_mutex_lock(&r->mlock);
-	d = node_find(r, id);
-	*s = d && d->peer == p && d->nidle ? d->idle[--d->nidle] : NULL;
-	pthread_mutex_unlock(&r->mlock);
-	return *s ? 0 : xfer_stream_open(p, s);
+	for (;;) {
+		pthread_mutex_lock(&r->mlock);
+		d = node_find(r, id);
+		*s = d && d->peer == p && d->nidle ? d->idle[--d->nidle] : NULL;
+		pthread_mutex_unlock(&r->mlock);
+		if (!*s)
+			return xfer_stream_open(p, s);
+		if (xfer_stream_alive(*s))
+			return 0;
+		xfer_stream_close(*s); /* the member went away (or restarted) meanwhile */
+	}
 }
 
 /* Keep a stream for the next read, or close it (broken, too many, or its peer replaced). */
@@ -824,8 +830,13 @@ int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct re
 	rs->ino = ino;
 	rs->nh = XXH3_128bits(rs->name, strlen(rs->name));
 	pthread_mutex_init(&rs->mu, NULL);
-	if (chunk)
+	if (chunk) {
 		ahead_start(rs, chunk < rs->info.size ? chunk : rs->info.size);
+		if (!rs->s) { /* no holder answers: a miss now rather than at the first read */
+			remote_stream_close(rs);
+			return -ENOENT;
+		}
+	}
 	*out = rs;
 	return 0;
 }

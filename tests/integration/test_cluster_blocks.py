@@ -251,6 +251,25 @@ class Blocks(tc.ClusterBase):
             self.assertEqual(read(b.path("m%d" % k)), d)
             self.assertEqual(xattr(b.path("m%d" % k), "tier"), "remote")
 
+    def test_open_of_a_dead_holders_block(self):
+        """The holder killed: an open on another node of its block (the name still known
+        there) is a clean miss at the open itself, quickly, before and after the lease."""
+        a, b = self.join(), self.join()
+        self.wait_total(b, 2, timeout=5)
+        d = os.urandom(3 << 20)
+        for n in ("k0", "k1", "k2"):
+            kvc.write_block(a.path(n), d)
+        self.assertEqual(read(b.path("k0")), d)  # b has streamed from a
+        os.stat(b.path("k1"))
+        a.kill9()
+        t0 = time.monotonic()
+        with self.assertRaises(FileNotFoundError):
+            os.open(b.path("k1"), os.O_RDONLY)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.wait_total(b, 1, timeout=TTL + 5)
+        with self.assertRaises(FileNotFoundError):
+            os.open(b.path("k2"), os.O_RDONLY)
+
     def test_reads_without_splice(self):
         """KVC_NO_SPLICE=1: no streamed reads, a remote block is fetched into a copy at its
         first open (the behaviour before streams)."""
