@@ -551,7 +551,9 @@ void opt_usage(const char *prog, FILE *out)
 		"      --fresh               discard the blocks a previous daemon left in the\n"
 		"                            pool and SSD files instead of recovering them\n"
 		"  -o OPT[,OPT...]           mount options passed to FUSE (e.g. allow_other,\n"
-		"                            max_read=BYTES)\n"
+		"                            max_read=BYTES; a cluster node uses 1032192 unless\n"
+		"                            it may make 2 MiB pipes, so that a read of another\n"
+		"                            node's block is spliced through a pipe)\n"
 		"      --metrics ADDR:PORT   serve Prometheus metrics on http://ADDR:PORT/metrics\n"
 		"                            and a health check on /health (200 while the mount\n"
 		"                            is served, also with etcd unreachable; 503 while\n"
@@ -594,7 +596,9 @@ void opt_usage(const char *prog, FILE *out)
 		"\n"
 		"SIZE is a number of bytes with an optional K, M, G or T suffix (powers of 1024).\n"
 		"--ssd PATH:SIZE splits at the last ':' when a size above 0 follows it; otherwise\n"
-		"the whole argument is the path (but a trailing ':' is refused).\n",
+		"the whole argument is the path (but a trailing ':' is refused).\n"
+		"Environment: KVC_NO_SPLICE=1 turns off spliced writes and streamed reads of\n"
+		"other nodes' blocks (each is then fetched into the pool at its first open).\n",
 		prog, KVC_DEFAULT_EVICT_HIGH, KVC_DEFAULT_EVICT_LOW, KVC_MAX_SSD,
 		KVC_DEFAULT_SSD_QUEUE);
 }
