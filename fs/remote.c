@@ -584,20 +584,33 @@ gone:
 	return -ENOENT;
 }
 
+/* The entry of stub ino at version as its lookup found it, if still remembered (counting an
+ * open of it when opens is set): true with *info. */
+static bool seen_get(struct remote *r, uint64_t ino, uint64_t version, struct ent_info *info,
+		     unsigned *opens)
+{
+	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
+	bool known;
+
+	pthread_mutex_lock(&r->seen_mu);
+	known = ino && sl->ino == ino && sl->info.version == version;
+	if (known) {
+		*info = sl->info;
+		if (opens)
+			*opens = sl->streams++;
+	}
+	pthread_mutex_unlock(&r->seen_mu);
+	return known;
+}
+
 /* Fetch version `version` of name in parent (size bytes) into a reservation. */
 static int fetch_into(struct remote *r, uint64_t ino, uint64_t parent, const char *name,
 		      const char *dir, uint64_t version, struct ns_handle **hp,
 		      struct ent_info *info, uint64_t *sum)
 {
-	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
-	bool known;
+	bool known = seen_get(r, ino, version, info, NULL);
 	int ret = 0;
 
-	pthread_mutex_lock(&r->seen_mu);
-	known = ino && sl->ino == ino && sl->info.version == version;
-	if (known)
-		*info = sl->info;
-	pthread_mutex_unlock(&r->seen_mu);
 	if (!known)
 		ret = get_entry(r, dir, name, info);
 	if (ret)
@@ -779,7 +792,8 @@ int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct re
 	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
 	struct remote_stream *rs;
 	uint64_t parent, size, version;
-	bool known, again = false;
+	bool known, again;
+	unsigned opens = 0;
 	int ret;
 
 	if (!(rs = calloc(1, sizeof(*rs))))
@@ -793,13 +807,8 @@ int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct re
 		free(rs);
 		return ret;
 	}
-	pthread_mutex_lock(&r->seen_mu);
-	known = sl->ino == ino && sl->info.version == version;
-	if (known) {
-		rs->info = sl->info;
-		again = sl->streams++ > 0;
-	}
-	pthread_mutex_unlock(&r->seen_mu);
+	known = seen_get(r, ino, version, &rs->info, &opens);
+	again = known && opens > 0;
 	/* the first open after a lookup uses its entry; a second one asks again, since it may
 	 * keep a copy */
 	if ((!known || again) && !(ret = get_sealed_entry(r, rs->dir, rs->name, &rs->info))) {
@@ -1120,7 +1129,8 @@ int remote_prefetch_batch(struct remote *r, uint64_t parent, size_t from, size_t
 			if (a.remote &&
 			    ns_remote_info(ns, a.ino, &(uint64_t){0}, p->name, &(uint64_t){0},
 					   &(uint64_t){0}) == 0 &&
-			    get_entry(r, dir, name, &p->info) == 0 &&
+			    (seen_get(r, a.ino, a.version, &p->info, NULL) ||
+			     get_entry(r, dir, name, &p->info) == 0) &&
 			    p->info.version == a.version &&
 			    ns_reserve(ns, parent, name, p->info.size, p->info.mode & 07777, 0, 0,
 				       &p->h) == 0) {
