@@ -981,7 +981,7 @@ ssize_t remote_stream_read_buf(struct remote_stream *rs, uint64_t off, size_t le
 		ret = 0;
 	else if (len > rs->info.size - off)
 		len = (size_t)(rs->info.size - off);
-	for (unsigned k = 0; ret && k < rs->info.nholders; k++) {
+	for (unsigned k = 0; ret < 0 && k < rs->info.nholders; k++) {
 		const struct ent_holder *h = &rs->info.holders[(rs->cur + k) % rs->info.nholders];
 		struct xfer_peer *p;
 		struct pool_hdr hdr;
