@@ -12,7 +12,10 @@
 #define KVC_FUSE_MAX_IO (1u << 20)
 /* READ requests of a cluster node, unless -o max_read says otherwise: a reply streamed from
  * another node must fit the pipe libfuse splices it through, which it wants as large as the
- * reply plus three pages and which cannot exceed the default pipe-max-size (1 MiB). */
+ * reply plus three pages and which cannot exceed the default pipe-max-size (1 MiB) without
+ * CAP_SYS_RESOURCE. It also keeps every READ of a large read() that size whatever the
+ * alignment of the reader's buffer (max_read plus a page within the kernel's 1 MiB), so that
+ * the chunks asked for ahead at the open match the READs. */
 #define KVC_FUSE_STREAM_READ (KVC_FUSE_MAX_IO - 4 * 4096)
 /* How long the kernel may cache a name or attributes without asking (seconds). Names that
  * disappear behind the kernel's back (eviction) are also invalidated explicitly. */

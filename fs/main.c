@@ -80,21 +80,6 @@ static void default_pool_path(const char *mnt, char *out, size_t cap)
 		snprintf(out, cap, "/dev/shm/kvcachefs%s", strcmp(mnt, "/") ? name : ".root");
 }
 
-/* May this process make pipes of 2 MiB (CAP_SYS_RESOURCE, or a larger pipe-max-size)? Then a
- * streamed reply of KVC_FUSE_MAX_IO bytes fits libfuse's pipe, and READs need no limit. */
-static bool big_pipes(void)
-{
-	int fd[2];
-	bool ok;
-
-	if (pipe2(fd, O_CLOEXEC) < 0)
-		return false;
-	ok = fcntl(fd[1], F_SETPIPE_SZ, 2 * KVC_FUSE_MAX_IO) >= (int)(2 * KVC_FUSE_MAX_IO);
-	close(fd[0]);
-	close(fd[1]);
-	return ok;
-}
-
 /*
  * The FUSE context: the ops' kvc_fs first (it is what they get as userdata), then what only
  * the daemon knows. libfuse ends the session at INIT when the filesystem's init() announces a
@@ -349,7 +334,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	max_read = o.max_read ? o.max_read : o.etcd && !big_pipes() ? KVC_FUSE_STREAM_READ : 0;
+	max_read = o.max_read ? o.max_read : o.etcd ? KVC_FUSE_STREAM_READ : 0;
 	snprintf(mr, sizeof(mr), ",max_read=%u", max_read);
 	snprintf(fuse_opts, sizeof(fuse_opts),
 		 "fsname=kvcachefs,subtype=kvcachefs,default_permissions%s%s%s",

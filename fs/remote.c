@@ -680,6 +680,12 @@ struct remote_stream {
 	bool refreshed; /* the entry was asked for again after the holders failed */
 };
 
+/* The length of the chunk at off. */
+static uint64_t chunk_len(const struct remote_stream *rs, uint64_t off)
+{
+	return rs->info.size - off < rs->chunk ? rs->info.size - off : rs->chunk;
+}
+
 /* A stream to node id's peer p: an idle one, or a new one. */
 static int stream_get(struct remote *r, uint64_t id, struct xfer_peer *p, struct xfer_stream **s)
 {
@@ -723,7 +729,7 @@ static int ahead_fill(struct remote_stream *rs)
 	int ret;
 
 	while (rs->ahead < rs->info.size && rs->ahead - rs->next < STREAM_AHEAD * rs->chunk) {
-		n = rs->info.size - rs->ahead < rs->chunk ? rs->info.size - rs->ahead : rs->chunk;
+		n = chunk_len(rs, rs->ahead);
 		ret = xfer_stream_send(rs->s, rs->r->cfg.pool_seg, h->offset + rs->ahead, n,
 				       rs->hdr_off, sizeof(struct pool_hdr));
 		if (ret)
@@ -896,8 +902,7 @@ static ssize_t read_ahead(struct remote_stream *rs, uint64_t off, size_t len, co
 {
 	ssize_t ret = -EAGAIN;
 
-	if (off == rs->next &&
-	    len == (rs->info.size - off < rs->chunk ? rs->info.size - off : rs->chunk))
+	if (off == rs->next && len == chunk_len(rs, off))
 		ret = ahead_take(rs, len, pipe[1]);
 	if (ret < 0) {
 		pipe_drain(pipe[0]);
