@@ -156,7 +156,9 @@ int xfer_call(struct xfer_peer *p, const void *req, size_t len, void **resp, siz
  * with blocking I/O bounded by the engine's timeout_ms. A read on it moves the bytes of a
  * remote segment from the socket into a pipe (splice(2): no copy in this process), so that
  * they can be spliced on to their final destination (a FUSE reply). Authenticated like every
- * path. One request at a time per stream; a caller keeps streams and reuses them.
+ * path. One thread at a time uses a stream; the target answers its requests in order, so
+ * several may be in flight (xfer_stream_send, xfer_stream_recv). A caller keeps streams and
+ * reuses them.
  *
  * xfer_stream_open: 0 or the errors of xfer_open_peer; EPROTO when the peer at p's address
  * is another node than p. xfer_stream_close frees it (NULL: nothing).
@@ -177,7 +179,9 @@ struct xfer_peer *xfer_stream_peer(const struct xfer_stream *s);
  * this way vouches for the bytes before it. Both requests go out together (one round trip).
  * 0; the target's status (-ERANGE, -ENOENT...: the stream stays usable, the pipe holds
  * nothing of this call); or a transport error (-ETIMEDOUT, -ECONNRESET, -EPROTO, -ENOBUFS
- * when the pipe is full): the stream must be closed, and the pipe may hold part of the data.
+ * when the pipe has no room: a pipe counts slots, each holding a piece of a socket buffer, so
+ * what fits depends on how the bytes arrived): the stream must be closed, and the pipe may
+ * hold part of the data.
  * *broken says which (true: close it).
  */
 int xfer_stream_read(struct xfer_stream *s, uint32_t seg, uint64_t off, uint64_t len, int pipe_wr,

@@ -31,6 +31,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -1904,6 +1905,100 @@ static void test_bench(void)
 	pair_close(&pp);
 }
 
+/* Everything in a pipe (its read end non-blocking), into buf: the count. */
+static size_t pipe_take(int rd, uint8_t *buf, size_t cap)
+{
+	size_t n = 0;
+	ssize_t r;
+
+	while (n < cap && (r = read(rd, buf + n, cap - n)) > 0)
+		n += (size_t)r;
+	return n;
+}
+
+/* Streams: reads spliced into a pipe with a check read after them, several in flight on one
+ * stream, errors of the target that leave the stream usable, a pipe with no room, and an
+ * idle stream whose peer went away. */
+static void test_streams(void)
+{
+	enum { LEN = 3 << 20, CHK = 64 };
+	struct xfer_stream *s = NULL;
+	uint8_t *got = malloc(LEN), check[CHK];
+	struct pair pp;
+	int fd[2], small[2], broken, size;
+
+	CHECK(got != NULL);
+	CHECK(pair_open(&pp, 8u << 20, 5000) == 0);
+	CHECK(pipe2(fd, O_NONBLOCK) == 0);
+	size = fcntl(fd[1], F_SETPIPE_SZ, 1 << 20);
+	CHECK(size >= (1 << 20));
+	CHECK(xfer_stream_open(pp.p, &s) == 0);
+	CHECK(xfer_stream_peer(s) == pp.p);
+	CHECK(xfer_stream_alive(s));
+
+	/* one read: the bytes, then the check bytes */
+	CHECK(xfer_stream_read(s, pp.seg_id, 4096, 700000, fd[1], 7u << 20, check, CHK, &broken) ==
+	      0);
+	CHECK(!broken);
+	CHECK(pipe_take(fd[0], got, LEN) == 700000);
+	CHECK(memcmp(got, pp.seg + 4096, 700000) == 0);
+	CHECK(memcmp(check, pp.seg + (7u << 20), CHK) == 0);
+
+	/* three in flight, received in order */
+	for (int k = 0; k < 3; k++)
+		CHECK(xfer_stream_send(s, pp.seg_id, (uint64_t)k << 20, 1000 + k, 100 + k, CHK) ==
+		      0);
+	for (int k = 0; k < 3; k++) {
+		CHECK(xfer_stream_recv(s, 1000 + k, fd[1], check, CHK, &broken) == 0);
+		CHECK(pipe_take(fd[0], got, LEN) == (size_t)(1000 + k));
+		CHECK(memcmp(got, pp.seg + ((size_t)k << 20), 1000 + k) == 0);
+		CHECK(memcmp(check, pp.seg + 100 + k, CHK) == 0);
+	}
+
+	/* the target's refusal: the stream stays usable, the pipe empty */
+	CHECK(xfer_stream_read(s, pp.seg_id, (8u << 20) - 10, 100, fd[1], 0, check, CHK, &broken) ==
+	      -ERANGE);
+	CHECK(!broken);
+	CHECK(xfer_stream_read(s, pp.seg_id + 99, 0, 100, fd[1], 0, check, CHK, &broken) ==
+	      -ENOENT);
+	CHECK(!broken);
+	CHECK(pipe_take(fd[0], got, LEN) == 0);
+	CHECK(xfer_stream_read(s, pp.seg_id, 0, 5000, fd[1], 0, check, CHK, &broken) == 0);
+	CHECK(pipe_take(fd[0], got, LEN) == 5000 && memcmp(got, pp.seg, 5000) == 0);
+	CHECK(xfer_stream_read(s, pp.seg_id, 0, 0, fd[1], 0, check, CHK, &broken) == -EINVAL);
+
+	/* a pipe holds pieces of socket buffers (up to its slots, not its size in bytes): 3 MiB
+	 * go into a pipe of 1 MiB here, 1 MiB does not go into one of a single page */
+	CHECK(xfer_stream_read(s, pp.seg_id, 0, LEN, fd[1], 0, check, CHK, &broken) == 0);
+	CHECK(pipe_take(fd[0], got, LEN) == LEN && memcmp(got, pp.seg, LEN) == 0);
+	CHECK(pipe2(small, O_NONBLOCK) == 0);
+	CHECK(fcntl(small[1], F_SETPIPE_SZ, 4096) == 4096);
+	CHECK(xfer_stream_read(s, pp.seg_id, 0, 1 << 20, small[1], 0, check, CHK, &broken) ==
+	      -ENOBUFS);
+	CHECK(broken);
+	xfer_stream_close(s);
+	close(small[0]);
+	close(small[1]);
+
+	/* an idle stream whose peer is gone is seen as such */
+	CHECK(xfer_stream_open(pp.p, &s) == 0);
+	CHECK(xfer_stream_alive(s));
+	xfer_destroy(pp.b);
+	pp.b = NULL;
+	for (int i = 0; i < 100 && xfer_stream_alive(s); i++)
+		usleep(10000);
+	CHECK(!xfer_stream_alive(s));
+	CHECK(xfer_stream_read(s, pp.seg_id, 0, 100, fd[1], 0, check, CHK, &broken) < 0);
+	CHECK(broken);
+	xfer_stream_close(s);
+	xfer_stream_close(NULL);
+	close(fd[0]);
+	close(fd[1]);
+	xfer_destroy(pp.a);
+	free(pp.seg);
+	free(got);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1931,6 +2026,7 @@ int main(void)
 	RUN(test_rpc_flood);
 	RUN(test_rpc_malformed);
 	RUN(test_rpc_with_transfers);
+	RUN(test_streams);
 	RUN(test_bench);
 	return check_summary();
 }
