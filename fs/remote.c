@@ -678,6 +678,7 @@ struct remote_stream {
 	uint64_t hdr_off, chunk, next, ahead;
 	bool no_ahead;	/* a read out of that order came: one request per read from then on */
 	bool refreshed; /* the entry was asked for again after the holders failed */
+	bool counted;	/* in the fetched blocks (ns_note_fetched) */
 };
 
 /* The length of the chunk at off. */
@@ -967,11 +968,15 @@ ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, c
 {
 	ssize_t ret;
 
+	bool first;
+
 	pthread_mutex_lock(&rs->mu);
 	ret = stream_read_locked(rs, off, len, pipe);
+	first = ret > 0 && !rs->counted;
+	rs->counted |= first;
 	pthread_mutex_unlock(&rs->mu);
-	if (ret > 0)
-		ns_note_fetched(rs->r->cfg.ns, off ? 0 : 1, (uint64_t)ret);
+	if (ret > 0) /* a block counts once per open, at its first bytes */
+		ns_note_fetched(rs->r->cfg.ns, first, (uint64_t)ret);
 	return ret;
 }
 
