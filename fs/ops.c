@@ -128,14 +128,14 @@ static void reply_entry_or_err(fuse_req_t req, int ret, const struct ns_attr *a)
  * (pipe-max-size), and as large as the replies (KVC_FUSE_STREAM_READ). */
 #define STREAM_PIPE_SIZE KVC_FUSE_MAX_IO
 
-static bool fh_stream(const struct fuse_file_info *fi)
+static struct remote_stream *fh_remote(const struct fuse_file_info *fi)
 {
-	return fi->fh & FH_STREAM;
+	return fi->fh & FH_STREAM ? (struct remote_stream *)(uintptr_t)(fi->fh & ~FH_STREAM) : NULL;
 }
 
 static struct ns_handle *fh_handle(const struct fuse_file_info *fi)
 {
-	return fh_stream(fi) ? NULL : (struct ns_handle *)(uintptr_t)fi->fh;
+	return fi->fh & FH_STREAM ? NULL : (struct ns_handle *)(uintptr_t)fi->fh;
 }
 
 struct kvc_pipe {
@@ -197,8 +197,8 @@ static void kvc_init(void *userdata, struct fuse_conn_info *conn)
 	if (splice && (conn->capable & FUSE_CAP_SPLICE_READ))
 		conn->want |= FUSE_CAP_SPLICE_READ;
 	/* Replies spliced from a pipe: a read of another node's block goes from the socket to
-	 * the reader with one copy (remote_stream_read). Needs pipes larger than the default
-	 * pipe-max-size, which root may make. */
+	 * the reader with one copy (remote_stream_read). Off when a pipe of STREAM_PIPE_SIZE
+	 * cannot be made. */
 	fs->stream_reads = false;
 	if (splice && (conn->capable & FUSE_CAP_SPLICE_WRITE) && pipe_make(&probe) == 0) {
 		close(probe.fd[0]);
@@ -557,12 +557,8 @@ static void read_stream(fuse_req_t req, struct kvc_fs *fs, struct remote_stream 
 	bv.buf[0].size = (size_t)n;
 	bv.buf[0].flags = FUSE_BUF_IS_FD;
 	bv.buf[0].fd = p->fd[0];
-	if (fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE) != 0) {
-		char scratch[16384]; /* not sent (interrupted): the pipe must be empty again */
-
-		while (read(p->fd[0], scratch, sizeof(scratch)) > 0)
-			;
-	}
+	if (fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE) != 0)
+		remote_pipe_drain(p->fd[0]); /* not sent (interrupted): empty for the next read */
 }
 
 static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -577,8 +573,7 @@ static void kvc_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	(void)ino;
 	if (!h) {
-		read_stream(req, fs, (struct remote_stream *)(uintptr_t)(fi->fh & ~FH_STREAM), size,
-			    off);
+		read_stream(req, fs, fh_remote(fi), size, off);
 		op_done(fs, KVC_OP_READ, t0);
 		return;
 	}
@@ -667,7 +662,7 @@ static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void kvc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino, (void)datasync;
-	fuse_reply_err(req, fh_stream(fi) ? 0 : -ns_seal(fh_handle(fi)));
+	fuse_reply_err(req, fh_remote(fi) ? 0 : -ns_seal(fh_handle(fi)));
 }
 
 static void kvc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -677,7 +672,7 @@ static void kvc_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 	(void)ino;
 	if (!h) {
-		remote_stream_close((struct remote_stream *)(uintptr_t)(fi->fh & ~FH_STREAM));
+		remote_stream_close(fh_remote(fi));
 		fuse_reply_err(req, 0);
 		return;
 	}

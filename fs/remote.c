@@ -411,8 +411,6 @@ static int holder_hdr_off(struct remote *r, const struct ent_holder *h, struct x
 	return 0;
 }
 
-/* Copy version info->version of name from one of its live holders into dst, checked against
- * the holder's block header: 0 with *sum, or -ENOENT when no holder could give it. */
 static int job_push(struct remote *r, enum qkind kind, const char *dir, const char *name,
 		    uint64_t node, uint64_t generation, const struct ent_info *info);
 
@@ -427,51 +425,74 @@ static bool hdr_vouches(const struct pool_hdr *hdr, const struct ent_holder *h,
 	       hdr->seal_time_ns == info->version;
 }
 
-static int fetch_bytes(struct remote *r, const char *dir, const char *name,
-		       const struct ent_info *info, void *dst, uint64_t *sum)
+/* Can holder h serve this node (not this node, live, its peer open, its header located)? 0
+ * with *p and *hdr_off, or -errno. */
+static int holder_reach(struct remote *r, const struct ent_holder *h, struct xfer_peer **p,
+			uint64_t *hdr_off)
+{
+	if (h->node == r->cfg.node_id || !is_live(r, h->node) || !(*p = peer_get(r, h->node)))
+		return -ENOENT;
+	return holder_hdr_off(r, h, *p, hdr_off);
+}
+
+/* Copy [off, off + len) of version info->version of name from one of its live holders into
+ * dst, checked against the holder's block header: 0 with *hdr, or -ENOENT when no holder
+ * could give it. */
+static int fetch_range(struct remote *r, const char *dir, const char *name,
+		       const struct ent_info *info, uint64_t off, uint64_t len, void *dst,
+		       struct pool_hdr *hdr)
 {
 	XXH128_hash_t nh = XXH3_128bits(name, strlen(name));
 
-	if (info->size == 0) {
-		*sum = checksum(NULL, 0);
-		return 0;
-	}
 	for (unsigned k = 0; k < info->nholders; k++) {
 		const struct ent_holder *h = &info->holders[k];
-		struct pool_hdr hdr;
 		uint64_t hdr_off;
 		struct xfer_peer *p;
-		int ret;
+		int ret = holder_reach(r, h, &p, &hdr_off);
 
-		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
-		    !(p = peer_get(r, h->node)))
+		if (ret == -ENOENT)
 			continue;
-		ret = holder_hdr_off(r, h, p, &hdr_off);
 		if (!ret)
-			ret = read_remote(r, p, dst, h->offset, info->size);
+			ret = read_remote(r, p, dst, h->offset + off, len);
 		/* the header after the bytes: unchanged means the bytes were that block's */
 		if (!ret)
-			ret = read_remote(r, p, &hdr, hdr_off, sizeof(hdr));
+			ret = read_remote(r, p, hdr, hdr_off, sizeof(*hdr));
 		if (ret) {
 			/* per block: the peer's outage itself is said once (engine/tcp.c) */
 			log_msg(LOG_DEBUG, "fetch of %s from node %016" PRIx64 ": %s", name,
 				h->node, strerror(-ret));
 			continue;
 		}
-		if (!hdr_vouches(&hdr, h, info, &nh)) {
+		if (!hdr_vouches(hdr, h, info, &nh)) {
 			/* evicted or replaced there since the entry was made, or the node
 			 * restarted: its owners forget that holder (and restore the replica count)
 			 */
 			(void)job_push(r, J_FORGET, dir, name, h->node, h->generation, NULL);
 			continue;
 		}
-		/* The header was read after the bytes and is unchanged: the holder clears a header
-		 * before its pages can be reused, so the bytes were that block's, and its checksum
-		 * is theirs (the cached copy keeps it). */
-		*sum = hdr.checksum;
 		return 0;
 	}
 	return -ENOENT;
+}
+
+/* The whole block (fetch_range) with its checksum. */
+static int fetch_bytes(struct remote *r, const char *dir, const char *name,
+		       const struct ent_info *info, void *dst, uint64_t *sum)
+{
+	struct pool_hdr hdr;
+	int ret;
+
+	if (info->size == 0) {
+		*sum = checksum(NULL, 0);
+		return 0;
+	}
+	ret = fetch_range(r, dir, name, info, 0, info->size, dst, &hdr);
+	/* The header was read after the bytes and is unchanged: the holder clears a header
+	 * before its pages can be reused, so the bytes were that block's, and its checksum is
+	 * theirs (the cached copy keeps it). */
+	if (!ret)
+		*sum = hdr.checksum;
+	return ret;
 }
 
 /* ---- entries: asking the owners ----------------------------------------------------------- */
@@ -541,6 +562,20 @@ static int dir_path(struct remote *r, uint64_t ino, char *buf)
 	return ret == -ENAMETOOLONG ? -ENOENT : ret;
 }
 
+/* Remember the entry a lookup (or an open) found for stub ino; its count of opens carries
+ * over when it is that same version, else starts at opens. */
+static void seen_put(struct remote *r, uint64_t ino, const struct ent_info *info, unsigned opens)
+{
+	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
+
+	pthread_mutex_lock(&r->seen_mu);
+	if (sl->ino != ino || sl->info.version != info->version)
+		sl->streams = opens;
+	sl->ino = ino;
+	sl->info = *info;
+	pthread_mutex_unlock(&r->seen_mu);
+}
+
 int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns_attr *attr)
 {
 	struct ns *ns = r->cfg.ns;
@@ -568,14 +603,7 @@ int remote_lookup(struct remote *r, uint64_t parent, const char *name, struct ns
 						.gid = info.gid},
 			    attr);
 	if (!ret && attr->remote) {
-		struct seen *sl = &r->seen[attr->ino % SEEN_SLOTS];
-
-		pthread_mutex_lock(&r->seen_mu);
-		if (sl->ino != attr->ino || sl->info.version != info.version)
-			sl->streams = 0;
-		sl->ino = attr->ino;
-		sl->info = info;
-		pthread_mutex_unlock(&r->seen_mu);
+		seen_put(r, attr->ino, &info, 0);
 	}
 	return ret;
 gone:
@@ -662,7 +690,6 @@ int remote_fetch(struct remote *r, uint64_t ino)
 
 struct remote_stream {
 	struct remote *r;
-	uint64_t ino;
 	char dir[DIR_MAX];
 	char name[MR_NAME_MAX + 1];
 	XXH128_hash_t nh;
@@ -761,9 +788,7 @@ static void ahead_start(struct remote_stream *rs, uint64_t chunk)
 		const struct ent_holder *h = &rs->info.holders[at];
 		struct xfer_peer *p;
 
-		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
-		    !(p = peer_get(r, h->node)) || holder_hdr_off(r, h, p, &rs->hdr_off) ||
-		    stream_get(r, h->node, p, &rs->s))
+		if (holder_reach(r, h, &p, &rs->hdr_off) || stream_get(r, h->node, p, &rs->s))
 			continue;
 		rs->at = at;
 		rs->chunk = chunk;
@@ -796,7 +821,6 @@ static ssize_t ahead_take(struct remote_stream *rs, uint64_t len, int pipe_wr)
 
 int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct remote_stream **out)
 {
-	struct seen *sl = &r->seen[ino % SEEN_SLOTS];
 	struct remote_stream *rs;
 	uint64_t parent, size, version;
 	bool known, again;
@@ -823,13 +847,8 @@ int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct re
 		if (!rs->info.nholders)
 			ret = -ENOENT;
 	}
-	if (!ret && !known && rs->info.version == version) {
-		pthread_mutex_lock(&r->seen_mu);
-		sl->ino = ino;
-		sl->info = rs->info;
-		sl->streams = 1;
-		pthread_mutex_unlock(&r->seen_mu);
-	}
+	if (!ret && !known && rs->info.version == version)
+		seen_put(r, ino, &rs->info, 1);
 	/* Replaced since the kernel looked the name up (it keeps a name up to a second): what
 	 * an open of the name gives is the version the name has now, read through this stub
 	 * (the next lookup makes a stub of it). Only the version the stub stands for is kept
@@ -843,7 +862,6 @@ int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct re
 		return ret;
 	}
 	rs->r = r;
-	rs->ino = ino;
 	rs->nh = XXH3_128bits(rs->name, strlen(rs->name));
 	pthread_mutex_init(&rs->mu, NULL);
 	if (chunk) {
@@ -857,8 +875,7 @@ int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct re
 	return 0;
 }
 
-/* Empty a pipe (its read end non-blocking) that holds part of a failed read. */
-static void pipe_drain(int pipe_rd)
+void remote_pipe_drain(int pipe_rd)
 {
 	char buf[16384];
 
@@ -877,9 +894,7 @@ static ssize_t stream_try(struct remote_stream *rs, const struct ent_holder *h, 
 	uint64_t hdr_off;
 	int ret, broken;
 
-	if (h->node == r->cfg.node_id || !is_live(r, h->node) || !(p = peer_get(r, h->node)))
-		return -ENOENT;
-	ret = holder_hdr_off(r, h, p, &hdr_off);
+	ret = holder_reach(r, h, &p, &hdr_off);
 	if (!ret)
 		ret = stream_get(r, h->node, p, &s);
 	if (ret)
@@ -906,7 +921,7 @@ static ssize_t read_ahead(struct remote_stream *rs, uint64_t off, size_t len, co
 	if (off == rs->next && len == chunk_len(rs, off))
 		ret = ahead_take(rs, len, pipe[1]);
 	if (ret < 0) {
-		pipe_drain(pipe[0]);
+		remote_pipe_drain(pipe[0]);
 		log_msg(LOG_DEBUG, "streamed read of %s ahead: %s", rs->name, strerror((int)-ret));
 		ahead_stop(rs);
 	}
@@ -927,7 +942,7 @@ static ssize_t read_once(struct remote_stream *rs, uint64_t off, size_t len, con
 			rs->cur = at;
 			return ret;
 		}
-		pipe_drain(pipe[0]);
+		remote_pipe_drain(pipe[0]);
 		if (ret == -ENOBUFS)
 			return ret; /* not the holder's fault */
 		log_msg(LOG_DEBUG, "streamed read of %s from node %016" PRIx64 ": %s", rs->name,
@@ -967,7 +982,6 @@ static ssize_t stream_read_locked(struct remote_stream *rs, uint64_t off, size_t
 ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2])
 {
 	ssize_t ret;
-
 	bool first;
 
 	pthread_mutex_lock(&rs->mu);
@@ -982,28 +996,17 @@ ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, c
 
 ssize_t remote_stream_read_buf(struct remote_stream *rs, uint64_t off, size_t len, void *buf)
 {
-	struct remote *r = rs->r;
-	ssize_t ret = -ENOENT;
+	struct pool_hdr hdr;
+	ssize_t ret = 0;
 
 	pthread_mutex_lock(&rs->mu);
 	ahead_stop(rs); /* what is in flight would come first */
-	if (off >= rs->info.size)
-		ret = 0;
-	else if (len > rs->info.size - off)
-		len = (size_t)(rs->info.size - off);
-	for (unsigned k = 0; ret < 0 && k < rs->info.nholders; k++) {
-		const struct ent_holder *h = &rs->info.holders[(rs->cur + k) % rs->info.nholders];
-		struct xfer_peer *p;
-		struct pool_hdr hdr;
-		uint64_t hdr_off;
-
-		if (h->node == r->cfg.node_id || !is_live(r, h->node) ||
-		    !(p = peer_get(r, h->node)) || holder_hdr_off(r, h, p, &hdr_off) ||
-		    read_remote(r, p, buf, h->offset + off, len) ||
-		    read_remote(r, p, &hdr, hdr_off, sizeof(hdr)))
-			continue;
-		if (hdr_vouches(&hdr, h, &rs->info, &rs->nh))
-			ret = (ssize_t)len;
+	if (off < rs->info.size) {
+		if (len > rs->info.size - off)
+			len = (size_t)(rs->info.size - off);
+		ret = fetch_range(rs->r, rs->dir, rs->name, &rs->info, off, len, buf, &hdr)
+			  ? -ENOENT
+			  : (ssize_t)len;
 	}
 	pthread_mutex_unlock(&rs->mu);
 	return ret;

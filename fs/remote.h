@@ -107,6 +107,8 @@ int remote_fetch(struct remote *r, uint64_t ino);
 struct remote_stream;
 int remote_stream_open(struct remote *r, uint64_t ino, uint64_t chunk, struct remote_stream **out);
 ssize_t remote_stream_read(struct remote_stream *rs, uint64_t off, size_t len, const int pipe[2]);
+/* Empty a pipe (its read end non-blocking), e.g. one whose reply could not be sent. */
+void remote_pipe_drain(int pipe_rd);
 /* The same bytes copied into buf (len bytes), for a reader with no usable pipe. */
 ssize_t remote_stream_read_buf(struct remote_stream *rs, uint64_t off, size_t len, void *buf);
 void remote_stream_close(struct remote_stream *rs);
