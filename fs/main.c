@@ -318,6 +318,7 @@ int main(int argc, char **argv)
 			    .max_block_size = o.max_block_size,
 			    .evict_high = o.evict_high,
 			    .evict_low = o.evict_low,
+			    .demote_above = o.demote_above,
 			    .vanish = inval_push,
 			    .vanish_arg = iv,
 			    .ssd = ssd,

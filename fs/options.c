@@ -365,6 +365,7 @@ enum {
 	OPT_SECRET_FILE,
 	OPT_SSD,
 	OPT_SSD_QUEUE,
+	OPT_DEMOTE_ABOVE,
 	OPT_FRESH,
 	OPT_METRICS,
 	OPT_LOG_LEVEL,
@@ -392,6 +393,7 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
 	    {"ssd", required_argument, NULL, OPT_SSD},
 	    {"ssd-queue-depth", required_argument, NULL, OPT_SSD_QUEUE},
+	    {"demote-above", required_argument, NULL, OPT_DEMOTE_ABOVE},
 	    {"fresh", no_argument, NULL, OPT_FRESH},
 	    {"metrics", required_argument, NULL, OPT_METRICS},
 	    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -408,6 +410,7 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    .pool_mode = KVC_DEFAULT_POOL_MODE,
 	    .pool_gid = -1,
 	    .ssd_queue_depth = KVC_DEFAULT_SSD_QUEUE,
+	    .demote_above = KVC_DEFAULT_DEMOTE_ABOVE,
 	    .log_level = LOG_DEFAULT_LEVEL,
 	    .log_target = LOG_TARGET_AUTO,
 	};
@@ -442,6 +445,9 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 			break;
 		case OPT_LOW:
 			ret = parse_pct(o, "--evict-low", optarg, &o->evict_low);
+			break;
+		case OPT_DEMOTE_ABOVE:
+			ret = parse_pct(o, "--demote-above", optarg, &o->demote_above);
 			break;
 		case OPT_POOL_PATH:
 			o->pool_path = optarg;
@@ -581,6 +587,11 @@ void opt_usage(const char *prog, FILE *out)
 		"                            for up to %d devices\n"
 		"      --ssd-queue-depth N   io_uring entries per SSD device, 1 to 4096\n"
 		"                            (default %d)\n"
+		"      --demote-above PCT    percent of DRAM that blocks with no SSD copy may\n"
+		"                            fill before the oldest are written to SSD ahead of\n"
+		"                            eviction, keeping their DRAM copy: eviction then only\n"
+		"                            drops copies, and writers do not wait for the SSD\n"
+		"                            (default %d; 100: demote only when evicting)\n"
 		"\n"
 		"Cluster (without --etcd the daemon is a single node):\n"
 		"      --etcd URL[,URL...]   etcd endpoints (http://HOST:PORT) for membership\n"
@@ -600,5 +611,5 @@ void opt_usage(const char *prog, FILE *out)
 		"Environment: KVC_NO_SPLICE=1 turns off spliced writes and streamed reads of\n"
 		"other nodes' blocks (each is then fetched into the pool at its first open).\n",
 		prog, KVC_DEFAULT_EVICT_HIGH, KVC_DEFAULT_EVICT_LOW, KVC_MAX_SSD,
-		KVC_DEFAULT_SSD_QUEUE);
+		KVC_DEFAULT_SSD_QUEUE, KVC_DEFAULT_DEMOTE_ABOVE);
 }

@@ -19,6 +19,7 @@
 #define KVC_MIN_POOL_SIZE	   (1ull << 20)
 #define KVC_DEFAULT_EVICT_HIGH	   90
 #define KVC_DEFAULT_EVICT_LOW	   80
+#define KVC_DEFAULT_DEMOTE_ABOVE   50
 #define KVC_DEFAULT_POOL_MODE	   0600
 #define KVC_MAX_SSD		   8  /* --ssd given at most this many times */
 #define KVC_DEFAULT_SSD_QUEUE	   32 /* io_uring entries per SSD device */
@@ -43,6 +44,7 @@ struct kvc_options {
 	} ssd[KVC_MAX_SSD];
 	unsigned nssd;
 	unsigned ssd_queue_depth; /* 1..4096 */
+	unsigned demote_above;	  /* percent of DRAM capacity */
 	bool fresh; /* --fresh: discard what a previous daemon left, recover nothing */
 	/* --metrics ADDR:PORT: the HTTP endpoint of fs/metrics.h (NULL: none), and its address
 	 * parsed: AF_INET (IPv4:PORT) or AF_INET6 ([IPv6]:PORT), PORT 1..65535. */

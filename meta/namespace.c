@@ -83,6 +83,7 @@ struct inode {
 			bool sealed;
 			bool closing;	 /* the writer closed an fd and wrote nothing since */
 			bool referenced; /* read without an open since it was last put on the LRU */
+			bool on_clean;	 /* file.lru is on ns->clean, not ns->lru */
 			bool unverified; /* recovered: the checksum is checked at the first open */
 			int8_t dev;	 /* SSD device holding a copy, -1: none */
 			uint32_t busy;	 /* demotion or promotion I/O in flight: pages stay */
@@ -120,7 +121,12 @@ struct ns {
 	struct htable inodes;
 	struct inode *root;
 	uint64_t next_ino, next_gen;
-	struct lru lru;
+	/* Sealed blocks in DRAM that nobody has open: ns->lru, and the oldest of them that have
+	 * been demoted ahead of eviction on ns->clean (older than all on ns->lru; eviction takes
+	 * those first, without I/O). clean_pages: their DRAM pages. */
+	struct lru lru, clean;
+	uint64_t clean_pages;
+	int64_t predemote_retry_ns; /* monotonic: a failed demotion ahead of eviction waits */
 	struct ns_handle handles; /* sentinel of the list of open handles */
 	uint64_t blocks, writing, dirs;
 	int64_t start_ns;
@@ -290,6 +296,29 @@ static int attach(struct ns *ns, struct inode *parent, struct inode *child)
 static void unpersist(struct ns *ns, struct inode *i);
 static struct pool_rec *slot_rec(const struct ns *ns, uint64_t slot);
 
+/* Take block i off the DRAM list it is on (ns->lru or ns->clean), if any. */
+static void dram_unlink(struct ns *ns, struct inode *i)
+{
+	if (!lru_linked(&i->file.lru))
+		return;
+	if (i->file.on_clean) {
+		lru_remove(&ns->clean, &i->file.lru);
+		ns->clean_pages -= i->file.npages;
+		i->file.on_clean = false;
+	} else {
+		lru_remove(&ns->lru, &i->file.lru);
+	}
+}
+
+/* Put block i (on no list, its DRAM copy evictable without I/O) at the recent end of
+ * ns->clean: every block there is older than those on ns->lru. */
+static void clean_push(struct ns *ns, struct inode *i)
+{
+	lru_push(&ns->clean, &i->file.lru);
+	ns->clean_pages += i->file.npages;
+	i->file.on_clean = true;
+}
+
 /* Take child's name away, keeping its record (a rename writes the new one). */
 static void detach_keep(struct ns *ns, struct inode *child)
 {
@@ -303,8 +332,7 @@ static void detach_keep(struct ns *ns, struct inode *child)
 	} else {
 		if (child->file.sealed && !(child->flags & F_REMOTE))
 			ns->blocks--;
-		if (lru_linked(&child->file.lru))
-			lru_remove(&ns->lru, &child->file.lru);
+		dram_unlink(ns, child);
 	}
 	parent->mtime_ns = parent->ctime_ns = now_ns();
 	child->parent = NULL;
@@ -667,6 +695,7 @@ static void drop_dram(struct ns *ns, struct inode *i)
 	bool stays = i->file.dev >= 0 && size_of(i) && i->file.npages &&
 		     !(i->flags & (F_DETACHED | F_CACHED));
 
+	dram_unlink(ns, i);
 	if (!stays)
 		unpersist(ns, i);
 	if (i->file.npages) {
@@ -690,6 +719,10 @@ static void drop_ssd(struct ns *ns, struct inode *i)
 		return;
 	if (ssd_only(i))
 		ns->ssd_only_n--;
+	if (i->file.on_clean) { /* its DRAM copy is the only one now: back in line */
+		dram_unlink(ns, i);
+		lru_push_old(&ns->lru, &i->file.lru);
+	}
 	lru_remove(&ns->slru[i->file.dev], &i->file.slru);
 	(void)ssd_free(ns->cfg.ssd[i->file.dev], i->file.unit);
 	i->file.dev = -1;
@@ -716,22 +749,28 @@ static bool needs_demotion(const struct ns *ns, const struct inode *i)
  * to evict, -EAGAIN the oldest must be demoted first (the evictor thread does that). */
 static int evict_one(struct ns *ns)
 {
-	struct lru_node *n = lru_oldest(&ns->lru);
+	struct lru_node *n;
 	struct inode *i;
 
 	/* Second chance: a block read through kvc_load_batch since it was queued moves to the
-	 * recent end instead (bounded: each pass clears one bit). */
-	while (n && LRU_INODE(n)->file.referenced) {
+	 * recent end of ns->lru instead (bounded: each pass clears one bit). */
+	while ((n = lru_oldest(&ns->clean)) && LRU_INODE(n)->file.referenced) {
 		LRU_INODE(n)->file.referenced = false;
-		lru_touch(&ns->lru, n);
-		n = lru_oldest(&ns->lru);
+		dram_unlink(ns, LRU_INODE(n));
+		lru_push(&ns->lru, n);
+	}
+	if (!n) {
+		while ((n = lru_oldest(&ns->lru)) && LRU_INODE(n)->file.referenced) {
+			LRU_INODE(n)->file.referenced = false;
+			lru_touch(&ns->lru, n);
+		}
 	}
 	if (!n)
 		return 0;
 	i = LRU_INODE(n);
 	if (needs_demotion(ns, i))
 		return -EAGAIN;
-	lru_remove(&ns->lru, n);
+	dram_unlink(ns, i);
 	atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
 	ns->evicted_pages += i->file.npages;
 	if (ns->cfg.nssd && !(i->flags & F_CACHED) && (i->file.dev >= 0 || !size_of(i))) {
@@ -809,19 +848,43 @@ static int demotion_alloc(struct ns *ns, struct demotion *d)
 	return -ENOSPC;
 }
 
+/* DRAM pages beyond cfg.demote_above of the pool held by blocks not on ns->clean (0: none,
+ * or no SSD tier). Caller holds ns->lock. */
+static uint64_t predemote_excess(const struct ns *ns)
+{
+	uint64_t used = pool_used_pages(ns->pool), limit;
+
+	if (!ns->cfg.nssd || ns->cfg.demote_above >= 100)
+		return 0;
+	limit = ns->pool->npages * ns->cfg.demote_above / 100;
+	return used > ns->clean_pages + limit ? used - ns->clean_pages - limit : 0;
+}
+
 /* Demote up to DEMOTE_BATCH of the oldest DRAM blocks to SSD. Caller holds ns->lock, which is
- * dropped during the I/O. Returns how many blocks left DRAM or were dropped (0: none to do). */
-static unsigned demote_batch(struct ns *ns)
+ * dropped during the I/O. To evict (keep false): their DRAM copies go; returns how many blocks
+ * left DRAM or were dropped (0: none to do). Ahead of eviction (keep true): their DRAM copies
+ * stay, on ns->clean, as do blocks that need no demotion found on the way; returns how many
+ * went to ns->clean (0: none to do, or the SSD refused them all). */
+static unsigned demote_batch(struct ns *ns, bool keep)
 {
 	struct demotion *d = calloc(DEMOTE_BATCH, sizeof(*d));
+	uint64_t excess = keep ? predemote_excess(ns) : UINT64_MAX;
 	struct lru_node *node;
 	unsigned n = 0, done = 0;
 
 	if (!d)
 		return 0;
-	while (n < DEMOTE_BATCH && (node = lru_oldest(&ns->lru)) &&
-	       needs_demotion(ns, LRU_INODE(node))) {
+	while (n < DEMOTE_BATCH && excess && (node = lru_oldest(&ns->lru))) {
 		struct inode *i = LRU_INODE(node);
+
+		if (!needs_demotion(ns, i)) {
+			if (!keep)
+				break;
+			dram_unlink(ns, i); /* already on SSD, or cached: nothing to write */
+			clean_push(ns, i);
+			done++;
+			continue;
+		}
 
 		if (dir_path(ns, i->parent, d[n].meta.dir, sizeof(d[n].meta.dir)) < 0)
 			d[n].meta.dir[0] = '\0'; /* too deep to record: restored at the root */
@@ -841,6 +904,7 @@ static unsigned demote_batch(struct ns *ns)
 		d[n].w.len = size_of(i);
 		d[n].i = i;
 		lru_remove(&ns->lru, node);
+		excess = excess > i->file.npages ? excess - i->file.npages : 0;
 		i->file.busy++;
 		ns->demoting++;
 		n++;
@@ -885,16 +949,25 @@ static unsigned demote_batch(struct ns *ns)
 			lru_push(&ns->slru[d[k].dev], &i->file.slru);
 			atomic_fetch_add_explicit(&ns->demotions, 1, memory_order_relaxed);
 			if (!i->file.open && !lru_linked(&i->file.lru)) {
-				atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
-				ns->evicted_pages += i->file.npages;
-				drop_dram(ns, i);
+				if (keep) {
+					clean_push(ns, i);
+				} else {
+					atomic_fetch_add_explicit(&ns->evictions, 1,
+								  memory_order_relaxed);
+					ns->evicted_pages += i->file.npages;
+					drop_dram(ns, i);
+				}
 				done++;
 			} /* else read meanwhile: both copies stay, the DRAM one on the LRU */
 			continue;
 		}
 		if (d[k].allocated)
 			(void)ssd_free(ns->cfg.ssd[d[k].dev], d[k].w.unit);
-		if (!(i->flags & F_DETACHED) && !i->file.open && !lru_linked(&i->file.lru)) {
+		if (keep && ret != -EBADMSG && !(i->flags & F_DETACHED) && !i->file.open &&
+		    !lru_linked(&i->file.lru)) {
+			lru_push_old(&ns->lru, &i->file.lru); /* not evicted: it waits its turn */
+		} else if (!(i->flags & F_DETACHED) && !i->file.open &&
+			   !lru_linked(&i->file.lru)) {
 			/* no room on SSD (or a device error): dropped as without an SSD tier */
 			atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
 			ns->evicted_pages += i->file.npages;
@@ -905,6 +978,8 @@ static unsigned demote_batch(struct ns *ns)
 	}
 	pthread_cond_broadcast(&ns->space_cond);
 	free(d);
+	if (keep)
+		return done;
 	return done ? done : n;
 }
 
@@ -917,7 +992,7 @@ uint64_t ns_evict(struct ns *ns, unsigned target_pct)
 	while (over_pct(ns, target_pct)) {
 		r = evict_one(ns);
 		if (r == -EAGAIN)
-			r = demote_batch(ns) ? 1 : 0;
+			r = demote_batch(ns, false) ? 1 : 0;
 		if (r <= 0)
 			break;
 		n++;
@@ -1010,6 +1085,18 @@ static bool burst_end(struct ns *ns, struct burst *b)
 	return true;
 }
 
+/* Should the evictor demote the oldest blocks with no SSD copy ahead of eviction, because
+ * they fill more than cfg.demote_above of the pool? (Pages of open blocks and of blocks being
+ * written count too; demote_batch finds none of those.) Caller holds ns->lock. */
+static bool predemote_due(const struct ns *ns)
+{
+	if (!predemote_excess(ns) || !lru_oldest(&ns->lru))
+		return false;
+	return !ns->predemote_retry_ns || mono_ns() >= ns->predemote_retry_ns;
+}
+
+#define PREDEMOTE_RETRY_NS 1000000000ll /* after the SSD refused a whole batch */
+
 static void *evictor_main(void *arg)
 {
 	struct ns *ns = arg;
@@ -1018,28 +1105,39 @@ static void *evictor_main(void *arg)
 	pthread_mutex_lock(&ns->lock);
 	while (!ns->evict_stop) {
 		bool progress = false;
+		bool evict = over_pct(ns, ns->cfg.evict_high) || ns->space_wanted;
 
-		if (!over_pct(ns, ns->cfg.evict_high) && !ns->space_wanted) {
+		if (!evict && !predemote_due(ns)) {
 			if (!burst_end(ns, &b))
 				pthread_cond_wait(&ns->evict_cond, &ns->lock);
 			continue;
 		}
-		burst_begin(ns, &b);
-		while (!ns->evict_stop && (over_pct(ns, ns->cfg.evict_low) || ns->space_wanted)) {
-			int r = evict_one(ns);
+		if (evict) {
+			burst_begin(ns, &b);
+			while (!ns->evict_stop &&
+			       (over_pct(ns, ns->cfg.evict_low) || ns->space_wanted)) {
+				int r = evict_one(ns);
 
-			if (r == -EAGAIN)
-				r = demote_batch(ns) ? 1 : 0;
-			if (r <= 0)
-				break;
-			progress = true;
+				if (r == -EAGAIN)
+					r = demote_batch(ns, false) ? 1 : 0;
+				if (r <= 0)
+					break;
+				progress = true;
+			}
+			pthread_cond_broadcast(&ns->space_cond);
+			/* Writers that keep the pool above the high mark keep the evictor from
+			 * waiting: such a wake-up is cut into periods of one line each. */
+			if (progress && mono_ns() - b.t0 >= BURST_LOG_NS)
+				(void)burst_end(ns, &b);
 		}
-		pthread_cond_broadcast(&ns->space_cond);
-		/* Writers that keep the pool above the high mark keep the evictor from waiting:
-		 * such a wake-up is cut into periods of one line each. */
-		if (progress && mono_ns() - b.t0 >= BURST_LOG_NS)
-			(void)burst_end(ns, &b);
-		/* Nothing (more) to evict: wait for the next kick. */
+		/* One batch ahead of eviction, then eviction is looked at again. */
+		if (!ns->evict_stop && !ns->space_wanted && predemote_due(ns)) {
+			if (demote_batch(ns, true))
+				progress = true;
+			else
+				ns->predemote_retry_ns = mono_ns() + PREDEMOTE_RETRY_NS;
+		}
+		/* Nothing (more) to do: wait for the next kick. */
 		if (!progress && !ns->evict_stop && !burst_end(ns, &b))
 			pthread_cond_wait(&ns->evict_cond, &ns->lock);
 	}
@@ -1076,7 +1174,7 @@ static int64_t alloc_evicting(struct ns *ns, uint64_t n)
 		(void)pthread_cond_timedwait(&ns->space_cond, &ns->lock, &t);
 		ns->space_wanted--;
 	}
-	if (over_pct(ns, ns->cfg.evict_high))
+	if (over_pct(ns, ns->cfg.evict_high) || predemote_due(ns))
 		pthread_cond_signal(&ns->evict_cond);
 	return p;
 }
@@ -1181,6 +1279,8 @@ int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
 		return -ENOMEM;
 	ns->pool = pool;
 	ns->cfg = *cfg;
+	if (!ns->cfg.demote_above)
+		ns->cfg.demote_above = 100;
 	ns->next_ino = NS_ROOT_INO;
 	ns->next_gen = 1;
 	ns->next_seq = 1;
@@ -1203,6 +1303,7 @@ int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
 	pthread_cond_init(&ns->seal_cond, NULL);
 	htable_init(&ns->inodes);
 	lru_init(&ns->lru);
+	lru_init(&ns->clean);
 	ns->handles.next = ns->handles.prev = &ns->handles;
 	ns->root = inode_new(ns, KIND_DIR, "", 0755, 0, 0);
 	if (!ns->root) {
@@ -1627,8 +1728,7 @@ static int open_sealed(struct ns *ns, struct inode *i, struct ns_handle **hp)
 
 	if (!h)
 		return -ENOMEM;
-	if (lru_linked(&i->file.lru))
-		lru_remove(&ns->lru, &i->file.lru);
+	dram_unlink(ns, i);
 	i->file.open++;
 	atomic_fetch_add_explicit(&ns->hits, 1, memory_order_relaxed);
 	*hp = h;

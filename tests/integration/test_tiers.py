@@ -187,6 +187,47 @@ class Demotion(TierCase):
         kvc.write_block(self.p(names[0]), b"again")
         self.assertEqual(kvc.read_block(self.p(names[0])), b"again")
 
+    def test_demotion_ahead_of_eviction(self):
+        # 16 MiB of DRAM: blocks with no SSD copy may fill 25% of it (4 MiB) before the
+        # oldest are written to SSD, keeping their DRAM copy; eviction starts at 90%
+        self.mount(pool=("--pool-size", "16M", "--evict-high", "90", "--evict-low", "80",
+                         "--demote-above", "25"))
+        names = self.fill(8)  # 8 MiB: about half the pool, below the high mark
+        st = self.settled(lambda s: s["demotions"] >= 3)
+        self.assertEqual(st["evictions"], 0, st)
+        self.assertEqual(st["dram_blocks"], 8, st)
+        self.assertEqual(st["ssd_blocks"], st["demotions"], st)
+        self.assertLessEqual(st["demotions"], 5, st)  # the newest stay DRAM-only
+        for n in names:  # a DRAM copy, maybe an SSD one too: "dram"
+            self.assertEqual(kvc.tier(self.p(n)), "dram", n)
+        # the oldest went first
+        on_ssd = st["ssd_blocks"]
+        # past the high mark, eviction drops those DRAM copies first, without writing
+        more = self.fill(8, prefix="c")
+        st = self.settled(lambda s: s["evictions"] > 0)
+        self.assertEqual(st["blocks"], 16, st)
+        self.assertEqual(st["ssd_evictions"], 0, st)
+        gone = self.ssd_names(names + more)
+        self.assertGreater(len(gone), 0, st)
+        self.assertEqual(gone, names[:len(gone)], "not evicted oldest first")
+        self.assertGreaterEqual(on_ssd, 1)
+        for n in names + more:  # every block reads back byte-exact, from either tier
+            self.assertContent(n)
+
+    def test_demote_above_100_demotes_only_at_eviction(self):
+        self.mount(pool=("--pool-size", "16M", "--evict-high", "90", "--evict-low", "80",
+                         "--demote-above", "100"))
+        names = self.fill(8)
+        time.sleep(0.5)
+        st = self.settled()
+        self.assertEqual(st["demotions"], 0, st)
+        self.assertEqual(st["ssd_blocks"], 0, st)
+        self.fill(8, prefix="c")  # 16 MiB: past the high mark
+        st = self.settled(lambda s: s["demotions"] > 0)
+        self.assertEqual(st["blocks"], 16, st)
+        self.assertEqual(kvc.tier(self.p(names[0])), "ssd")
+        self.assertContent(names[0])
+
     def test_statfs_counts_ssd(self):
         with Mount(*POOL) as plain:
             without = os.statvfs(plain.mnt)
@@ -425,6 +466,9 @@ class Refused(kvc.TestCase):
                      ["--ssd-queue-depth", "0", "--ssd", f + ":16M"],
                      ["--ssd-queue-depth", "4097", "--ssd", f + ":16M"],
                      ["--ssd-queue-depth", "many", "--ssd", f + ":16M"],
+                     ["--demote-above", "0", "--ssd", f + ":16M"],
+                     ["--demote-above", "101", "--ssd", f + ":16M"],
+                     ["--demote-above", "half", "--ssd", f + ":16M"],
                      # more than KVC_MAX_SSD (8) devices
                      sum((["--ssd", "%s%d:1M" % (f, i)] for i in range(9)), [])):
             with self.subTest(args=args):

@@ -52,6 +52,7 @@ static void test_defaults(void)
 	CHECK(o.evict_high == 90 && o.evict_low == 80);
 	CHECK(!o.foreground && o.fuse_opts[0] == '\0');
 	CHECK(o.nssd == 0 && o.ssd_queue_depth == KVC_DEFAULT_SSD_QUEUE && o.ssd_queue_depth == 32);
+	CHECK(o.demote_above == KVC_DEFAULT_DEMOTE_ABOVE && o.demote_above == 50);
 	CHECK(!o.fresh);
 	CHECK(o.metrics == NULL);
 	CHECK(o.log_level == LOG_INFO && o.log_target == LOG_TARGET_AUTO);
@@ -69,6 +70,10 @@ static void test_all_options(void)
 	CHECK(o.max_block_size == 1 << 20);
 	CHECK(o.evict_high == 70 && o.evict_low == 40);
 	CHECK(!strcmp(o.fuse_opts, "allow_other,ro"));
+	REQUIRE(parse(&o, "--demote-above 100 /m") == 0);
+	CHECK(o.demote_above == 100);
+	REQUIRE(parse(&o, "--demote-above=1 /m") == 0);
+	CHECK(o.demote_above == 1);
 	REQUIRE(parse(&o, "/m --pool-size=8M") == 0); /* options after the mountpoint */
 	CHECK(o.pool_size == 8 << 20);
 	REQUIRE(parse(&o, "--help") == 0);
@@ -98,6 +103,10 @@ static void test_rejected(void)
 	    "--ssd-queue-depth 8x /m",		 /* not a number */
 	    "--ssd-queue-depth= /m",		 /* empty */
 	    "/m --ssd-queue-depth",		 /* missing value */
+	    "--demote-above 0 /m",		 /* out of range */
+	    "--demote-above 101 /m",		 /* out of range */
+	    "--demote-above half /m",		 /* not a number */
+	    "/m --demote-above",		 /* missing value */
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
