@@ -82,6 +82,7 @@ struct inode {
 			uint32_t open;	    /* open handles; > 0 pins the pages */
 			bool sealed;
 			bool closing;	 /* the writer closed an fd and wrote nothing since */
+			bool recorded;	 /* not sealed, but recorded as it was at that close */
 			bool referenced; /* read without an open since it was last put on the LRU */
 			bool on_clean;	 /* file.lru is on ns->clean, not ns->lru */
 			bool unverified; /* recovered: the checksum is checked at the first open */
@@ -109,6 +110,8 @@ struct ns_handle {
 	bool flushed;	   /* the writer closed an fd (flush) and wrote nothing since */
 	bool aborted;	   /* a reservation given up: discard at release, not an ENOSPC */
 	bool has_sum;	   /* sum is the payload's checksum, computed by whoever filled it */
+	bool flush_sum_ok; /* flush_sum is the payload's checksum as of the last flush */
+	uint64_t flush_sum;
 	uint64_t sum;
 	uint64_t target;  /* a reservation: the directory its commit publishes into */
 	uint64_t version; /* a replica's version, kept at the seal (0: a new one) */
@@ -621,7 +624,7 @@ static void persist(struct ns *ns, struct inode *i)
 
 	if (i->flags & (F_DETACHED | F_REMOTE | F_CACHED))
 		return;
-	if (i->kind == KIND_FILE && !i->file.sealed)
+	if (i->kind == KIND_FILE && !i->file.sealed && !i->file.recorded)
 		return;					  /* being written */
 	if (*cur && slot_rec(ns, *cur - 1)->magic == 0) { /* reserved, not written yet */
 		rec_store(ns, i, *cur);
@@ -1851,15 +1854,30 @@ static int grow(struct ns_handle *h, uint64_t need_pages)
 	return 0;
 }
 
-/* The writer writes again after closing an fd (through a dup): not about to be sealed. */
+/* The writer writes again after closing an fd (through a dup): not about to be sealed, and
+ * what flush_record wrote no longer holds (its header first: a record without a sealed
+ * header is dropped at recovery; the record's slot stays reserved for the seal). Caller
+ * holds h->lock. */
 static void clear_flushed(struct ns_handle *h)
 {
+	struct inode *i = h->ino;
+	struct ns *ns = h->ns;
+
 	if (!h->flushed)
 		return;
 	h->flushed = false;
-	pthread_mutex_lock(&h->ns->lock);
-	h->ino->file.closing = false;
-	pthread_mutex_unlock(&h->ns->lock);
+	h->flush_sum_ok = false;
+	pthread_mutex_lock(&ns->lock);
+	i->file.closing = false;
+	if (i->file.recorded) {
+		if (i->file.npages)
+			pool_hdr(ns->pool, i->file.page)->flags &= (uint32_t)~POOL_HDR_SEALED;
+		if (i->file.rec)
+			memset(slot_rec(ns, i->file.rec - 1), 0, sizeof(struct pool_rec));
+		i->file.recorded = false;
+		i->file.version = 0;
+	}
+	pthread_mutex_unlock(&ns->lock);
 }
 
 /* Writes that do not extend the running checksum in order drop it: seal hashes instead. */
@@ -1940,6 +1958,46 @@ out:
 	return ret;
 }
 
+/* The checksum of the writer's payload as it is now. Caller holds h->lock. */
+static uint64_t payload_sum(struct ns_handle *h)
+{
+	uint64_t size = atomic_load_explicit(&h->ino->file.size, memory_order_relaxed);
+
+	if (h->has_sum)
+		return h->sum;
+	if (!size)
+		return 0;
+	if (h->xxh && h->hashed == size)
+		return XXH3_64bits_digest(h->xxh);
+	return checksum(pool_page_addr(h->ns->pool, h->ino->file.page), size);
+}
+
+/*
+ * At a close of one of the writer's descriptors (flush): record the block as it is, with a
+ * sealed header, as the seal will, so that a crash (kill -9) between that close and the
+ * release that seals it finds it sealed at the restart. It stays unsealed here: a write
+ * through another descriptor takes the record back first (clear_flushed). Caller holds
+ * h->lock.
+ */
+static void flush_record(struct ns_handle *h)
+{
+	struct inode *i = h->ino;
+	struct ns *ns = h->ns;
+	uint64_t sum = payload_sum(h);
+
+	h->flush_sum = sum;
+	h->flush_sum_ok = true;
+	pthread_mutex_lock(&ns->lock);
+	if (!(i->flags & (F_DETACHED | F_REMOTE | F_CACHED)) && !i->file.sealed) {
+		i->file.version = h->version ? h->version : new_version(ns, now_ns());
+		i->file.sum = sum;
+		i->file.recorded = true;
+		persist(ns, i); /* the record first: a sealed header always has one */
+		write_sealed_hdr(ns, i);
+	}
+	pthread_mutex_unlock(&ns->lock);
+}
+
 /* Seal or discard the writer's block. Caller holds h->lock. */
 static int seal_locked(struct ns_handle *h)
 {
@@ -1966,12 +2024,7 @@ static int seal_locked(struct ns_handle *h)
 		pthread_mutex_unlock(&ns->lock);
 		return h->failed ? -ENOSPC : 0;
 	}
-	if (h->has_sum)
-		sum = h->sum;
-	else if (size)
-		sum = (h->xxh && h->hashed == size)
-			  ? XXH3_64bits_digest(h->xxh)
-			  : checksum(pool_page_addr(ns->pool, i->file.page), size);
+	sum = h->flush_sum_ok ? h->flush_sum : payload_sum(h);
 
 	pthread_mutex_lock(&ns->lock);
 	if (i->file.npages > keep) {
@@ -1981,7 +2034,9 @@ static int seal_locked(struct ns_handle *h)
 			pool_free(ns->pool, i->file.page, i->file.npages);
 		i->file.npages = keep;
 	}
-	i->file.version = h->version ? h->version : new_version(ns, now);
+	if (!i->file.recorded) /* else the version flush_record gave it */
+		i->file.version = h->version ? h->version : new_version(ns, now);
+	i->file.recorded = false;
 	i->file.sum = sum;
 	if (h->version)
 		i->flags |= F_REPLICA;
@@ -2026,6 +2081,8 @@ int ns_flush(struct ns_handle *h)
 		pthread_mutex_lock(&h->ns->lock);
 		h->ino->file.closing = true;
 		pthread_mutex_unlock(&h->ns->lock);
+		if (!h->flush_sum_ok) /* else recorded at an earlier flush, unchanged since */
+			flush_record(h);
 	}
 	pthread_mutex_unlock(&h->lock);
 	return ret;
@@ -2085,10 +2142,10 @@ int ns_setattr(struct ns *ns, uint64_t ino, struct ns_handle *h, unsigned valid,
 			ret = -EPERM;
 		else if (h->failed)
 			ret = -ENOSPC;
-		else if (pool_pages_for(in->size) > i->file.npages)
-			ret = grow(h, pool_pages_for(in->size));
 		if (!ret)
-			clear_flushed(h);
+			clear_flushed(h); /* before grow moves the pages its record names */
+		if (!ret && pool_pages_for(in->size) > i->file.npages)
+			ret = grow(h, pool_pages_for(in->size));
 		if (!ret) {
 			uint64_t size = atomic_load_explicit(&i->file.size, memory_order_relaxed);
 

@@ -12,7 +12,9 @@ Covered:
   rounds: every block the writer reported reads back byte-exact, every block present holds
   exactly its own bytes, none is left "writing", and the daemon still takes writes; the same
   while blocks are being demoted to SSD; a block being written at the kill is gone, one
-  fsync'ed (still open) or sealed at close is there;
+  fsync'ed (still open) or sealed at close is there; a block whose writer closed a
+  descriptor is there even when the kill comes before the release that seals it (a dup still
+  open, or a kill right after close()), unless it was written again after that close;
 - corruption: a block record whose name bytes were flipped in the pool object is dropped
   (ENOENT, recovery_dropped >= 1); a block whose payload was flipped (in the pool object, or
   in the SSD file for an SSD-resident block) is never served (EIO or ENOENT, then gone); the
@@ -546,6 +548,43 @@ class Crash(RestartCase):
         # the name of the lost block is free
         kvc.write_block(self.p("dir", "partial"), b"again")
         self.assertEqual(kvc.read_block(self.p("dir", "partial")), b"again")
+
+
+    def test_kill9_after_close_before_release(self):
+        self.mount("--pool-size", "64M")
+        # closing one of two descriptors records the block as it is (flush); the other keeps
+        # the release, which seals it, from coming: the kill falls in between
+        fd = os.open(self.p("closed-dup"), os.O_WRONLY | os.O_CREAT, 0o640)
+        fd2 = os.dup(fd)
+        kvc.write_all(fd, det_bytes("closed-dup", 3 * MiB + 5))
+        os.close(fd)
+        # written again after its close: that record no longer holds
+        again = os.open(self.p("written-again"), os.O_WRONLY | os.O_CREAT, 0o644)
+        again2 = os.dup(again)
+        kvc.write_all(again, b"first part,")
+        os.close(again2)
+        kvc.write_all(again, b"second part")
+        # a burst of plain writers with no fsync, killed right after the last close()
+        names = ["plain%02d" % k for k in range(40)]
+        try:
+            self.assertEqual(kvc.xattr(self.p("closed-dup"), "state"), b"writing")
+            for n in names:
+                kvc.write_block(self.p(n), det_bytes(n, det_size(n, 1, 200 * KiB)))
+            self.m.kill9()
+        finally:
+            for f in (fd2, again):
+                try:
+                    os.close(f)
+                except OSError:
+                    pass  # the daemon is dead
+        self.m.restart()
+        self.assertEqual(kvc.xattr(self.p("closed-dup"), "state"), b"sealed")
+        self.assertBytes(self.p("closed-dup"), "closed-dup", 3 * MiB + 5)
+        self.assertEqual(oct(stat.S_IMODE(os.stat(self.p("closed-dup")).st_mode)), oct(0o640))
+        self.assertGone(self.p("written-again"))
+        for n in names:
+            self.assertBytes(self.p(n), n, det_size(n, 1, 200 * KiB))
+        self.assertRecovered(self.m.status(), 1 + len(names))
 
 
 # --------------------------------------------------------------------------------------------
