@@ -130,7 +130,7 @@ struct ns {
 	struct lru lru, clean;
 	uint64_t clean_pages;
 	int64_t predemote_retry_ns; /* monotonic: a failed demotion ahead of eviction waits */
-	struct ns_handle handles; /* sentinel of the list of open handles */
+	struct ns_handle handles;   /* sentinel of the list of open handles */
 	uint64_t blocks, writing, dirs;
 	int64_t start_ns;
 	/* Counters updated without the lock. */
@@ -969,8 +969,7 @@ static unsigned demote_batch(struct ns *ns, bool keep)
 		if (keep && ret != -EBADMSG && !(i->flags & F_DETACHED) && !i->file.open &&
 		    !lru_linked(&i->file.lru)) {
 			lru_push_old(&ns->lru, &i->file.lru); /* not evicted: it waits its turn */
-		} else if (!(i->flags & F_DETACHED) && !i->file.open &&
-			   !lru_linked(&i->file.lru)) {
+		} else if (!(i->flags & F_DETACHED) && !i->file.open && !lru_linked(&i->file.lru)) {
 			/* no room on SSD (or a device error): dropped as without an SSD tier */
 			atomic_fetch_add_explicit(&ns->evictions, 1, memory_order_relaxed);
 			ns->evicted_pages += i->file.npages;

@@ -56,7 +56,8 @@ struct ns_config {
 	unsigned evict_high; /* percent of capacity that wakes the evictor */
 	unsigned evict_low;  /* percent it evicts down to */
 	/* With an SSD tier: percent of capacity that blocks with no SSD copy may fill before
-	 * the evictor writes the oldest of them to SSD, keeping them in DRAM (0: 100, demotion at eviction only). */
+	 * the evictor writes the oldest of them to SSD, keeping them in DRAM (0: 100, demotion at
+	 * eviction only). */
 	unsigned demote_above;
 	ns_vanish_fn vanish;
 	void *vanish_arg;
