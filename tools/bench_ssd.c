@@ -24,7 +24,10 @@
  *     when its turn comes. The block's user.kvcachefs.tier xattr is read (outside the clock)
  *     before each read; only reads of blocks whose tier was "ssd" count in the throughput,
  *     and how many they were is reported;
- *   - the blocks are deleted (untimed), so that the next size starts with an empty pool.
+ *   - the blocks are deleted (untimed), so that the next size starts with an empty pool;
+ *   - the same writes and reads (without the settle or the tier xattr) on kvcache-memfs, a
+ *     trivial in-memory libfuse filesystem mounted next to it, reported beside fio: what one
+ *     open/write|read/close per block through FUSE costs on this machine without a device.
  * Content: every block carries a pattern (tools/pattern.h) with its index at both ends; the
  * ends are checked inside the timed loop, a few blocks per size are read again and checked
  * whole outside the clock.
@@ -114,6 +117,7 @@ struct sb_size {
 	uint64_t size, count;
 	double fio[SB_NDIRS][SB_NQDS];
 	double kvc[SB_NDIRS];	     /* writes + settle; SSD-tier reads only */
+	double memfs[SB_NDIRS];	     /* the same loops on kvcache-memfs (no device at all) */
 	double write_only, read_all; /* the writes without the settle; every read */
 	uint64_t write_ns, settle_ns, enospc;
 	uint64_t demotions, ssd_evictions; /* during the writes and the settle */
@@ -142,8 +146,10 @@ struct sb_run {
 	const char *plot; /* --plot FILE.png, NULL without */
 	/* what was made: sb_teardown undoes whatever is set */
 	char bin[PATH_MAX + 16], ctl[PATH_MAX + 16]; /* kvcachefs, kvcachectl */
-	char tmp[PATH_MAX];	 /* the run's directory in dir, "" when there is none */
-	char mnt[PATH_MAX + 16]; /* "" before it exists */
+	char memfs_bin[PATH_MAX + 16];
+	char memfs_mnt[PATH_MAX + 16]; /* "" before it exists */
+	char tmp[PATH_MAX];	       /* the run's directory in dir, "" when there is none */
+	char mnt[PATH_MAX + 16];       /* "" before it exists */
 	char pool[PATH_MAX + 64];
 	char ssd[PATH_MAX + 16], ssd_arg[PATH_MAX + 48];
 	char log[PATH_MAX + 16];
@@ -555,14 +561,19 @@ static void sb_teardown(struct sb_run *r)
 	if (r->pool[0] && unlink(r->pool) < 0 && errno != ENOENT)
 		sb_err("cannot remove %s: %s", r->pool, strerror(errno));
 	r->pool[0] = '\0';
+	if (r->memfs_mnt[0] && bench_mounted(r->memfs_mnt))
+		sb_unmount(r->memfs_mnt); /* kvcache-memfs exits once unmounted */
 	if (!r->tmp[0])
 		return;
 	if (r->mnt[0] && bench_mounted(r->mnt))
 		sb_err("%s left in place: %s is still mounted", r->tmp, r->mnt);
+	else if (r->memfs_mnt[0] && bench_mounted(r->memfs_mnt))
+		sb_err("%s left in place: %s is still mounted", r->tmp, r->memfs_mnt);
 	else
 		nftw(r->tmp, sb_rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	r->tmp[0] = '\0';
 	r->mnt[0] = '\0';
+	r->memfs_mnt[0] = '\0';
 }
 
 /* ---- fio ---------------------------------------------------------------------------------- */
@@ -892,6 +903,58 @@ static int sb_size_phase(struct sb_run *r, struct sb_size *z)
 	return ret;
 }
 
+/* The same loops as sb_write_phase (without the settle) and sb_read_phase on kvcache-memfs,
+ * which keeps blocks in malloc'ed memory and does nothing else: what FUSE costs this
+ * machine for one open/write|read/close per block. */
+static int sb_memfs_phase(struct sb_run *r, struct sb_size *z)
+{
+	char dir[32], path[PATH_MAX + 64];
+	uint64_t t0, t1, t2, enospc = 0;
+	int ret = 0;
+
+	sb_step(r->phase, "memfs");
+	bench_fmt_size(z->size, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/%s", r->memfs_mnt, dir);
+	if (mkdir(path, 0755) < 0) {
+		ret = -errno;
+		sb_err("mkdir %s: %s", path, strerror(errno));
+		return ret;
+	}
+	pattern_fill(r->wbuf, z->size, sb_seed(z->size), 0);
+	t0 = bench_now_ns();
+	for (uint64_t i = 0; i < z->count && !ret; i++) {
+		sb_block_path(path, sizeof(path), r->memfs_mnt, dir, i);
+		sb_stamp(r->wbuf, z->size, i);
+		ret = sb_write_block(path, r->wbuf, z->size, &enospc);
+	}
+	t1 = bench_now_ns();
+	for (uint64_t i = 0; i < z->count && !ret; i++) {
+		int64_t n;
+
+		sb_block_path(path, sizeof(path), r->memfs_mnt, dir, i);
+		n = sb_read_block(path, r->rbuf, z->size);
+		if (n < 0)
+			ret = (int)n;
+		else if ((uint64_t)n != z->size || !sb_ends_ok(r->rbuf, z->size, i))
+			ret = -EIO;
+	}
+	t2 = bench_now_ns();
+	if (ret) {
+		if (!(ret == -EINTR && stop))
+			sb_err("kvcache-memfs: %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	z->memfs[SB_WRITE] = (double)(z->size * z->count) / (double)(t1 - t0);
+	z->memfs[SB_READ] = (double)(z->size * z->count) / (double)(t2 - t1);
+	for (uint64_t i = 0; i < z->count; i++) {
+		sb_block_path(path, sizeof(path), r->memfs_mnt, dir, i);
+		(void)unlink(path);
+	}
+	snprintf(path, sizeof(path), "%s/%s", r->memfs_mnt, dir);
+	(void)rmdir(path);
+	return 0;
+}
+
 /* ---- recovery ----------------------------------------------------------------------------- */
 
 struct sb_rec_job {
@@ -1170,6 +1233,8 @@ static void sb_print_json(const struct sb_run *r)
 		sb_json_u64(o, "bad", z->bad);
 		sb_json_num(o, "fio_write_GBps", z->fio[SB_WRITE][SB_QD1]);
 		sb_json_num(o, "fio_read_GBps", z->fio[SB_READ][SB_QD1]);
+		sb_json_num(o, "memfs_write_GBps", z->memfs[SB_WRITE]);
+		sb_json_num(o, "memfs_read_GBps", z->memfs[SB_READ]);
 		sb_json_num(o, "fio_write_qd32_GBps", z->fio[SB_WRITE][SB_QDN]);
 		sb_json_num(o, "fio_read_qd32_GBps", z->fio[SB_READ][SB_QDN]);
 		sb_json_num(o, "write_ratio", bench_ratio(z->kvc[SB_WRITE], z->fio[SB_WRITE][0]));
@@ -1249,6 +1314,20 @@ static void sb_print(const struct sb_run *r)
 		       sb_ratio_fig(bench_ratio(z->kvc[SB_READ], z->fio[SB_READ][SB_QD1]), b[5],
 				    sizeof(b[5])),
 		       reads, qd);
+	}
+	printf("\nreference, no device at all: kvcache-memfs (a trivial in-memory libfuse\n"
+	       "filesystem), the same open/write/close and open/read/close of every block\n");
+	printf("%-5s %12s %6s %11s %6s\n", "size", "memfs write", "/fio", "memfs read", "/fio");
+	for (int s = 0; s < r->nsizes; s++) {
+		const struct sb_size *z = &r->sz[s];
+
+		printf("%-5s %12s %6s %11s %6s\n", bench_fmt_size(z->size, sz, sizeof(sz)),
+		       sb_fig(z->memfs[SB_WRITE], "%.2f", "-", b[0], sizeof(b[0])),
+		       sb_fig(bench_ratio(z->memfs[SB_WRITE], z->fio[SB_WRITE][SB_QD1]), "%.2f",
+			      "-", b[1], sizeof(b[1])),
+		       sb_fig(z->memfs[SB_READ], "%.2f", "-", b[2], sizeof(b[2])),
+		       sb_fig(bench_ratio(z->memfs[SB_READ], z->fio[SB_READ][SB_QD1]), "%.2f", "-",
+			      b[3], sizeof(b[3])));
 	}
 	printf("\n%-5s %11s %9s %7s %10s %12s %9s %10s %10s\n", "size", "writes only", "settle",
 	       "ENOSPC", "demotions", "DRAM/SSD-only", "all reads", "promotions", "checked");
@@ -1365,6 +1444,8 @@ static void sb_usage(FILE *out)
 	    "through the mount (they are demoted to SSD) and reads each back once from SSD,\n"
 	    "one open/write|read/close per block, one thread; against fio (O_DIRECT, io_uring,\n"
 	    "one job, iodepth 1; iodepth %d for information) on a file in the same directory.\n"
+	    "The same loops on kvcache-memfs (a trivial in-memory libfuse filesystem, next\n"
+	    "to this binary) show what FUSE costs on this machine without any device.\n"
 	    "Then writes N blocks of 4K, restarts the daemon after a clean unmount and after\n"
 	    "kill -9, and reports its recovery time and count, and checks a sample.\n"
 	    "Target: kvcachefs >= %.1f x fio (iodepth 1), write and read, every size.\n"
@@ -1544,6 +1625,18 @@ static int sb_setup(struct sb_run *r)
 		    "started in %.1f ms\n",
 		    r->mnt, r->pool_size / MIB, r->pool, r->dram_only ? "" : ", SSD ",
 		    r->dram_only ? ", no SSD (DRAM-only test mode)" : r->ssd_arg, (double)ns / 1e6);
+	snprintf(r->memfs_mnt, sizeof(r->memfs_mnt), "%s/memfs", r->tmp);
+	if (mkdir(r->memfs_mnt, 0755) < 0) {
+		ret = -errno;
+		sb_err("mkdir %s: %s", r->memfs_mnt, strerror(errno));
+		r->memfs_mnt[0] = '\0';
+		return ret;
+	}
+	ret = bench_run((char *const[]){r->memfs_bin, r->memfs_mnt, NULL}, false);
+	if (ret != 0 || !sb_mount_answers(r->memfs_mnt)) {
+		sb_err("%s %s failed (exit status %d)", r->memfs_bin, r->memfs_mnt, ret);
+		return ret < 0 ? ret : -EIO;
+	}
 	return 0;
 }
 
@@ -1564,6 +1657,8 @@ static int sb_measure(struct sb_run *r)
 			ret = sb_fio_size(r, &z);
 			if (!ret)
 				ret = sb_size_phase(r, &z);
+			if (!ret)
+				ret = sb_memfs_phase(r, &z);
 			if (sb_midline)
 				sb_progress("\n");
 			if (ret)
@@ -1573,6 +1668,7 @@ static int sb_measure(struct sb_run *r)
 					for (int q = 0; q < SB_NQDS; q++)
 						bench_keep_best(&z.fio[d][q], r->sz[s].fio[d][q]);
 					bench_keep_best(&z.kvc[d], r->sz[s].kvc[d]);
+					bench_keep_best(&z.memfs[d], r->sz[s].memfs[d]);
 				}
 				bench_keep_best(&z.write_only, r->sz[s].write_only);
 				bench_keep_best(&z.read_all, r->sz[s].read_all);
@@ -1696,11 +1792,12 @@ int cmd_ssd(int argc, char **argv)
 		return 1;
 	snprintf(r.bin, sizeof(r.bin), "%s/kvcachefs", bindir);
 	snprintf(r.ctl, sizeof(r.ctl), "%s/kvcachectl", bindir);
-	if (access(r.bin, X_OK) < 0 || access(r.ctl, X_OK) < 0) {
-		sb_err("%s: %s (set KVC_BIN_DIR to the build's bin/)",
-		       access(r.bin, X_OK) < 0 ? r.bin : r.ctl, strerror(errno));
-		return 1;
-	}
+	snprintf(r.memfs_bin, sizeof(r.memfs_bin), "%s/kvcache-memfs", bindir);
+	for (const char *b = r.bin; b; b = b == r.bin ? r.ctl : b == r.ctl ? r.memfs_bin : NULL)
+		if (access(b, X_OK) < 0) {
+			sb_err("%s: %s (set KVC_BIN_DIR to the build's bin/)", b, strerror(errno));
+			return 1;
+		}
 	ret = sb_plan(&r);
 	if (ret)
 		return ret;
