@@ -43,7 +43,9 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -477,6 +479,18 @@ static void ssd_geometry(struct ssd *s, const struct ssd_super *sb)
 /* ---- open and close ---------------------------------------------------------------------- */
 
 /* Open cfg->path read-write with O_DIRECT; sets s->fd, s->blockdev, *created. */
+/* 1 when fd is on tmpfs, 2 on ramfs, 0 otherwise (or when fstatfs fails). */
+static int ssd_memory_fs(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) < 0)
+		return 0;
+	if ((unsigned long)sf.f_type == TMPFS_MAGIC)
+		return 1;
+	return (unsigned long)sf.f_type == RAMFS_MAGIC ? 2 : 0;
+}
+
 static int ssd_open_fd(struct ssd *s, const struct ssd_config *cfg, bool *created, char *err,
 		       size_t errlen)
 {
@@ -528,6 +542,17 @@ static int ssd_open_fd(struct ssd *s, const struct ssd_config *cfg, bool *create
 		return -errno;
 	if (!S_ISREG(st.st_mode)) {
 		ssd_err(err, errlen, "%s: not a regular file or a block device", cfg->path);
+		return -EINVAL;
+	}
+	ret = ssd_memory_fs(s->fd);
+	if (ret) {
+		/* tmpfs takes O_DIRECT since Linux 6.6, but a tier there is more of the memory the
+		 * DRAM pool already uses, and it is gone at a reboot */
+		ssd_err(err, errlen,
+			"%s: the filesystem is %s, which is memory: the SSD tier needs direct I/O "
+			"(O_DIRECT) to a disk; put the file on ext4, xfs or btrfs, or give a block "
+			"device",
+			cfg->path, ret == 1 ? "tmpfs" : "ramfs");
 		return -EINVAL;
 	}
 	if (fcntl(s->fd, F_SETFL, O_DIRECT) < 0) {

@@ -805,7 +805,13 @@ def _writer_main(argv):
 # Directories for --ssd files
 
 def odirect_ok(d):
-    """True when files in directory d can be opened with O_DIRECT and written through it."""
+    """True when files in directory d can be opened with O_DIRECT and written through it, and
+    d is not on tmpfs (which takes O_DIRECT since Linux 6.6, but the daemon refuses an SSD
+    tier in memory)."""
+    r = subprocess.run(["stat", "-f", "-c", "%T", d], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True)
+    if r.returncode == 0 and r.stdout.strip() in ("tmpfs", "ramfs"):
+        return False
     path = os.path.join(d, ".kvc-odirect-probe-%d" % os.getpid())
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)

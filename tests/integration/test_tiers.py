@@ -4,8 +4,10 @@ and read back byte-exact; opening one promotes it to DRAM (its tier xattr says "
 a full SSD drops its least recently used copies (ENOENT, never a write error, never wrong
 bytes); statfs counts the SSD capacity; rename and unlink of an SSD-resident block; the side
 channel (kvcachectl lookup, kvc_get through libkvcache) sees SSD blocks and a pin promotes;
-start-up refusals: a filesystem without O_DIRECT (ramfs), a new file without a size, a
-formatted file given another size, and malformed --ssd / --ssd-queue-depth values.
+start-up refusals: a filesystem without O_DIRECT (ramfs), tmpfs (memory, though it may take
+O_DIRECT), a new file without a size, a formatted file given another size, and malformed
+--ssd / --ssd-queue-depth / --demote-above values; demotion ahead of eviction
+(--demote-above), and only at eviction (--demote-above 100).
 
 One mount per test (each needs its pool in a known state): a 16 MiB DRAM pool with watermarks
 90/50 and an SSD file in a temporary directory on a disk filesystem (kvc.disk_tempdir). Block
@@ -426,6 +428,15 @@ class Refused(kvc.TestCase):
         line = self.check_refused(["--pool-size", "16M", "--ssd",
                                    os.path.join(d, "ssd.img") + ":16M"])
         self.assertIn("O_DIRECT", line)
+
+    def test_tmpfs_refused(self):
+        # tmpfs takes O_DIRECT on recent kernels, but it is memory: refused all the same
+        f = os.path.join("/dev/shm", "kvc-itest-ssd-%d.img" % os.getpid())
+        self.addCleanup(lambda: os.path.exists(f) and os.unlink(f))
+        line = self.check_refused(["--pool-size", "16M", "--ssd", f + ":16M"])
+        self.assertIn("tmpfs", line)
+        self.assertIn("O_DIRECT", line)
+        self.assertFalse(os.path.exists(f), "the daemon left the SSD file it created")
 
     def test_new_file_needs_size(self):
         d = kvc.disk_tempdir(self)
