@@ -54,7 +54,7 @@ _Static_assert(SSD_ENTRIES_PER_UNIT == 64, "64 header entries per unit");
 
 #define SSD_STAGE_BIG	  (512u << 10) /* bytes of a bounce buffer */
 #define SSD_OP_BIG	  4u	       /* bounce buffers one call uses at most */
-#define SSD_IO_MAX	  (4u << 20) /* bytes of one SQE reading/writing a caller's buffer */
+#define SSD_IO_MAX	  (4u << 20)   /* bytes of one SQE reading/writing a caller's buffer */
 #define SSD_HDR_LOCKS	  64u
 #define SSD_GROUP	  32u	     /* blocks ssd_write_blocks writes together */
 #define SSD_ROUND_PIECES  256u	     /* bounce pieces queued per round */
