@@ -1988,7 +1988,10 @@ static void flush_record(struct ns_handle *h)
 	h->flush_sum_ok = true;
 	pthread_mutex_lock(&ns->lock);
 	if (!(i->flags & (F_DETACHED | F_REMOTE | F_CACHED)) && !i->file.sealed) {
-		i->file.version = h->version ? h->version : new_version(ns, now_ns());
+		int64_t now = now_ns();
+
+		i->file.version = h->version ? h->version : new_version(ns, now);
+		atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed); /* the seal's */
 		i->file.sum = sum;
 		i->file.recorded = true;
 		persist(ns, i); /* the record first: a sealed header always has one */
@@ -2033,14 +2036,15 @@ static int seal_locked(struct ns_handle *h)
 			pool_free(ns->pool, i->file.page, i->file.npages);
 		i->file.npages = keep;
 	}
-	if (!i->file.recorded) /* else the version flush_record gave it */
+	if (!i->file.recorded) { /* else the version and mtime flush_record gave it */
 		i->file.version = h->version ? h->version : new_version(ns, now);
+		atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
+	}
 	i->file.recorded = false;
 	i->file.sum = sum;
 	if (h->version)
 		i->flags |= F_REPLICA;
 	i->file.sealed = true;
-	atomic_store_explicit(&i->mtime_ns, now, memory_order_relaxed);
 	persist(ns, i); /* the record first: a sealed header always has one */
 	write_sealed_hdr(ns, i);
 	i->file.closing = false;
