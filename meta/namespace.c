@@ -785,17 +785,24 @@ static int evict_one(struct ns *ns)
 	return 1;
 }
 
-/* Drop the least recently used SSD copy on device dev that no I/O or reader holds. False
- * when there is none. Caller holds ns->lock. */
-static bool ssd_evict_one(struct ns *ns, unsigned dev)
+/* Drop the least recently used SSD copy on device dev that no I/O or reader holds; with
+ * only_lone, the least recently used of those that are their block's only copy (a block also
+ * in DRAM keeps its SSD copy), looking at 64 at most. False when there is none. Caller holds
+ * ns->lock. */
+static bool ssd_evict_one(struct ns *ns, unsigned dev, bool only_lone)
 {
-	struct lru_node *n;
+	struct lru_node *n = lru_oldest(&ns->slru[dev]);
 	struct inode *i;
 
-	for (unsigned tries = 0; tries < 64 && (n = lru_oldest(&ns->slru[dev])); tries++) {
+	for (unsigned tries = 0; tries < 64 && n && n != &ns->slru[dev].head; tries++) {
 		i = (struct inode *)((char *)n - offsetof(struct inode, file.slru));
+		if (only_lone && (i->file.busy || i->file.open || !ssd_only(i))) {
+			n = n->prev; /* the next older one, left where it is */
+			continue;
+		}
 		if (i->file.busy || i->file.open) {
 			lru_touch(&ns->slru[dev], n);
+			n = lru_oldest(&ns->slru[dev]);
 			continue;
 		}
 		atomic_fetch_add_explicit(&ns->ssd_evictions, 1, memory_order_relaxed);
@@ -825,8 +832,10 @@ struct demotion {
 	bool allocated;
 };
 
-/* Allocate an SSD extent for d, dropping SSD copies (LRU) for room. Called without the lock. */
-static int demotion_alloc(struct ns *ns, struct demotion *d)
+/* Allocate an SSD extent for d, dropping SSD copies (LRU) for room; ahead of eviction (keep)
+ * only blocks whose SSD copy is their only one go, so that writing ahead never undoes itself.
+ * Called without the lock. */
+static int demotion_alloc(struct ns *ns, struct demotion *d, bool keep)
 {
 	struct ssd *s;
 	int ret;
@@ -838,7 +847,7 @@ static int demotion_alloc(struct ns *ns, struct demotion *d)
 			bool dropped;
 
 			pthread_mutex_lock(&ns->lock);
-			dropped = ssd_evict_one(ns, d->dev);
+			dropped = ssd_evict_one(ns, d->dev, keep);
 			pthread_mutex_unlock(&ns->lock);
 			if (!dropped)
 				break;
@@ -918,7 +927,7 @@ static unsigned demote_batch(struct ns *ns, bool keep)
 	}
 	pthread_mutex_unlock(&ns->lock);
 	for (unsigned k = 0; k < n; k++)
-		d[k].w.ret = demotion_alloc(ns, &d[k]);
+		d[k].w.ret = demotion_alloc(ns, &d[k], keep);
 	for (unsigned dev = 0; dev < ns->cfg.nssd; dev++) {
 		struct ssd_write w[DEMOTE_BATCH];
 		unsigned m = 0;

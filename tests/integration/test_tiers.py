@@ -216,6 +216,29 @@ class Demotion(TierCase):
         for n in names + more:  # every block reads back byte-exact, from either tier
             self.assertContent(n)
 
+    def test_demotion_ahead_never_churns_a_small_ssd(self):
+        # an SSD smaller than what DRAM would write ahead: once it is full of copies of
+        # blocks still in DRAM, writing ahead stops (it never drops those copies to make
+        # room for others, which would rewrite them again and again)
+        self.mount(ssd_size="8M", pool=("--pool-size", "16M", "--evict-high", "90",
+                                        "--evict-low", "80", "--demote-above", "10"))
+        names = self.fill(12)
+        st = self.settled(lambda s: s["demotions"] > 0)
+        time.sleep(2.5)  # past the retry delay of a refused batch (1 s)
+        again = self.settled()
+        self.assertEqual(again["demotions"], st["demotions"], (st, again))
+        self.assertEqual(again["ssd_evictions"], 0, again)
+        self.assertEqual(again["evictions"], 0, again)
+        self.assertEqual(again["dram_blocks"], 12, again)
+        self.assertLess(again["demotions"], 12, again)
+        # eviction still makes room, and nothing written is lost
+        more = self.fill(6, prefix="c")
+        st = self.settled(lambda s: s["evictions"] > 0)
+        self.assertGreater(st["blocks"], 0, st)
+        for n in names + more:
+            if kvc.exists(self.p(n)):
+                self.assertContent(n)
+
     def test_demote_above_100_demotes_only_at_eviction(self):
         self.mount(pool=("--pool-size", "16M", "--evict-high", "90", "--evict-low", "80",
                          "--demote-above", "100"))
