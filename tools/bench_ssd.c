@@ -855,13 +855,29 @@ static int sb_read_phase(struct sb_run *r, struct sb_size *z, const char *dir)
 	return 0;
 }
 
-/* Delete a directory's blocks 0..count-1 and the directory. */
-static int sb_delete(struct sb_run *r, const char *dir, uint64_t count)
+/* Make the directory of size's blocks under mnt; its name (the size) in dir. */
+static int sb_size_dir(const char *mnt, uint64_t size, char *dir, size_t cap)
+{
+	char path[PATH_MAX + 64];
+	int ret;
+
+	bench_fmt_size(size, dir, cap);
+	snprintf(path, sizeof(path), "%s/%s", mnt, dir);
+	if (mkdir(path, 0755) < 0) {
+		ret = -errno;
+		sb_err("mkdir %s: %s", path, strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
+/* Delete the blocks 0..count-1 of directory dir under mnt, and the directory. */
+static int sb_delete(const char *mnt, const char *dir, uint64_t count)
 {
 	char path[PATH_MAX + 64];
 
 	for (uint64_t i = 0; i < count; i++) {
-		sb_block_path(path, sizeof(path), r->mnt, dir, i);
+		sb_block_path(path, sizeof(path), mnt, dir, i);
 		if (unlink(path) < 0 && errno != ENOENT) {
 			int ret = -errno;
 
@@ -869,7 +885,7 @@ static int sb_delete(struct sb_run *r, const char *dir, uint64_t count)
 			return ret;
 		}
 	}
-	snprintf(path, sizeof(path), "%s/%s", r->mnt, dir);
+	snprintf(path, sizeof(path), "%s/%s", mnt, dir);
 	if (rmdir(path) < 0) {
 		int ret = -errno;
 
@@ -881,16 +897,11 @@ static int sb_delete(struct sb_run *r, const char *dir, uint64_t count)
 
 static int sb_size_phase(struct sb_run *r, struct sb_size *z)
 {
-	char dir[32], path[PATH_MAX + 64];
-	int ret;
+	char dir[32];
+	int ret = sb_size_dir(r->mnt, z->size, dir, sizeof(dir));
 
-	bench_fmt_size(z->size, dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/%s", r->mnt, dir);
-	if (mkdir(path, 0755) < 0) {
-		ret = -errno;
-		sb_err("mkdir %s: %s", path, strerror(errno));
+	if (ret)
 		return ret;
-	}
 	sb_step(r->phase, "kvcachefs-write");
 	ret = sb_write_phase(r, z, dir);
 	if (!ret) {
@@ -898,7 +909,7 @@ static int sb_size_phase(struct sb_run *r, struct sb_size *z)
 		ret = sb_read_phase(r, z, dir);
 	}
 	if (!ret)
-		ret = sb_delete(r, dir, z->count);
+		ret = sb_delete(r->mnt, dir, z->count);
 	r->bad_blocks |= z->bad > 0;
 	return ret;
 }
@@ -910,16 +921,12 @@ static int sb_memfs_phase(struct sb_run *r, struct sb_size *z)
 {
 	char dir[32], path[PATH_MAX + 64];
 	uint64_t t0, t1, t2, enospc = 0;
-	int ret = 0;
+	int ret;
 
 	sb_step(r->phase, "memfs");
-	bench_fmt_size(z->size, dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/%s", r->memfs_mnt, dir);
-	if (mkdir(path, 0755) < 0) {
-		ret = -errno;
-		sb_err("mkdir %s: %s", path, strerror(errno));
+	ret = sb_size_dir(r->memfs_mnt, z->size, dir, sizeof(dir));
+	if (ret)
 		return ret;
-	}
 	pattern_fill(r->wbuf, z->size, sb_seed(z->size), 0);
 	t0 = bench_now_ns();
 	for (uint64_t i = 0; i < z->count && !ret; i++) {
@@ -946,13 +953,7 @@ static int sb_memfs_phase(struct sb_run *r, struct sb_size *z)
 	}
 	z->memfs[SB_WRITE] = (double)(z->size * z->count) / (double)(t1 - t0);
 	z->memfs[SB_READ] = (double)(z->size * z->count) / (double)(t2 - t1);
-	for (uint64_t i = 0; i < z->count; i++) {
-		sb_block_path(path, sizeof(path), r->memfs_mnt, dir, i);
-		(void)unlink(path);
-	}
-	snprintf(path, sizeof(path), "%s/%s", r->memfs_mnt, dir);
-	(void)rmdir(path);
-	return 0;
+	return sb_delete(r->memfs_mnt, dir, z->count);
 }
 
 /* ---- recovery ----------------------------------------------------------------------------- */

@@ -47,6 +47,15 @@ def setUpModule():
     kvc.require_environment()
 
 
+def close_dead(*fds):
+    """Close descriptors of a mount whose daemon may be dead (the close may fail)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def tree(root):
     """{relative path: attributes} of every directory and block below root, from stat alone
     (nothing is opened, so no block moves between tiers)."""
@@ -533,11 +542,7 @@ class Crash(RestartCase):
             self.assertEqual(kvc.xattr(self.p("dir", "partial"), "state"), b"writing")
             self.m.kill9()
         finally:
-            for fd in (synced, partial):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass  # the daemon is dead
+            close_dead(synced, partial)
         self.m.restart()
         self.assertEqual(oct(stat.S_IMODE(os.stat(self.p("dir")).st_mode)), oct(0o751))
         self.assertBytes(self.p("dir", "closed"), "closed", 200000)
@@ -572,11 +577,7 @@ class Crash(RestartCase):
                 kvc.write_block(self.p(n), det_bytes(n, det_size(n, 1, 200 * KiB)))
             self.m.kill9()
         finally:
-            for f in (fd2, again):
-                try:
-                    os.close(f)
-                except OSError:
-                    pass  # the daemon is dead
+            close_dead(fd2, again)
         self.m.restart()
         self.assertEqual(kvc.xattr(self.p("closed-dup"), "state"), b"sealed")
         self.assertBytes(self.p("closed-dup"), "closed-dup", 3 * MiB + 5)
