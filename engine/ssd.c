@@ -52,6 +52,10 @@
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the on-media format is little-endian");
 _Static_assert(SSD_ENTRIES_PER_UNIT == 64, "64 header entries per unit");
 
+#ifndef FALLOC_FL_WRITE_ZEROES
+#define FALLOC_FL_WRITE_ZEROES 0x80 /* linux/falloc.h of Linux 6.17 */
+#endif
+
 #define SSD_STAGE_BIG	  (512u << 10) /* bytes of a bounce buffer */
 #define SSD_OP_BIG	  4u	       /* bounce buffers one call uses at most */
 #define SSD_IO_MAX	  (4u << 20)   /* bytes of one SQE reading/writing a caller's buffer */
@@ -74,6 +78,7 @@ struct ssd {
 	char *path;
 	bool blockdev;
 	bool fresh;
+	bool zeroed;   /* formatted a new file with written zeroes (FALLOC_FL_WRITE_ZEROES) */
 	uint64_t size; /* formatted size */
 	uint64_t nunits;
 	uint64_t table_off, data_off;
@@ -707,7 +712,13 @@ static int ssd_setup(struct ssd *s, const struct ssd_config *cfg, uint8_t *unit0
 		return -EINVAL;
 	}
 	if (!s->blockdev) {
-		ret = posix_fallocate(s->fd, 0, (off_t)size);
+		/* An empty file: written, zeroed extents where the device zeroes cheaply (Linux
+		 * 6.17, with write-zeroes-unmap support), so that the first write of each region
+		 * does not also convert an unwritten extent (ext4: 40% slower here); else the
+		 * usual preallocation. */
+		s->zeroed =
+		    devsize == 0 && fallocate(s->fd, FALLOC_FL_WRITE_ZEROES, 0, (off_t)size) == 0;
+		ret = s->zeroed ? 0 : posix_fallocate(s->fd, 0, (off_t)size);
 		if (ret) {
 			ssd_err(err, errlen, "%s: cannot preallocate %llu bytes: %s", s->path,
 				(unsigned long long)size, strerror(ret));
@@ -903,6 +914,11 @@ void ssd_close(struct ssd *s)
 	pthread_mutex_destroy(&s->ring_lock);
 	free(s->path);
 	free(s);
+}
+
+bool ssd_zeroed(const struct ssd *s)
+{
+	return s->zeroed;
 }
 
 bool ssd_fresh(const struct ssd *s)

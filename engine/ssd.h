@@ -157,6 +157,10 @@ void ssd_close(struct ssd *s);
 
 /* True when ssd_open formatted the device (it held no blocks). */
 bool ssd_fresh(const struct ssd *s);
+/* True when ssd_open made a new file's space with written zeroes, which the device does
+ * cheaply (FALLOC_FL_WRITE_ZEROES, Linux 6.17 and a device that zeroes by unmapping); else a
+ * new file is preallocated with unwritten extents, slower at the first write of each. */
+bool ssd_zeroed(const struct ssd *s);
 /* Bytes of data units (meta units included), and of those allocated now. */
 uint64_t ssd_capacity(const struct ssd *s);
 uint64_t ssd_used(const struct ssd *s);

@@ -20,6 +20,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <pthread.h>
 #include <sched.h>
@@ -870,6 +872,64 @@ static void test_odirect(void)
 		printf("     skipped the ramfs case: cannot mount here (needs CAP_SYS_ADMIN)\n");
 }
 
+/* Extents of fd from FIEMAP: how many, and how many are unwritten (preallocated only). -1 when
+ * the filesystem has no FIEMAP. */
+static int extents(int fd, unsigned *unwritten)
+{
+	enum { N = 512 };
+	struct fiemap *fm = calloc(1, sizeof(*fm) + N * sizeof(struct fiemap_extent));
+	int n = -1;
+
+	*unwritten = 0;
+	if (!fm)
+		return -1;
+	fm->fm_length = FIEMAP_MAX_OFFSET;
+	fm->fm_extent_count = N;
+	if (ioctl(fd, FS_IOC_FIEMAP, fm) == 0) {
+		n = (int)fm->fm_mapped_extents;
+		for (int i = 0; i < n; i++)
+			*unwritten += !!(fm->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN);
+	}
+	free(fm);
+	return n;
+}
+
+/* A new file's space: written zeroes where the device zeroes cheaply (no unwritten extent),
+ * else preallocated; either way all of it is reserved and reads as zeros. */
+static void test_new_file_space(void)
+{
+	uint64_t size = 64 << 20;
+	struct ssd *s;
+	struct stat st;
+	unsigned unwritten;
+	int fd, n;
+
+	make_path("space");
+	REQUIRE(open_file(&s, size) == 0);
+	fd = open(path, O_RDONLY);
+	REQUIRE(fd >= 0);
+	CHECK(fstat(fd, &st) == 0 && (uint64_t)st.st_size == size);
+	CHECK((uint64_t)st.st_blocks * 512 >= size); /* reserved whole */
+	n = extents(fd, &unwritten);
+	if (ssd_zeroed(s)) {
+		printf("     a new file: written zeroes (FALLOC_FL_WRITE_ZEROES), %d extents\n", n);
+		CHECK(n < 0 || unwritten == 0);
+	} else {
+		printf(
+		    "     a new file: preallocated, %d of %d extents unwritten (this filesystem or "
+		    "device cannot write zeroes cheaply: FALLOC_FL_WRITE_ZEROES needs Linux "
+		    "6.17 and unmap-zeroing)\n",
+		    (int)unwritten, n);
+	}
+	close(fd);
+	ssd_close(s);
+	/* an existing file with content is never zeroed, only formatted */
+	REQUIRE(open_file(&s, 0) == 0);
+	CHECK(!ssd_zeroed(s));
+	ssd_close(s);
+	unlink(path);
+}
+
 static void test_missing(void)
 {
 	struct ssd_config cfg = {.path = "/dev/kvcachefs-test-no-such-device"};
@@ -1069,6 +1129,7 @@ int main(void)
 	RUN(test_corrupt);
 	RUN(test_crash);
 	RUN(test_odirect);
+	RUN(test_new_file_space);
 	RUN(test_missing);
 	RUN(test_blockdev);
 	if (getenv("KVC_SSD_BENCH"))
