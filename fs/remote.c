@@ -76,6 +76,7 @@ struct qrec {
 	uint64_t generation;
 	struct ent_info info; /* Q_PUBLISH: one holder (this node); J_REPLICATE: the holders */
 	bool again;	      /* Q_PUBLISH: a re-announcement or a replica (no replica requests) */
+	uint64_t due;	      /* J_FORGET: monotonic ns before which it is not sent */
 	bool routed;	      /* Q_*: dir is set and the owners were sent it */
 	bool failed;	      /* Q_*: an owner could not be told: try again later */
 	unsigned tries;
@@ -103,6 +104,7 @@ struct remote {
 	struct qrec *rhead;	    /* publications to send again at retry_at */
 	uint64_t retry_at;
 	struct qrec *jhead, *jtail; /* jobs */
+	struct qrec *fhead, *ftail; /* J_FORGET jobs, in order of their due times */
 	bool reannounce;	    /* the members changed: announce everything again */
 	uint64_t rescan_at;	    /* monotonic ns of the next replica check */
 	bool stop;
@@ -1242,11 +1244,28 @@ int remote_unlink(struct remote *r, uint64_t parent, const char *name, bool loca
 
 /* ---- announcing what is published here ----------------------------------------------------- */
 
+/*
+ * A reader that found a holder no longer vouching for an entry (J_FORGET) tells the owners
+ * only this long after: the holder may have replaced the block (rename over it), and its
+ * publication of the new version may not have reached the owners yet; a forget that came
+ * first would leave the name with no holder, a miss on every node, until it does. Once the
+ * new version is there, the forget (of the old generation) changes nothing. A holder that
+ * drops a block tells the owners itself, at once.
+ */
+#define FORGET_DELAY_NS 1000000000ull
+
 static void queue_push(struct remote *r, struct qrec *q)
 {
 	pthread_mutex_lock(&r->qlock);
 	q->next = NULL;
-	if (q->kind == Q_PUBLISH || q->kind == Q_FORGET) {
+	if (q->kind == J_FORGET) {
+		q->due = mono_ns() + FORGET_DELAY_NS;
+		if (r->ftail)
+			r->ftail->next = q;
+		else
+			r->fhead = q;
+		r->ftail = q;
+	} else if (q->kind == Q_PUBLISH || q->kind == Q_FORGET) {
 		if (r->qtail)
 			r->qtail->next = q;
 		else
@@ -1810,10 +1829,17 @@ static void *worker_main(void *arg)
 			r->reannounce = false;
 			pthread_mutex_unlock(&r->qlock);
 			reannounce(r);
-		} else if (job) {
-			r->jhead = job->next;
-			if (!r->jhead)
-				r->jtail = NULL;
+		} else if (job || (r->fhead && now >= r->fhead->due)) {
+			if (!job) {
+				job = r->fhead;
+				r->fhead = job->next;
+				if (!r->fhead)
+					r->ftail = NULL;
+			} else {
+				r->jhead = job->next;
+				if (!r->jhead)
+					r->jtail = NULL;
+			}
 			pthread_mutex_unlock(&r->qlock);
 			if (job->kind == J_DROP)
 				send_drop(r, job->node, job->dir, job->name, job->generation);
@@ -1843,6 +1869,8 @@ static void *worker_main(void *arg)
 
 			if (r->rhead && r->retry_at - now < wait)
 				wait = r->retry_at - now;
+			if (r->fhead && r->fhead->due - now < wait)
+				wait = r->fhead->due - now;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += (time_t)(wait / 1000000000ull);
 			ts.tv_nsec += (long)(wait % 1000000000ull);
@@ -2201,6 +2229,7 @@ void remote_destroy(struct remote *r)
 	}
 	qlist_free(r->qhead);
 	qlist_free(r->jhead);
+	qlist_free(r->fhead);
 	qlist_free(r->rhead);
 	for (size_t k = 0; k < r->nnodes; k++) {
 		idle_close(&r->nodes[k]);
