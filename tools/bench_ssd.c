@@ -1578,6 +1578,20 @@ static int sb_plan(struct sb_run *r)
 }
 
 /* The run's directory, the names in it, the daemon up with its SSD tier. */
+/* Make the mount point tmp/leaf, its path in mnt ("" when it could not be made). */
+static int sb_mountpoint(char *mnt, size_t cap, const char *tmp, const char *leaf)
+{
+	int ret;
+
+	snprintf(mnt, cap, "%s/%s", tmp, leaf);
+	if (mkdir(mnt, 0755) == 0)
+		return 0;
+	ret = -errno;
+	sb_err("mkdir %s: %s", mnt, strerror(errno));
+	mnt[0] = '\0';
+	return ret;
+}
+
 static int sb_setup(struct sb_run *r)
 {
 	char tmpl[PATH_MAX];
@@ -1604,13 +1618,9 @@ static int sb_setup(struct sb_run *r)
 	snprintf(r->fio_file, sizeof(r->fio_file), "%s/fio.dat", r->tmp);
 	snprintf(r->fio_out, sizeof(r->fio_out), "%s/fio.json", r->tmp);
 	snprintf(r->fio_log, sizeof(r->fio_log), "%s/fio.log", r->tmp);
-	snprintf(r->mnt, sizeof(r->mnt), "%s/mnt", r->tmp);
-	if (mkdir(r->mnt, 0755) < 0) {
-		ret = -errno;
-		sb_err("mkdir %s: %s", r->mnt, strerror(errno));
-		r->mnt[0] = '\0';
+	ret = sb_mountpoint(r->mnt, sizeof(r->mnt), r->tmp, "mnt");
+	if (ret)
 		return ret;
-	}
 	ret = sb_daemon_start(r, &ns);
 	if (!ret)
 		ret = sb_status(r, &s);
@@ -1626,13 +1636,9 @@ static int sb_setup(struct sb_run *r)
 		    "started in %.1f ms\n",
 		    r->mnt, r->pool_size / MIB, r->pool, r->dram_only ? "" : ", SSD ",
 		    r->dram_only ? ", no SSD (DRAM-only test mode)" : r->ssd_arg, (double)ns / 1e6);
-	snprintf(r->memfs_mnt, sizeof(r->memfs_mnt), "%s/memfs", r->tmp);
-	if (mkdir(r->memfs_mnt, 0755) < 0) {
-		ret = -errno;
-		sb_err("mkdir %s: %s", r->memfs_mnt, strerror(errno));
-		r->memfs_mnt[0] = '\0';
+	ret = sb_mountpoint(r->memfs_mnt, sizeof(r->memfs_mnt), r->tmp, "memfs");
+	if (ret)
 		return ret;
-	}
 	ret = bench_run((char *const[]){r->memfs_bin, r->memfs_mnt, NULL}, false);
 	if (ret != 0 || !sb_mount_answers(r->memfs_mnt)) {
 		sb_err("%s %s failed (exit status %d)", r->memfs_bin, r->memfs_mnt, ret);
