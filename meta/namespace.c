@@ -3309,8 +3309,15 @@ static void rcv_blocks(struct rcv *c)
 		i->file.sum = x->r.checksum;
 		atomic_store_explicit(&i->file.size, x->r.length, memory_order_relaxed);
 		if (x->r.page != POOL_REC_NOPAGE) {
+			struct pool_hdr *h = pool_hdr(ns->pool, x->r.page);
+			uint64_t need = pool_pages_for(x->r.length);
+
+			/* recorded at its writer's close, before the seal trimmed it: it still has
+			 * the room it grew while written, which is not claimed */
+			if (need && h->npages > need)
+				h->npages = (uint32_t)need;
 			i->file.page = x->r.page;
-			i->file.npages = pool_hdr(ns->pool, x->r.page)->npages;
+			i->file.npages = h->npages;
 			i->file.unverified = true;
 		}
 		i->file.rec = x->slot + 1;
