@@ -1359,6 +1359,20 @@ void ns_destroy(struct ns *ns)
 	pthread_mutex_unlock(&ns->lock);
 	pthread_join(ns->evictor, NULL);
 
+	/* A directory's mtime moves with its children, and is recorded here, at a clean stop
+	 * (rewriting its record at every create and unlink cost 5-8% of small-block creates).
+	 * After a crash a directory has the mtime of the last clean stop, or of its own last
+	 * change (mkdir, chmod, chown, rename). */
+	pthread_mutex_lock(&ns->lock);
+	for (n = htable_next(&ns->inodes, &cursor, NULL); n;
+	     n = htable_next(&ns->inodes, &cursor, n)) {
+		struct inode *i = INODE_OF(n, ino_node);
+
+		if (i->kind == KIND_DIR && i != ns->root && !(i->flags & F_DETACHED))
+			persist(ns, i);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	cursor = 0;
 	while (ns->handles.next != &ns->handles) {
 		struct ns_handle *h = ns->handles.next;
 
@@ -3571,6 +3585,13 @@ int ns_recover(struct ns *ns, struct ns_recovery *res)
 	for (size_t k = 0; k < c.nonssd; k++) /* SSD copies gone, or superseded */
 		if (!c.onssd[k].i)
 			slot_put(ns, c.onssd[k].slot + 1);
+	/* attaching their children moved the directories' mtimes: back to their records' */
+	for (size_t k = 0; k < c.ndirs; k++)
+		if (c.dirs[k].i) {
+			atomic_store_explicit(&c.dirs[k].i->mtime_ns, c.dirs[k].r.mtime_ns,
+					      memory_order_relaxed);
+			c.dirs[k].i->ctime_ns = c.dirs[k].r.mtime_ns;
+		}
 	if (c.max_gen >= ns->next_gen)
 		ns->next_gen = c.max_gen + 1;
 	clock_gettime(CLOCK_MONOTONIC, &t1);

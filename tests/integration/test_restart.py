@@ -66,7 +66,8 @@ def tree(root):
             s = os.lstat(p)
             rel = os.path.relpath(p, root)
             if stat.S_ISDIR(s.st_mode):
-                out[rel] = ("dir", oct(stat.S_IMODE(s.st_mode)), s.st_uid, s.st_gid)
+                out[rel] = ("dir", oct(stat.S_IMODE(s.st_mode)), s.st_uid, s.st_gid,
+                            s.st_mtime_ns)
             else:
                 out[rel] = ("block" if stat.S_ISREG(s.st_mode) else oct(s.st_mode),
                             oct(stat.S_IMODE(s.st_mode)), s.st_uid, s.st_gid, s.st_size,
