@@ -84,7 +84,7 @@ struct inode {
 			bool closing;	 /* the writer closed an fd and wrote nothing since */
 			bool recorded;	 /* not sealed, but recorded as it was at that close */
 			bool referenced; /* read without an open since it was last put on the LRU */
-			bool on_clean;	 /* file.lru is on ns->clean, not ns->lru */
+			uint8_t list;	 /* the DRAM list file.lru is on (when linked): LIST_* */
 			bool unverified; /* recovered: the checksum is checked at the first open */
 			int8_t dev;	 /* SSD device holding a copy, -1: none */
 			uint32_t busy;	 /* demotion or promotion I/O in flight: pages stay */
@@ -124,10 +124,12 @@ struct ns {
 	struct htable inodes;
 	struct inode *root;
 	uint64_t next_ino, next_gen;
-	/* Sealed blocks in DRAM that nobody has open: ns->lru, and the oldest of them that have
-	 * been demoted ahead of eviction on ns->clean (older than all on ns->lru; eviction takes
-	 * those first, without I/O). clean_pages: their DRAM pages. */
-	struct lru lru, clean;
+	/* Sealed blocks in DRAM that nobody has open, each on one list, least recently used
+	 * last: ns->cached, the copies of other nodes' blocks (evicted first); ns->clean, the
+	 * oldest of this node's that were demoted ahead of eviction (older than all on ns->lru,
+	 * evicted next, without I/O); ns->lru, the others. clean_pages: the pages of the first
+	 * two lists, which eviction frees without writing anything. */
+	struct lru lru, clean, cached;
 	uint64_t clean_pages;
 	int64_t predemote_retry_ns; /* monotonic: a failed demotion ahead of eviction waits */
 	struct ns_handle handles;   /* sentinel of the list of open handles */
@@ -299,27 +301,45 @@ static int attach(struct ns *ns, struct inode *parent, struct inode *child)
 static void unpersist(struct ns *ns, struct inode *i);
 static struct pool_rec *slot_rec(const struct ns *ns, uint64_t slot);
 
-/* Take block i off the DRAM list it is on (ns->lru or ns->clean), if any. */
+enum { LIST_LRU, LIST_CLEAN, LIST_CACHED };
+
+static struct lru *dram_list(struct ns *ns, unsigned list)
+{
+	return list == LIST_CLEAN ? &ns->clean : list == LIST_CACHED ? &ns->cached : &ns->lru;
+}
+
+/* Take block i off the DRAM list it is on, if any. */
 static void dram_unlink(struct ns *ns, struct inode *i)
 {
 	if (!lru_linked(&i->file.lru))
 		return;
-	if (i->file.on_clean) {
-		lru_remove(&ns->clean, &i->file.lru);
+	lru_remove(dram_list(ns, i->file.list), &i->file.lru);
+	if (i->file.list != LIST_LRU)
 		ns->clean_pages -= i->file.npages;
-		i->file.on_clean = false;
-	} else {
-		lru_remove(&ns->lru, &i->file.lru);
-	}
+	i->file.list = LIST_LRU;
+}
+
+/* Put block i (on no list) at the recent end of list (a LIST_*). */
+static void dram_push(struct ns *ns, struct inode *i, unsigned list)
+{
+	lru_push(dram_list(ns, list), &i->file.lru);
+	if (list != LIST_LRU)
+		ns->clean_pages += i->file.npages;
+	i->file.list = (uint8_t)list;
 }
 
 /* Put block i (on no list, its DRAM copy evictable without I/O) at the recent end of
  * ns->clean: every block there is older than those on ns->lru. */
 static void clean_push(struct ns *ns, struct inode *i)
 {
-	lru_push(&ns->clean, &i->file.lru);
-	ns->clean_pages += i->file.npages;
-	i->file.on_clean = true;
+	dram_push(ns, i, LIST_CLEAN);
+}
+
+/* The last close of sealed block i (or its fill, for a copy of another node's block): the
+ * recent end of its list. */
+static void dram_release(struct ns *ns, struct inode *i)
+{
+	dram_push(ns, i, (i->flags & F_CACHED) ? LIST_CACHED : LIST_LRU);
 }
 
 /* Take child's name away, keeping its record (a rename writes the new one). */
@@ -722,8 +742,8 @@ static void drop_ssd(struct ns *ns, struct inode *i)
 		return;
 	if (ssd_only(i))
 		ns->ssd_only_n--;
-	if (i->file.on_clean) { /* its DRAM copy is the only one now: back in line */
-		dram_unlink(ns, i);
+	if (lru_linked(&i->file.lru) && i->file.list == LIST_CLEAN) {
+		dram_unlink(ns, i); /* its DRAM copy is the only one now: back in line */
 		lru_push_old(&ns->lru, &i->file.lru);
 	}
 	lru_remove(&ns->slru[i->file.dev], &i->file.slru);
@@ -752,20 +772,19 @@ static bool needs_demotion(const struct ns *ns, const struct inode *i)
  * to evict, -EAGAIN the oldest must be demoted first (the evictor thread does that). */
 static int evict_one(struct ns *ns)
 {
-	struct lru_node *n;
+	static const unsigned order[] = {LIST_CACHED, LIST_CLEAN, LIST_LRU};
+	struct lru_node *n = NULL;
 	struct inode *i;
 
-	/* Second chance: a block read through kvc_load_batch since it was queued moves to the
-	 * recent end of ns->lru instead (bounded: each pass clears one bit). */
-	while ((n = lru_oldest(&ns->clean)) && LRU_INODE(n)->file.referenced) {
-		LRU_INODE(n)->file.referenced = false;
-		dram_unlink(ns, LRU_INODE(n));
-		lru_push(&ns->lru, n);
-	}
-	if (!n) {
-		while ((n = lru_oldest(&ns->lru)) && LRU_INODE(n)->file.referenced) {
-			LRU_INODE(n)->file.referenced = false;
-			lru_touch(&ns->lru, n);
+	/* The oldest of the first list that has one. Second chance: a block read through
+	 * kvc_load_batch since it was queued moves to the recent end of its list (a clean one
+	 * to ns->lru) instead (bounded: each pass clears one bit). */
+	for (unsigned k = 0; k < sizeof(order) / sizeof(order[0]) && !n; k++) {
+		while ((n = lru_oldest(dram_list(ns, order[k]))) && LRU_INODE(n)->file.referenced) {
+			i = LRU_INODE(n);
+			i->file.referenced = false;
+			dram_unlink(ns, i);
+			dram_release(ns, i);
 		}
 	}
 	if (!n)
@@ -1315,6 +1334,7 @@ int ns_create(struct ns **out, struct pool *pool, const struct ns_config *cfg)
 	htable_init(&ns->inodes);
 	lru_init(&ns->lru);
 	lru_init(&ns->clean);
+	lru_init(&ns->cached);
 	ns->handles.next = ns->handles.prev = &ns->handles;
 	ns->root = inode_new(ns, KIND_DIR, "", 0755, 0, 0);
 	if (!ns->root) {
@@ -2134,10 +2154,8 @@ void ns_release(struct ns_handle *h)
 	if (i->file.open == 0) {
 		if (i->flags & F_DETACHED)
 			maybe_free(ns, i);
-		else if (i->file.sealed && (i->flags & F_CACHED))
-			lru_push_old(&ns->lru, &i->file.lru);
 		else if (i->file.sealed)
-			lru_push(&ns->lru, &i->file.lru);
+			dram_release(ns, i);
 	}
 	pthread_mutex_unlock(&ns->lock);
 	handle_free(h);
@@ -2887,7 +2905,7 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 	ns->blocks++; /* now it has bytes here */
 	i->file.checked_ns = now_ns();
 	if (i->file.open == 0 && !lru_linked(&i->file.lru))
-		lru_push_old(&ns->lru, &i->file.lru);
+		dram_release(ns, i); /* the recent end: the batch it belongs to is being loaded */
 	atomic_fetch_add_explicit(&ns->fetched, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ns->fetched_bytes,
 				  atomic_load_explicit(&i->file.size, memory_order_relaxed),

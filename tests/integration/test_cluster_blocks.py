@@ -125,6 +125,30 @@ class Blocks(tc.ClusterBase):
         r = kvc.run_ctl("lookup", b.mnt, "empty", names[140])
         self.assertEqual(r.stdout.split()[0], "1", r.stdout)
 
+    def test_side_channel_lookups_beyond_the_pool(self):
+        """Sets of remote blocks looked up one after the other on a node whose pool holds
+        about one and a half of them, each more than one parallel fetch (64 blocks): a
+        lookup evicts the copies of the sets before it, never those it has just fetched
+        (which it would fetch again, evicting others of its own, again and again)."""
+        a, b = self.join("--pool-size", "160M"), self.join()  # b: 32M
+        self.wait_total(a, 2, timeout=5)
+        size, n = 200 << 10, 100  # 20 MiB a set
+        sets = [["s%d-%03d" % (k, i) for i in range(n)] for k in range(3)]
+        for names in sets:
+            for name in names:
+                kvc.write_block(a.path(name), name.encode() * (size // len(name)))
+        for k, names in enumerate(sets):
+            t0 = time.monotonic()
+            r = kvc.run_ctl("lookup", b.mnt, *names, timeout=120)
+            self.assertEqual((r.returncode, r.stdout.split()[:1]), (0, [str(n)]),
+                             (k, r.stdout, r.stderr))
+            self.assertLess(time.monotonic() - t0, 10, "lookup of set %d" % k)
+        st = kvc.ctl_status_json(b.mnt)
+        # the earlier sets' copies went, at most a set's worth each time: not a churn
+        self.assertLessEqual(st["evictions"], 3 * n, st)
+        for name in sets[-1]:
+            self.assertEqual(read(b.path(name)), name.encode() * (size // len(name)))
+
     def test_listing_across_nodes(self):
         a, b, c = self.three()
         os.mkdir(a.path("d"))
