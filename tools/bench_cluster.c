@@ -2023,7 +2023,7 @@ int cmd_cluster(int argc, char **argv)
 
 	r.conns = calloc((size_t)r.threads, sizeof(*r.conns));
 	r.w = calloc((size_t)r.threads, sizeof(*r.w));
-	if (!r.conns || !r.w || posix_memalign((void **)&r.wbuf, 4096, CL_TARGET_SIZE)) {
+	if (!r.conns || !r.w || !(r.wbuf = bench_buffer(CL_TARGET_SIZE))) {
 		cl_err("out of memory");
 		ret = -ENOMEM;
 		goto out;
@@ -2031,24 +2031,22 @@ int cmd_cluster(int argc, char **argv)
 	for (int t = 0; t < r.threads; t++) {
 		r.conns[t].fd = -1;
 		r.w[t].conn = &r.conns[t];
-		if (posix_memalign((void **)&r.w[t].buf, 4096, CL_TARGET_SIZE)) {
+		if (!(r.w[t].buf = bench_buffer(CL_TARGET_SIZE))) {
 			cl_err("out of memory");
 			ret = -ENOMEM;
 			goto out;
 		}
-		memset(r.w[t].buf, 0, CL_TARGET_SIZE); /* fault it in before any timing */
 	}
 	for (int s = 0; s < CL_NSIZES; s++)
 		if (r.z.count[s] > most)
 			most = r.z.count[s];
 	r.snames = calloc(most, sizeof(*r.snames));
 	r.snameptrs = calloc(most, sizeof(*r.snameptrs));
-	if (!r.snames || !r.snameptrs || posix_memalign((void **)&r.sbuf, 4096, r.sbuf_size)) {
+	if (!r.snames || !r.snameptrs || !(r.sbuf = bench_buffer(r.sbuf_size))) {
 		cl_err("out of memory");
 		ret = -ENOMEM;
 		goto out;
 	}
-	memset(r.sbuf, 0, r.sbuf_size);
 	install_signals();
 	signal(SIGPIPE, SIG_IGN);
 	ret = cl_setup(&r);
@@ -2070,11 +2068,11 @@ out:
 			ret = 1;
 	}
 	for (int t = 0; r.w && t < r.threads; t++)
-		free(r.w[t].buf);
+		bench_buffer_free(r.w[t].buf, CL_TARGET_SIZE);
 	free(r.w);
 	free(r.conns);
-	free(r.wbuf);
-	free(r.sbuf);
+	bench_buffer_free(r.wbuf, CL_TARGET_SIZE);
+	bench_buffer_free(r.sbuf, r.sbuf_size);
 	free(r.snames);
 	free(r.snameptrs);
 	return ret < 0 ? 1 : ret;

@@ -1808,14 +1808,11 @@ int cmd_ssd(int argc, char **argv)
 	ret = sb_plan(&r);
 	if (ret)
 		return ret;
-	if (posix_memalign((void **)&r.wbuf, 4096, largest) ||
-	    posix_memalign((void **)&r.rbuf, 4096, largest)) {
+	if (!(r.wbuf = bench_buffer(largest)) || !(r.rbuf = bench_buffer(largest))) {
 		sb_err("out of memory");
 		ret = -ENOMEM;
 		goto out;
 	}
-	memset(r.wbuf, 0, largest); /* fault them in before any timing */
-	memset(r.rbuf, 0, largest);
 	install_signals();
 	signal(SIGPIPE, SIG_IGN);
 	ret = sb_setup(&r);
@@ -1834,7 +1831,7 @@ out:
 		if (r.plot && sb_plot(&r) < 0)
 			ret = 1;
 	}
-	free(r.wbuf);
-	free(r.rbuf);
+	bench_buffer_free(r.wbuf, largest);
+	bench_buffer_free(r.rbuf, largest);
 	return ret < 0 ? 1 : ret;
 }

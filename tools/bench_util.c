@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -161,6 +162,24 @@ int bench_arg_int(const char *opt, const char *arg, int lo, int hi, int *out)
 }
 
 /* ---- children ---- */
+
+void *bench_buffer(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	(void)madvise(p, len, MADV_DONTFORK); /* without it, only slower */
+	memset(p, 0, len);		      /* faulted in, whatever MAP_POPULATE did */
+	return p;
+}
+
+void bench_buffer_free(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
 
 pid_t bench_spawn(char *const argv[], int out_fd, int err_fd)
 {

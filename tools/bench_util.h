@@ -25,6 +25,13 @@ void install_signals(void);
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_ns(void);
 
+/* A page-aligned buffer of len bytes, its pages faulted in, which the forks of this process
+ * do not share: after a fork (every program the bench starts), each page of an ordinary
+ * buffer is copy-on-write, and the next write to it faults, inside whatever is timed then
+ * (65536 faults for 256 MiB). NULL when out of memory; bench_buffer_free(p, len) frees it. */
+void *bench_buffer(size_t len);
+void bench_buffer_free(void *p, size_t len);
+
 /* ---- I/O ---- */
 
 /* Write all len bytes; an EINTR is retried unless `stop` is set. 0 or -errno. */
