@@ -483,7 +483,6 @@ static void ssd_geometry(struct ssd *s, const struct ssd_super *sb)
 
 /* ---- open and close ---------------------------------------------------------------------- */
 
-/* Open cfg->path read-write with O_DIRECT; sets s->fd, s->blockdev, *created. */
 /* 1 when fd is on tmpfs, 2 on ramfs, 0 otherwise (or when fstatfs fails). */
 static int ssd_memory_fs(int fd)
 {
@@ -495,6 +494,8 @@ static int ssd_memory_fs(int fd)
 		return 1;
 	return (unsigned long)sf.f_type == RAMFS_MAGIC ? 2 : 0;
 }
+
+/* Open cfg->path read-write with O_DIRECT; sets s->fd, s->blockdev, *created. */
 
 static int ssd_open_fd(struct ssd *s, const struct ssd_config *cfg, bool *created, char *err,
 		       size_t errlen)

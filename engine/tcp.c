@@ -1488,7 +1488,6 @@ int xfer_stream_send(struct xfer_stream *s, uint32_t seg, uint64_t off, uint64_t
 int xfer_stream_recv(struct xfer_stream *s, uint64_t len, int pipe_wr, void *check,
 		     uint32_t check_len, int *broken)
 {
-	struct xfer_counters *ctr = s->p->e->cfg.counters;
 	uint64_t id = ++s->last_id, body;
 	int rc, st;
 
@@ -1510,10 +1509,7 @@ int xfer_stream_recv(struct xfer_stream *s, uint64_t len, int pipe_wr, void *che
 	*broken = 0;
 	if (st || rc)
 		return -(st ? st : rc);
-	atomic_fetch_add_explicit(&s->p->bytes_read, len, memory_order_relaxed);
-	if (ctr)
-		atomic_fetch_add_explicit(&ctr->read_bytes[XFER_IDX_TCP], len,
-					  memory_order_relaxed);
+	xfer_count_bytes(s->p, XFER_IDX_TCP, true, len);
 	return 0;
 }
 

@@ -470,11 +470,7 @@ static void slice_end(struct xslice *s, int err, unsigned tidx)
 		err = -err;
 	}
 	if (err == 0) {
-		atomic_fetch_add(s->op == XFER_READ ? &p->bytes_read : &p->bytes_written, s->len);
-		if (c)
-			atomic_fetch_add_explicit(s->op == XFER_READ ? &c->read_bytes[tidx]
-								     : &c->written_bytes[tidx],
-						  s->len, memory_order_relaxed);
+		xfer_count_bytes(p, tidx, s->op == XFER_READ, s->len);
 	} else {
 		atomic_fetch_add(&p->failures, 1);
 		atomic_compare_exchange_strong(&q->err, &zero, err);

@@ -232,6 +232,19 @@ static inline uint64_t xfer_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Bytes moved with peer p by a completed READ (read) or WRITE over transport tidx: the
+ * peer's totals and the engine's counters (cfg.counters), when it has some. */
+static inline void xfer_count_bytes(struct xfer_peer *p, unsigned tidx, bool read, uint64_t len)
+{
+	struct xfer_counters *c = p->e->cfg.counters;
+
+	atomic_fetch_add_explicit(read ? &p->bytes_read : &p->bytes_written, len,
+				  memory_order_relaxed);
+	if (c)
+		atomic_fetch_add_explicit(read ? &c->read_bytes[tidx] : &c->written_bytes[tidx],
+					  len, memory_order_relaxed);
+}
+
 /* core (xfer.c), for the transports */
 /* End the slices on l (each s->path already NULL, s->end_err set): 0 done, > 0 a final
  * status from the target, < 0 the path failed (retried elsewhere). No lock may be held. */

@@ -647,7 +647,8 @@ static void kvc_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bu
 }
 
 /* One close() of an fd: the writer may go on through a dup (dd, shell redirections), so
- * the block is sealed at release, the last close; flush only reports a discarded block. */
+ * the block is sealed at release, the last close; flush records it as it is (it survives a
+ * crash before that release) and reports a discarded block. */
 static void kvc_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ns_handle *h = fh_handle(fi);

@@ -427,6 +427,19 @@ static bool hdr_vouches(const struct pool_hdr *hdr, const struct ent_holder *h,
 	       hdr->seal_time_ns == info->version;
 }
 
+/* hdr_vouches, for a read of name from holder h; when it does not (evicted or replaced there
+ * since the entry was made, or the node restarted), its owners are told to forget that
+ * holder (and restore the replica count). */
+static bool holder_vouches(struct remote *r, const char *dir, const char *name,
+			   const struct pool_hdr *hdr, const struct ent_holder *h,
+			   const struct ent_info *info, const XXH128_hash_t *nh)
+{
+	if (hdr_vouches(hdr, h, info, nh))
+		return true;
+	(void)job_push(r, J_FORGET, dir, name, h->node, h->generation, NULL);
+	return false;
+}
+
 /* Can holder h serve this node (not this node, live, its peer open, its header located)? 0
  * with *p and *hdr_off, or -errno. */
 static int holder_reach(struct remote *r, const struct ent_holder *h, struct xfer_peer **p,
@@ -465,14 +478,8 @@ static int fetch_range(struct remote *r, const char *dir, const char *name,
 				h->node, strerror(-ret));
 			continue;
 		}
-		if (!hdr_vouches(hdr, h, info, &nh)) {
-			/* evicted or replaced there since the entry was made, or the node
-			 * restarted: its owners forget that holder (and restore the replica count)
-			 */
-			(void)job_push(r, J_FORGET, dir, name, h->node, h->generation, NULL);
-			continue;
-		}
-		return 0;
+		if (holder_vouches(r, dir, name, hdr, h, info, &nh))
+			return 0;
 	}
 	return -ENOENT;
 }
@@ -811,10 +818,8 @@ static ssize_t ahead_take(struct remote_stream *rs, uint64_t len, int pipe_wr)
 	if (ret)
 		return ret;
 	rs->next += len;
-	if (!hdr_vouches(&hdr, h, &rs->info, &rs->nh)) {
-		(void)job_push(rs->r, J_FORGET, rs->dir, rs->name, h->node, h->generation, NULL);
+	if (!holder_vouches(rs->r, rs->dir, rs->name, &hdr, h, &rs->info, &rs->nh))
 		return -ESTALE;
-	}
 	rs->cur = rs->at;
 	if (ahead_fill(rs))
 		ahead_stop(rs); /* this chunk is good; the next reads ask one by one */
@@ -906,11 +911,8 @@ static ssize_t stream_try(struct remote_stream *rs, const struct ent_holder *h, 
 	stream_put(r, h->node, s, broken);
 	if (ret)
 		return ret;
-	if (!hdr_vouches(&hdr, h, &rs->info, &rs->nh)) {
-		/* evicted or replaced there since the entry was made: as in fetch_bytes */
-		(void)job_push(r, J_FORGET, rs->dir, rs->name, h->node, h->generation, NULL);
+	if (!holder_vouches(r, rs->dir, rs->name, &hdr, h, &rs->info, &rs->nh))
 		return -ESTALE;
-	}
 	return (ssize_t)len;
 }
 
@@ -1254,29 +1256,38 @@ int remote_unlink(struct remote *r, uint64_t parent, const char *name, bool loca
  */
 #define FORGET_DELAY_NS 1000000000ull
 
+/* Append q to the list [*head, *tail]. */
+static void fifo_push(struct qrec **head, struct qrec **tail, struct qrec *q)
+{
+	q->next = NULL;
+	if (*tail)
+		(*tail)->next = q;
+	else
+		*head = q;
+	*tail = q;
+}
+
+/* Take the first of the list [*head, *tail] (not empty). */
+static struct qrec *fifo_pop(struct qrec **head, struct qrec **tail)
+{
+	struct qrec *q = *head;
+
+	*head = q->next;
+	if (!*head)
+		*tail = NULL;
+	return q;
+}
+
 static void queue_push(struct remote *r, struct qrec *q)
 {
 	pthread_mutex_lock(&r->qlock);
-	q->next = NULL;
 	if (q->kind == J_FORGET) {
 		q->due = mono_ns() + FORGET_DELAY_NS;
-		if (r->ftail)
-			r->ftail->next = q;
-		else
-			r->fhead = q;
-		r->ftail = q;
+		fifo_push(&r->fhead, &r->ftail, q);
 	} else if (q->kind == Q_PUBLISH || q->kind == Q_FORGET) {
-		if (r->qtail)
-			r->qtail->next = q;
-		else
-			r->qhead = q;
-		r->qtail = q;
+		fifo_push(&r->qhead, &r->qtail, q);
 	} else {
-		if (r->jtail)
-			r->jtail->next = q;
-		else
-			r->jhead = q;
-		r->jtail = q;
+		fifo_push(&r->jhead, &r->jtail, q);
 	}
 	pthread_cond_signal(&r->qcond);
 	pthread_mutex_unlock(&r->qlock);
@@ -1830,16 +1841,7 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&r->qlock);
 			reannounce(r);
 		} else if (job || (r->fhead && now >= r->fhead->due)) {
-			if (!job) {
-				job = r->fhead;
-				r->fhead = job->next;
-				if (!r->fhead)
-					r->ftail = NULL;
-			} else {
-				r->jhead = job->next;
-				if (!r->jhead)
-					r->jtail = NULL;
-			}
+			job = job ? fifo_pop(&r->jhead, &r->jtail) : fifo_pop(&r->fhead, &r->ftail);
 			pthread_mutex_unlock(&r->qlock);
 			if (job->kind == J_DROP)
 				send_drop(r, job->node, job->dir, job->name, job->generation);

@@ -104,14 +104,13 @@ struct ns_handle {
 	bool writer;
 	/* Writer only, under lock: orders concurrent requests on this handle. */
 	pthread_mutex_t lock;
-	XXH3_state_t *xxh; /* running checksum while writes are sequential, else NULL */
-	uint64_t hashed;   /* bytes already folded into xxh */
-	bool failed;	   /* a write got ENOSPC: the block is discarded at close */
-	bool flushed;	   /* the writer closed an fd (flush) and wrote nothing since */
-	bool aborted;	   /* a reservation given up: discard at release, not an ENOSPC */
-	bool has_sum;	   /* sum is the payload's checksum, computed by whoever filled it */
-	bool flush_sum_ok; /* flush_sum is the payload's checksum as of the last flush */
-	uint64_t flush_sum;
+	XXH3_state_t *xxh;  /* running checksum while writes are sequential, else NULL */
+	uint64_t hashed;    /* bytes already folded into xxh */
+	bool failed;	    /* a write got ENOSPC: the block is discarded at close */
+	bool flushed;	    /* the writer closed an fd (flush) and wrote nothing since: flush_sum */
+	bool aborted;	    /* a reservation given up: discard at release, not an ENOSPC */
+	bool has_sum;	    /* sum is the payload's checksum, computed by whoever filled it */
+	uint64_t flush_sum; /* the payload's checksum as that flush recorded it */
 	uint64_t sum;
 	uint64_t target;  /* a reservation: the directory its commit publishes into */
 	uint64_t version; /* a replica's version, kept at the seal (0: a new one) */
@@ -1908,7 +1907,6 @@ static void clear_flushed(struct ns_handle *h)
 	if (!h->flushed)
 		return;
 	h->flushed = false;
-	h->flush_sum_ok = false;
 	pthread_mutex_lock(&ns->lock);
 	i->file.closing = false;
 	if (i->file.recorded) {
@@ -2028,7 +2026,6 @@ static void flush_record(struct ns_handle *h)
 	uint64_t sum = payload_sum(h);
 
 	h->flush_sum = sum;
-	h->flush_sum_ok = true;
 	pthread_mutex_lock(&ns->lock);
 	if (!(i->flags & (F_DETACHED | F_REMOTE | F_CACHED)) && !i->file.sealed) {
 		int64_t now = now_ns();
@@ -2069,7 +2066,7 @@ static int seal_locked(struct ns_handle *h)
 		pthread_mutex_unlock(&ns->lock);
 		return h->failed ? -ENOSPC : 0;
 	}
-	sum = h->flush_sum_ok ? h->flush_sum : payload_sum(h);
+	sum = h->flushed ? h->flush_sum : payload_sum(h);
 
 	pthread_mutex_lock(&ns->lock);
 	if (i->file.npages > keep) {
@@ -2122,13 +2119,12 @@ int ns_flush(struct ns_handle *h)
 	pthread_mutex_lock(&h->lock);
 	if (h->failed) {
 		ret = -ENOSPC;
-	} else if (!h->ino->file.sealed) {
+	} else if (!h->ino->file.sealed && !h->flushed) { /* else recorded, unchanged since */
 		h->flushed = true;
 		pthread_mutex_lock(&h->ns->lock);
 		h->ino->file.closing = true;
 		pthread_mutex_unlock(&h->ns->lock);
-		if (!h->flush_sum_ok) /* else recorded at an earlier flush, unchanged since */
-			flush_record(h);
+		flush_record(h);
 	}
 	pthread_mutex_unlock(&h->lock);
 	return ret;
@@ -2906,10 +2902,7 @@ int ns_fill_remote(struct ns_handle *h, uint64_t ino, uint64_t version, uint64_t
 	i->file.checked_ns = now_ns();
 	if (i->file.open == 0 && !lru_linked(&i->file.lru))
 		dram_release(ns, i); /* the recent end: the batch it belongs to is being loaded */
-	atomic_fetch_add_explicit(&ns->fetched, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&ns->fetched_bytes,
-				  atomic_load_explicit(&i->file.size, memory_order_relaxed),
-				  memory_order_relaxed);
+	ns_note_fetched(ns, 1, size_of(i));
 out:
 	pthread_mutex_unlock(&ns->lock);
 	ns_abort(h); /* an empty reservation now, or the fetched bytes nobody wants */

@@ -192,7 +192,9 @@ ssize_t ns_write_fill(struct ns_handle *h, uint64_t off, size_t len, ns_fill_fn 
 /* Seal the block now if h is its writer (fsync); a discarded block reports ENOSPC. */
 int ns_seal(struct ns_handle *h);
 /* One close() of an fd on h (FUSE flush): the writer may still write through a dup, so the
- * block is only marked as closing (see ns_open); ENOSPC if the block is being discarded. */
+ * block is only marked as closing (see ns_open), and recorded as it is, so that a crash
+ * before the release finds it sealed (a later write takes that back); ENOSPC if the block
+ * is being discarded. */
 int ns_flush(struct ns_handle *h);
 /* The last close of the handle: seals a still-writing block, unpins, frees what nothing
  * needs anymore. */
