@@ -283,10 +283,38 @@ static void sock_name(int fd, bool peer, char *buf, size_t len)
 	snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
-static void sock_tune(int fd)
+static int set_congestion(int fd, const char *name)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)strlen(name)) < 0
+		   ? -errno
+		   : 0;
+}
+
+int xfer_tcp_congestion_check(const char *name)
+{
+	size_t len = name ? strlen(name) : 0;
+	int fd, ret;
+
+	if (!len || len >= XFER_TCP_CONGESTION_MAX)
+		return -EINVAL;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	ret = set_congestion(fd, name);
+	close(fd);
+	return ret;
+}
+
+/* Options of every connection; the congestion control was checked when the engine was
+ * created, so a failure here (a module unloaded since) leaves the system's. */
+static void sock_tune(const struct xfer_engine *e, int fd)
 {
 	int one = 1, idle = 10, intvl = 5, cnt = 3;
 
+	if (e->cfg.tcp_congestion)
+		(void)set_congestion(fd, e->cfg.tcp_congestion);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
@@ -1359,7 +1387,7 @@ static int connect_hs(struct xfer_engine *e, struct xfer_peer *p, unsigned timeo
 		close(fd);
 		return rc;
 	}
-	sock_tune(fd);
+	sock_tune(e, fd);
 	*out = fd;
 	return 0;
 }
@@ -1777,7 +1805,7 @@ static void do_accept(struct tcp_xport *x)
 			close(fd);
 			continue;
 		}
-		sock_tune(fd);
+		sock_tune(x->e, fd);
 		pthread_mutex_init(&c->h.mu, NULL);
 		c->h.kind = PATH_TCP;
 		c->x = x;

@@ -1140,10 +1140,16 @@ int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg)
 
 	if (!out || !cfg || !cfg->secret || cfg->secret_len < XFER_SECRET_MIN)
 		return -EINVAL;
+	if (cfg->tcp_congestion && (rc = xfer_tcp_congestion_check(cfg->tcp_congestion)) < 0)
+		return rc;
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
+	if (cfg->tcp_congestion) {
+		snprintf(e->tcp_congestion, sizeof(e->tcp_congestion), "%s", cfg->tcp_congestion);
+		e->cfg.tcp_congestion = e->tcp_congestion;
+	}
 	e->cfg.secret = NULL;
 	e->cfg.secret_len = 0;
 	config_defaults(&e->cfg);

@@ -88,8 +88,11 @@ struct xfer_config {
 	unsigned timeout_ms;	 /* a request not done by then fails XFER_TIMEDOUT (default 5000) */
 	unsigned retries;	 /* tries per slice on other paths before failing (default 3) */
 	unsigned io_threads;	 /* threads driving the transports (default 2) */
-	xfer_rpc_fn rpc;	 /* RPCs from peers; NULL: answered with status EOPNOTSUPP */
-	void *rpc_arg;		 /* passed to rpc */
+	/* TCP congestion control of every TCP connection (TCP_CONGESTION, e.g. "cubic");
+	 * NULL: the system's (net.ipv4.tcp_congestion_control). Checked by xfer_create. */
+	const char *tcp_congestion;
+	xfer_rpc_fn rpc;		/* RPCs from peers; NULL: answered with status EOPNOTSUPP */
+	void *rpc_arg;			/* passed to rpc */
 	struct xfer_counters *counters; /* NULL: none kept */
 	/* Notable events, one line each with a syslog level (LOG_WARNING: a peer's transfer
 	 * connection lost, RDMA falling back to TCP; LOG_INFO: connections back; ...), said once
@@ -100,6 +103,12 @@ struct xfer_config {
 };
 
 int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg);
+/* Whether this process may give its TCP connections congestion control name: 0; -ENOENT
+ * not available on this host (not built in, no such module); -EPERM not among the ones
+ * allowed without CAP_NET_ADMIN (net.ipv4.tcp_allowed_congestion_control); -EINVAL not a
+ * name (empty, or XFER_TCP_CONGESTION_MAX bytes or more). */
+#define XFER_TCP_CONGESTION_MAX 16
+int xfer_tcp_congestion_check(const char *name);
 /* Close every peer (pending requests end XFER_CANCELLED), stop the threads, free. */
 void xfer_destroy(struct xfer_engine *e);
 /* The address the engine listens on, with the port actually bound ("127.0.0.1:40123"). */

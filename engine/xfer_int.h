@@ -190,7 +190,8 @@ struct xfer_peer {
 struct tcp_xport;
 
 struct xfer_engine {
-	struct xfer_config cfg; /* defaults filled in; secret not kept */
+	struct xfer_config cfg;			      /* defaults filled in; secret not kept */
+	char tcp_congestion[XFER_TCP_CONGESTION_MAX]; /* cfg.tcp_congestion points here */
 	struct auth_key key;
 	uint64_t node_id;
 	unsigned transports; /* usable here */

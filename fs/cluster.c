@@ -77,6 +77,35 @@ uint64_t cluster_default_node_id(const char *mountpoint)
 	return id ? id : 1;
 }
 
+/* Why --tcp-congestion name was refused (err from xfer_tcp_congestion_check), with the
+ * names that would do. */
+static void congestion_refused(const char *name, int err, char *out, size_t len)
+{
+	const char *list = err == -ENOENT ? "available" : err == -EPERM ? "allowed" : NULL;
+	char path[96], names[256] = "";
+	FILE *f;
+
+	if (!list) {
+		snprintf(out, len, "--tcp-congestion %s: %s", name, strerror(-err));
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/tcp_%s_congestion_control", list);
+	if ((f = fopen(path, "re"))) {
+		if (!fgets(names, sizeof(names), f))
+			names[0] = '\0';
+		names[strcspn(names, "\n")] = '\0';
+		fclose(f);
+	}
+	if (err == -ENOENT)
+		snprintf(out, len,
+			 "--tcp-congestion %s: not available on this host (available: %s)", name,
+			 names[0] ? names : "unknown");
+	else
+		snprintf(out, len,
+			 "--tcp-congestion %s: not allowed without CAP_NET_ADMIN (allowed: %s)",
+			 name, names[0] ? names : "unknown");
+}
+
 void cluster_default_listen(char *buf, size_t len)
 {
 	struct ifaddrs *ifs, *i;
@@ -458,8 +487,13 @@ int cluster_start(struct cluster **out, const struct kvc_options *o, const char 
 		snprintf(listen, sizeof(listen), "%s", o->listen);
 	else
 		cluster_default_listen(listen, sizeof(listen));
+	if (o->tcp_congestion && (ret = xfer_tcp_congestion_check(o->tcp_congestion)) < 0) {
+		congestion_refused(o->tcp_congestion, ret, err, errlen);
+		goto fail;
+	}
 	ret = xfer_create(&c->xe, &(struct xfer_config){
 				      .listen = listen,
+				      .tcp_congestion = o->tcp_congestion,
 				      .node_id = c->node_id,
 				      .secret = secret,
 				      .secret_len = secret_len,

@@ -3,6 +3,8 @@
  */
 #include "fs/options.h"
 
+#include "engine/xfer.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -242,6 +244,23 @@ static int check_listen(struct kvc_options *o, const char *s)
 	return 0;
 }
 
+/* A congestion control's name as the kernel spells them (cubic, reno, bbr, dctcp...);
+ * whether this host has it is checked at the start (xfer_tcp_congestion_check). */
+static int check_congestion(struct kvc_options *o, const char *s)
+{
+	size_t len = strlen(s);
+
+	if (!len || len >= XFER_TCP_CONGESTION_MAX ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyz"
+		      "0123456789_-") != len)
+		return fail(o,
+			    "--tcp-congestion: expected the name of a TCP congestion control "
+			    "(e.g. cubic), got '%s'",
+			    s);
+	o->tcp_congestion = s;
+	return 0;
+}
+
 /*
  * PATH[:SIZE]. A path may itself hold ':', so the split is at the last ':' only when what
  * follows is a size above 0 ("/a:b/f" and "/x/f:0" are paths); a trailing ':' with nothing
@@ -363,6 +382,7 @@ enum {
 	OPT_NODE_ID,
 	OPT_LISTEN,
 	OPT_SECRET_FILE,
+	OPT_TCP_CONGESTION,
 	OPT_SSD,
 	OPT_SSD_QUEUE,
 	OPT_DEMOTE_ABOVE,
@@ -391,6 +411,7 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 	    {"node-id", required_argument, NULL, OPT_NODE_ID},
 	    {"listen", required_argument, NULL, OPT_LISTEN},
 	    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+	    {"tcp-congestion", required_argument, NULL, OPT_TCP_CONGESTION},
 	    {"ssd", required_argument, NULL, OPT_SSD},
 	    {"ssd-queue-depth", required_argument, NULL, OPT_SSD_QUEUE},
 	    {"demote-above", required_argument, NULL, OPT_DEMOTE_ABOVE},
@@ -473,6 +494,9 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		case OPT_SECRET_FILE:
 			o->secret_file = optarg;
 			break;
+		case OPT_TCP_CONGESTION:
+			ret = check_congestion(o, optarg);
+			break;
 		case OPT_SSD:
 			ret = add_ssd(o, optarg);
 			break;
@@ -510,8 +534,10 @@ int opt_parse(int argc, char **argv, struct kvc_options *o)
 		return fail(o, "--max-block-size: at least 4K is needed");
 	if (o->max_block_size > (1ull << 32) * 4096)
 		return fail(o, "--max-block-size: too large");
-	if (!o->etcd && (o->cluster || o->node_id || o->listen || o->secret_file))
-		return fail(o, "--cluster, --node-id, --listen and --secret-file need --etcd");
+	if (!o->etcd &&
+	    (o->cluster || o->node_id || o->listen || o->secret_file || o->tcp_congestion))
+		return fail(o, "--cluster, --node-id, --listen, --secret-file and "
+			       "--tcp-congestion need --etcd");
 	if (o->etcd && !o->cluster)
 		return fail(o, "--etcd needs --cluster NAME");
 	if (o->etcd && !o->secret_file)
@@ -604,6 +630,12 @@ void opt_usage(const char *prog, FILE *out)
 	    "                            non-loopback IPv4 address, any free port)\n"
 	    "      --secret-file F       the cluster secret: at least 16 bytes, not readable\n"
 	    "                            by others; nodes without it are refused\n"
+	    "      --tcp-congestion NAME TCP congestion control of the transfer engine's\n"
+	    "                            connections, e.g. cubic (default: the system's,\n"
+	    "                            net.ipv4.tcp_congestion_control). With bbr and no\n"
+	    "                            fq qdisc, cubic can carry much more per connection.\n"
+	    "                            One this host lacks, or (without CAP_NET_ADMIN) not\n"
+	    "                            in tcp_allowed_congestion_control, is refused\n"
 	    "  -h, --help                show this help and exit\n"
 	    "  -V, --version             show the version and exit\n"
 	    "\n"

@@ -51,12 +51,13 @@ struct kvc_options {
 	const char *metrics;
 	struct sockaddr_storage metrics_addr;
 	/* Cluster mode (all NULL/0 without --etcd: single node). */
-	const char *etcd;	 /* --etcd http://HOST:PORT[,...] */
-	const char *cluster;	 /* --cluster NAME */
-	uint64_t node_id;	 /* --node-id, 0: derived from the host name and mountpoint */
-	const char *listen;	 /* --listen HOST:PORT for the transfer engine, NULL: default */
-	const char *secret_file; /* --secret-file F: the cluster secret */
-	char fuse_opts[1024];	 /* comma-separated -o options, passed to FUSE */
+	const char *etcd;	    /* --etcd http://HOST:PORT[,...] */
+	const char *cluster;	    /* --cluster NAME */
+	uint64_t node_id;	    /* --node-id, 0: derived from the host name and mountpoint */
+	const char *listen;	    /* --listen HOST:PORT for the transfer engine, NULL: default */
+	const char *secret_file;    /* --secret-file F: the cluster secret */
+	const char *tcp_congestion; /* --tcp-congestion NAME, NULL: the system's */
+	char fuse_opts[1024];	    /* comma-separated -o options, passed to FUSE */
 	/* -o max_read=N among them (0: not given): libfuse insists that the filesystem's
 	 * init() announce the same value, or it ends the session after the mount. */
 	uint32_t max_read;

@@ -165,6 +165,32 @@ static void test_cluster_options(void)
 	      -EINVAL);
 }
 
+static void test_tcp_congestion(void)
+{
+	struct kvc_options o;
+
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s /m") == 0 &&
+	      !o.tcp_congestion);
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion cubic "
+			"/m") == 0 &&
+	      !strcmp(o.tcp_congestion, "cubic"));
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion "
+			"dctcp_x-2 /m") == 0);
+	CHECK(parse(&o, "--tcp-congestion cubic /m") == -EINVAL && strstr(o.err, "need --etcd"));
+	/* not a name: upper case, punctuation, empty, 16 bytes or more */
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion Cubic "
+			"/m") == -EINVAL &&
+	      strstr(o.err, "--tcp-congestion") && strstr(o.err, "'Cubic'"));
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion a/b "
+			"/m") == -EINVAL);
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion= /m") ==
+	      -EINVAL);
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion "
+			"abcdefghijklmnop /m") == -EINVAL);
+	CHECK(parse(&o, "--etcd http://e:1 --cluster c --secret-file s --tcp-congestion "
+			"abcdefghijklmno /m") == 0);
+}
+
 static void test_ssd(void)
 {
 	struct kvc_options o;
@@ -355,6 +381,7 @@ int main(void)
 	RUN(test_rejected);
 	RUN(test_pool_permissions);
 	RUN(test_cluster_options);
+	RUN(test_tcp_congestion);
 	RUN(test_ssd);
 	RUN(test_ssd_last_colon);
 	RUN(test_ssd_rejected);

@@ -30,6 +30,7 @@
 #include "tests/unit/check.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,6 +97,9 @@ static unsigned env_u(const char *name)
 	return v ? (unsigned)strtoul(v, NULL, 0) : 0;
 }
 
+/* The TCP congestion control of both engines of the next pairs (NULL: the system's). */
+static const char *pair_congestion;
+
 /* ... with fn (may be NULL) serving RPCs on b. */
 static int pair_open_rpc(struct pair *pp, uint64_t seg_len, unsigned timeout_ms, xfer_rpc_fn fn,
 			 void *arg)
@@ -105,6 +110,7 @@ static int pair_open_rpc(struct pair *pp, uint64_t seg_len, unsigned timeout_ms,
 
 	cb.rpc = fn;
 	cb.rpc_arg = arg;
+	ca.tcp_congestion = cb.tcp_congestion = pair_congestion;
 
 	/* tuning knobs for the throughput run */
 	ca.conns_per_peer = env_u("KVC_XFER_CONNS");
@@ -1999,10 +2005,124 @@ static void test_streams(void)
 	free(got);
 }
 
+/* The first line of a /proc file into buf ("" when unreadable). */
+static void proc_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+
+	buf[0] = '\0';
+	if (f && !fgets(buf, (int)len, f))
+		buf[0] = '\0';
+	if (f)
+		fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+/* A congestion control this process may use other than the system's default (into buf),
+ * so that a connection using it can only have been given it by the engine; NULL if none. */
+static const char *other_congestion(char *buf, size_t len)
+{
+	char def[64], allowed[512], *save = NULL;
+
+	proc_line("/proc/sys/net/ipv4/tcp_congestion_control", def, sizeof(def));
+	proc_line("/proc/sys/net/ipv4/tcp_allowed_congestion_control", allowed, sizeof(allowed));
+	for (char *t = strtok_r(allowed, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+		if (strcmp(t, def) && xfer_tcp_congestion_check(t) == 0) {
+			snprintf(buf, len, "%s", t);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* This process's TCP sockets with port at either end: how many, and how many of them use
+ * congestion control name (*with). */
+static int tcp_sockets_of_port(int port, const char *name, int *with)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	*with = 0;
+	while (d && (de = readdir(d))) {
+		struct sockaddr_storage a, b;
+		socklen_t al = sizeof(a), bl = sizeof(b), pl = sizeof(int), cl;
+		int fd = atoi(de->d_name), proto = 0;
+		char cc[XFER_TCP_CONGESTION_MAX + 1] = "";
+		struct stat st;
+
+		if (fd == dirfd(d) || fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+		    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pl) < 0 ||
+		    proto != IPPROTO_TCP || getsockname(fd, (struct sockaddr *)&a, &al) < 0 ||
+		    a.ss_family != AF_INET || getpeername(fd, (struct sockaddr *)&b, &bl) < 0)
+			continue;
+		if (ntohs(((struct sockaddr_in *)&a)->sin_port) != port &&
+		    ntohs(((struct sockaddr_in *)&b)->sin_port) != port)
+			continue;
+		n++;
+		cl = sizeof(cc) - 1;
+		if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, &cl) == 0 && !strcmp(cc, name))
+			(*with)++;
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void test_congestion(void)
+{
+	struct xfer_config c = config("127.0.0.1:0", secret, 0);
+	struct xfer_stream *s = NULL;
+	struct xfer_engine *e;
+	char name[64], *buf = malloc(1 << 20), check[8];
+	int fd[2], broken, n, with;
+	struct xfer_req r;
+	struct pair pp;
+
+	REQUIRE(buf);
+	/* reno is always built in and always allowed */
+	CHECK(xfer_tcp_congestion_check("reno") == 0);
+	CHECK(xfer_tcp_congestion_check("no_such_cc") == -ENOENT);
+	CHECK(xfer_tcp_congestion_check("") == -EINVAL);
+	CHECK(xfer_tcp_congestion_check(NULL) == -EINVAL);
+	CHECK(xfer_tcp_congestion_check("abcdefghijklmnop") == -EINVAL);
+	c.tcp_congestion = "no_such_cc";
+	CHECK(xfer_create(&e, &c) == -ENOENT);
+
+	if (!other_congestion(name, sizeof(name))) {
+		printf("     (skipped the connections' check: no congestion control other than "
+		       "the system's default is allowed here)\n");
+		free(buf);
+		return;
+	}
+	/* every connection of both engines, paths and streams, uses the one configured */
+	pair_congestion = name;
+	REQUIRE(pair_open(&pp, 4u << 20, 5000) == 0);
+	pair_congestion = NULL;
+	r = req(XFER_READ, buf, 1 << 20, pp.p, pp.seg_id, 0);
+	CHECK(run_batch(pp.a, &r, 1, 30000) == 1 && memcmp(buf, pp.seg, 1 << 20) == 0);
+	CHECK(pipe2(fd, O_NONBLOCK) == 0);
+	CHECK(fcntl(fd[1], F_SETPIPE_SZ, 1 << 20) >= (1 << 20));
+	CHECK(xfer_stream_open(pp.p, &s) == 0);
+	CHECK(xfer_stream_read(s, pp.seg_id, 0, 65536, fd[1], 0, check, sizeof(check), &broken) ==
+	      0);
+	CHECK(pipe_take(fd[0], (uint8_t *)buf, 1 << 20) == 65536 &&
+	      memcmp(buf, pp.seg, 65536) == 0);
+	n = tcp_sockets_of_port(atoi(strrchr(pp.addr, ':') + 1), name, &with);
+	printf("     (%d connections' ends, %d of them with %s)\n", n, with, name);
+	CHECK(n >= 2 * 5 && with == n); /* 4 paths and a stream, both ends */
+	xfer_stream_close(s);
+	close(fd[0]);
+	close(fd[1]);
+	pair_close(&pp);
+	free(buf);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	RUN(test_create);
+	RUN(test_congestion);
 	RUN(test_sizes);
 	RUN(test_batch);
 	RUN(test_tiny);
