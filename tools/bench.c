@@ -2518,8 +2518,9 @@ static int tr_iperf3_parse(const char *json, double *gbps)
 	return ret;
 }
 
-/* One iperf3 run over loopback with `parallel` streams for `seconds`: GB/s received. */
-int tr_iperf3(int parallel, int seconds, double *gbps)
+/* One iperf3 run over loopback with `parallel` streams for `seconds`, with TCP congestion
+ * control `congestion` (NULL: the system's): GB/s received. */
+int tr_iperf3(int parallel, int seconds, const char *congestion, double *gbps)
 {
 	char port_s[16], par_s[16], secs_s[16], *json = NULL;
 	pid_t srv = 0, cli = 0;
@@ -2561,7 +2562,8 @@ int tr_iperf3(int parallel, int seconds, double *gbps)
 		goto out;
 	}
 	cli = tr_spawn((char *const[]){"iperf3", "-c", "127.0.0.1", "-p", port_s, "-t", secs_s,
-				       "-P", par_s, "-J", NULL},
+				       "-P", par_s, "-J", congestion ? "-C" : NULL,
+				       (char *)congestion, NULL},
 		       pfd[1], false);
 	close(pfd[1]);
 	pfd[1] = -1;
@@ -3179,11 +3181,11 @@ static int cmd_transfer(int argc, char **argv)
 		double g;
 
 		fprintf(stderr, "kvcache-bench: transfer: run %d: iperf3", rep + 1);
-		ret = tr_iperf3(1, z.seconds, &g);
+		ret = tr_iperf3(1, z.seconds, NULL, &g);
 		if (!ret)
 			bench_keep_best(&z.iperf_p1, g);
 		if (!ret && z.conns != 1) {
-			ret = tr_iperf3((int)z.conns, z.seconds, &g);
+			ret = tr_iperf3((int)z.conns, z.seconds, NULL, &g);
 			if (!ret)
 				bench_keep_best(&z.iperf_pn, g);
 		}

@@ -44,6 +44,7 @@
  * and etcd, removes the pool objects and the temporary directory.
  */
 #include "tools/bench_cluster.h"
+#include "engine/xfer.h"
 #include "tools/bench_util.h"
 #include "fs/uapi/kvcache.h"
 #include "fs/uapi/kvcachefs.h"
@@ -501,7 +502,9 @@ struct cl_run {
 	uint64_t mib, nstat;
 	int reps, threads, seconds, npasses;
 	bool json;
-	const char *plot; /* --plot FILE.png, NULL without */
+	const char *plot;	/* --plot FILE.png, NULL without */
+	const char *congestion; /* --tcp-congestion: the nodes' and iperf3's, NULL: the system's */
+	char system_cc[32];	/* the system's (net.ipv4.tcp_congestion_control): Redis's */
 	/* what was started: cl_teardown undoes whatever is set */
 	char bindir[PATH_MAX];
 	char tmp[PATH_MAX];	    /* the run's directory, "" when there is none */
@@ -740,7 +743,9 @@ static int cl_node_start(struct cl_run *r, struct cl_node *n)
 		 n->letter - 'A' + 'a');
 	return cl_start((char *const[]){bin, "-f", "--pool-size", size, "--pool-path", n->pool,
 					"--etcd", url, "--cluster", r->cluster, "--listen",
-					"127.0.0.1:0", "--secret-file", r->secret, n->dir, NULL},
+					"127.0.0.1:0", "--secret-file", r->secret, n->dir,
+					r->congestion ? "--tcp-congestion" : NULL,
+					(char *)r->congestion, NULL},
 			what, n->log, &n->pid, cl_node_ready, n);
 }
 
@@ -1563,8 +1568,10 @@ static void cl_print_json(const struct cl_run *r)
 
 	printf("{\"bench\": \"cluster\", \"reps\": %d, \"threads\": %d, \"mib\": %" PRIu64
 	       ", \"stat\": \"best\", \"nodes\": %d, \"redis_version\": \"%s\",\n"
+	       " \"tcp_congestion\": \"%s\", \"tcp_congestion_system\": \"%s\",\n"
 	       " \"iperf3\": {",
-	       r->reps, r->threads, r->mib, CL_NNODES, z->redis_version);
+	       r->reps, r->threads, r->mib, CL_NNODES, z->redis_version,
+	       r->congestion ? r->congestion : r->system_cc, r->system_cc);
 	cl_json_num("P1_GBps", z->iperf_p1, false);
 	printf("\"parallel\": %d, ", r->threads);
 	cl_json_num("PN_GBps", r->threads > 1 ? z->iperf_pn : 0, false);
@@ -1624,12 +1631,19 @@ static void cl_print(const struct cl_run *r)
 	double base = cl_iperf(z);
 	int t = cl_target_index();
 
-	printf("etcd + kvcachefs nodes A and B (one cluster) + redis-server %s, on loopback\n"
-	       "best of %d; GB/s = 10^9 bytes/s\n"
+	printf("etcd + kvcachefs nodes A and B (one cluster) + redis-server %s, on loopback\n",
+	       z->redis_version);
+	if (r->congestion)
+		printf("TCP congestion control: %s for the nodes and iperf3, the system's (%s) for "
+		       "Redis\n",
+		       r->congestion, r->system_cc);
+	else
+		printf("TCP congestion control: the system's (%s) for all\n", r->system_cc);
+	printf("best of %d; GB/s = 10^9 bytes/s\n"
 	       "local A, remote B: one block per open/read/close (Redis: one GET per value)\n"
 	       "side B: B's side channel (lookup + load), one thread: kvc_lookup of the whole\n"
 	       "  list (B fetches the blocks from A) + kvc_load_batch of all into one buffer\n",
-	       z->redis_version, r->reps);
+	       r->reps);
 	if (r->threads > 1)
 		printf("iperf3 -P %d: %.2f GB/s   ", r->threads, z->iperf_pn);
 	printf("iperf3 -P 1: %.2f GB/s   baseline (the best): %.2f GB/s\n\n", z->iperf_p1, base);
@@ -1782,7 +1796,8 @@ static void cl_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: kvcache-bench cluster [--mib M] [--reps R] [--threads T] [--seconds S]\n"
-	    "                             [--stat-count N] [--json] [--plot FILE.png]\n"
+	    "                             [--stat-count N] [--tcp-congestion NAME] [--json]\n"
+	    "                             [--plot FILE.png]\n"
 	    "Starts an etcd, two kvcachefs nodes A and B joined to one cluster and a\n"
 	    "redis-server, all on loopback (kvcachefs is found next to this binary), writes\n"
 	    "blocks of 2M and 256K through A's mount and reads them, one block per\n"
@@ -1802,6 +1817,10 @@ static void cl_usage(FILE *out)
 	    "  --threads T     threads and Redis connections of the parallel pass (default %d)\n"
 	    "  --seconds S     seconds per iperf3 run (default %d)\n"
 	    "  --stat-count N  names per latency measurement (default %d)\n"
+	    "  --tcp-congestion NAME\n"
+	    "                  TCP congestion control of both nodes (their --tcp-congestion)\n"
+	    "                  and of iperf3 (-C); Redis keeps the system's, which is printed\n"
+	    "                  (default: the system's for all)\n"
 	    "  --json          print the results as JSON\n"
 	    "  --plot FILE.png also draw them with gnuplot (Debian package gnuplot-nox): GB/s\n"
 	    "                  of every size and thread count next to Redis GET and iperf3,\n"
@@ -1910,11 +1929,11 @@ static int cl_measure(struct cl_run *r)
 		double g = 0;
 
 		cl_progress("kvcache-bench: cluster: run %d: iperf3", rep + 1);
-		ret = tr_iperf3(1, r->seconds, &g);
+		ret = tr_iperf3(1, r->seconds, r->congestion, &g);
 		if (!ret)
 			bench_keep_best(&r->z.iperf_p1, g);
 		if (!ret && r->threads > 1) {
-			ret = tr_iperf3(r->threads, r->seconds, &g);
+			ret = tr_iperf3(r->threads, r->seconds, r->congestion, &g);
 			if (!ret)
 				bench_keep_best(&r->z.iperf_pn, g);
 		}
@@ -1944,6 +1963,7 @@ int cmd_cluster(int argc, char **argv)
 	    {"stat-count", required_argument, NULL, 'n'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"plot", required_argument, NULL, 'P'},
+	    {"tcp-congestion", required_argument, NULL, 'C'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1989,6 +2009,9 @@ int cmd_cluster(int argc, char **argv)
 		case 'P':
 			r.plot = optarg;
 			break;
+		case 'C':
+			r.congestion = optarg;
+			break;
 		case 'h':
 			cl_usage(stdout);
 			return 0;
@@ -2001,6 +2024,14 @@ int cmd_cluster(int argc, char **argv)
 		cl_usage(stderr);
 		return 2;
 	}
+	if (r.congestion && (ret = xfer_tcp_congestion_check(r.congestion)) < 0) {
+		cl_err("--tcp-congestion %s: %s", r.congestion,
+		       ret == -ENOENT  ? "not available on this host"
+		       : ret == -EPERM ? "not allowed without CAP_NET_ADMIN"
+				       : strerror(-ret));
+		return ret == -EINVAL ? 2 : 1;
+	}
+	bench_system_congestion(r.system_cc, sizeof(r.system_cc));
 	r.npasses = r.threads > 1 ? CL_NPASSES : 1;
 	for (int s = 0; s < CL_NSIZES; s++)
 		r.z.count[s] = r.mib * MIB / cl_sizes[s];

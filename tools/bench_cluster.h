@@ -18,6 +18,6 @@ int cmd_cluster(int argc, char **argv);
 /* One iperf3 run over loopback, server and client in their own process groups, with
  * `parallel` streams for `seconds`: the GB/s received in *gbps. Prints the error and returns
  * -errno; -EINTR once `stop` is set. */
-int tr_iperf3(int parallel, int seconds, double *gbps);
+int tr_iperf3(int parallel, int seconds, const char *congestion, double *gbps);
 
 #endif

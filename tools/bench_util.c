@@ -370,6 +370,17 @@ uint64_t bench_meminfo(const char *field)
 	return v > 0 ? (uint64_t)v : 0;
 }
 
+void bench_system_congestion(char *buf, size_t cap)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_congestion_control", "re");
+
+	if (!f || !fgets(buf, (int)cap, f))
+		snprintf(buf, cap, "?");
+	buf[strcspn(buf, "\n")] = '\0';
+	if (f)
+		fclose(f);
+}
+
 int bench_free_port(void)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -34,7 +34,7 @@ packages=(
 	iperf3 fio
 	etcd-server
 	redis-server
-	attr python3 xxhash
+	attr python3 xxhash iproute2
 	clang libclang-rt-14-dev
 	libmicrohttpd-dev gnuplot-nox tmux curl
 )

@@ -86,6 +86,29 @@ def nodes(mnt):
     return json.loads(r.stdout)
 
 
+def proc_ipv4(name):
+    with open("/proc/sys/net/ipv4/" + name) as f:
+        return f.read().strip()
+
+
+def tcp_congestion_of(ports):
+    """[(local, peer, congestion control)] of the established TCP connections with one of
+    ports at either end, as ss(8) shows them."""
+    r = subprocess.run(["ss", "-Htin", "state", "established"], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        raise AssertionError("ss: %s" % r.stderr)
+    known = set(proc_ipv4("tcp_available_congestion_control").split())
+    out, lines = [], r.stdout.splitlines()
+    for head, info in zip(lines[0::2], lines[1::2]):
+        fields = head.split()
+        local, peer = fields[-2], fields[-1]
+        if {int(local.rsplit(":", 1)[1]), int(peer.rsplit(":", 1)[1])} & set(ports):
+            cc = [w for w in info.split() if w in known]
+            out.append((local, peer, cc[0] if cc else "?"))
+    return out
+
+
 def setUpModule():
     kvc.require_environment()
     if not ETCD:
@@ -254,6 +277,51 @@ class Cluster(ClusterBase):
             args = self.cluster_args()
             args[args.index("--secret-file") + 1] = path
             self.refused(args, msg)
+
+    def test_tcp_congestion(self):
+        """--tcp-congestion NAME: every transfer connection between the nodes uses it; a
+        name this host lacks, or (without CAP_NET_ADMIN) one it does not allow, is refused
+        at the start with the names that would do."""
+        self.refused(self.cluster_args("--tcp-congestion", "no_such_cc"),
+                     "--tcp-congestion no_such_cc: not available on this host (available: ")
+        default = proc_ipv4("tcp_congestion_control")
+        available = proc_ipv4("tcp_available_congestion_control").split()
+        allowed = proc_ipv4("tcp_allowed_congestion_control").split()
+        locked = [n for n in available if n not in allowed]
+        if locked and os.geteuid() == 0 and shutil.which("setpriv"):
+            mnt = tempfile.mkdtemp(dir=self.tmp)
+            r = subprocess.run(
+                ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin",
+                 kvc.KVCACHEFS] + self.cluster_args("--tcp-congestion", locked[0]) + [mnt],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            err = r.stderr.decode(errors="replace")
+            self.assertEqual(r.returncode, 1, err)
+            self.assertIn("--tcp-congestion %s: not allowed without CAP_NET_ADMIN (allowed: %s)"
+                          % (locked[0], " ".join(allowed)), err)
+            self.assertFalse(kvc.is_mounted(mnt))
+        else:
+            print("\n    (not checked: a congestion control refused without CAP_NET_ADMIN; "
+                  "none is available but not allowed here, or not root, or no setpriv)")
+
+        other = next((n for n in allowed if n != default), None)
+        if other is None:
+            self.skipTest("no congestion control other than the system's (%s) is allowed "
+                          "here: the connections' check could not tell them apart" % default)
+        if not shutil.which("ss"):
+            self.skipTest("ss is not installed (Debian package iproute2)")
+        a = self.join("--tcp-congestion", other)
+        b = self.join("--tcp-congestion", other)
+        self.wait_total(a, 2, timeout=3)
+        data = os.urandom((3 << 20) + 5)
+        kvc.write_block(a.path("blk"), data)
+        with open(b.path("blk"), "rb") as f:  # streamed from A
+            self.assertEqual(f.read(), data)
+        ports = {int(n["addr"].rsplit(":", 1)[1]) for n in nodes(a.mnt)["nodes"]}
+        conns = tcp_congestion_of(ports)
+        # each node's paths to the other and B's stream, seen from both ends
+        self.assertGreaterEqual(len(conns), 4, conns)
+        for local, peer, cc in conns:
+            self.assertEqual(cc, other, "%s -> %s uses %s" % (local, peer, cc))
 
     def test_killed_member_leaves(self):
         a = self.join()
