@@ -2272,7 +2272,9 @@ static const char *const tr_op_names[TR_NOPS] = {"READ", "WRITE"};
 struct tr_results {
 	uint64_t sizes[FS_MAX_SIZES], batches[TR_MAX_BATCHES];
 	int nsizes, nbatches, reps, seconds;
-	unsigned conns; /* TCP connections per peer, as in use */
+	unsigned conns;		/* TCP connections per peer, as in use */
+	const char *congestion; /* --tcp-congestion: the engines' and iperf3's; NULL: system's */
+	char system_cc[32];	/* net.ipv4.tcp_congestion_control */
 	double gbps[FS_MAX_SIZES][TR_MAX_BATCHES][TR_NOPS]; /* best over the repetitions */
 	double iperf_p1, iperf_pn;			    /* GB/s, best over the repetitions */
 	uint64_t *lat[TR_NOPS];				    /* ns samples of 64 KiB requests */
@@ -2293,7 +2295,8 @@ struct tr_run {
 	uint64_t seg_size;
 	struct xfer_engine *e;
 	struct xfer_peer *peer;
-	unsigned char *buf; /* seg_size bytes, registered */
+	const char *congestion; /* both engines' TCP congestion control, NULL: the system's */
+	unsigned char *buf;	/* seg_size bytes, registered */
 	uint32_t local_seg;
 	bool registered;
 	struct xfer_req *reqs; /* TR_MAX_BATCH */
@@ -2436,7 +2439,9 @@ static int tr_server_start(struct tr_run *r)
 		return tr_fail("pipe", -errno);
 	r->server = tr_spawn((char *const[]){bin, "serve", "--listen", "127.0.0.1:0",
 					     "--secret-file", r->secret_path, "--size", size,
-					     "--pattern", seed, "--transports", "tcp", NULL},
+					     "--pattern", seed, "--transports", "tcp",
+					     r->congestion ? "--tcp-congestion" : NULL,
+					     (char *)r->congestion, NULL},
 			     pfd[1], false);
 	close(pfd[1]);
 	if (r->server < 0) {
@@ -2607,6 +2612,7 @@ static int tr_engine_open(struct tr_run *r, unsigned conns)
 	    .transports = XFER_TCP,
 	    .conns_per_peer = conns,
 	    .timeout_ms = TR_TIMEOUT_MS,
+	    .tcp_congestion = r->congestion,
 	};
 	sigset_t block, old;
 	int ret;
@@ -2844,9 +2850,10 @@ static void tr_print_json(const struct tr_results *z)
 	int t = tr_target_index(z);
 
 	printf("{\"bench\": \"transfer\", \"reps\": %d, \"seconds\": %d, \"stat\": \"best\", "
-	       "\"transport\": \"tcp\", \"conns\": %u,\n"
+	       "\"transport\": \"tcp\", \"conns\": %u, \"tcp_congestion\": \"%s\",\n"
 	       " \"iperf3\": {\"P1_GBps\": %.3f, \"parallel\": %u, \"PN_GBps\": ",
-	       z->reps, z->seconds, z->conns, z->iperf_p1, z->conns);
+	       z->reps, z->seconds, z->conns, z->congestion ? z->congestion : z->system_cc,
+	       z->iperf_p1, z->conns);
 	if (z->conns != 1)
 		printf("%.3f", z->iperf_pn);
 	else
@@ -2894,6 +2901,12 @@ static void tr_print(const struct tr_results *z)
 	printf("loopback TCP, %u connections per peer; best of %d runs of %d s; "
 	       "GB/s = 10^9 bytes/s\n",
 	       z->conns, z->reps, z->seconds);
+	if (z->congestion)
+		printf(
+		    "TCP congestion control: %s for both engines and iperf3 (the system's: %s)\n",
+		    z->congestion, z->system_cc);
+	else
+		printf("TCP congestion control: the system's (%s)\n", z->system_cc);
 	if (z->conns != 1)
 		printf("iperf3 -P %u: %.2f GB/s   ", z->conns, z->iperf_pn);
 	printf("iperf3 -P 1: %.2f GB/s   baseline (the best): %.2f GB/s\n\n", z->iperf_p1, base);
@@ -3011,7 +3024,8 @@ static void tr_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: kvcache-bench transfer [--sizes LIST] [--batches LIST] [--seconds S]\n"
-	    "                              [--reps R] [--conns N] [--json] [--plot FILE.png]\n"
+	    "                              [--reps R] [--conns N] [--tcp-congestion NAME]\n"
+	    "                              [--json] [--plot FILE.png]\n"
 	    "READ and WRITE throughput of the transfer engine over loopback TCP, against a\n"
 	    "kvcache-xfer serve process (found next to this binary), at each request size and\n"
 	    "batch size (B requests submitted at once and waited together), plus the p50/p99\n"
@@ -3023,6 +3037,9 @@ static void tr_usage(FILE *out)
 	    "  --seconds S     seconds per measurement and per iperf3 run (default %d)\n"
 	    "  --reps R        repetitions, best kept (default %d)\n"
 	    "  --conns N       TCP connections per peer (default: the engine's)\n"
+	    "  --tcp-congestion NAME\n"
+	    "                  TCP congestion control of both engines and of iperf3 (-C)\n"
+	    "                  (default: the system's)\n"
 	    "  --json          print the results as JSON\n"
 	    "  --plot FILE.png also draw them with gnuplot (Debian package gnuplot-nox):\n"
 	    "                  READ and WRITE GB/s of every batch size per request size next\n"
@@ -3062,6 +3079,7 @@ static int cmd_transfer(int argc, char **argv)
 	    {"seconds", required_argument, NULL, 't'},
 	    {"reps", required_argument, NULL, 'r'},
 	    {"conns", required_argument, NULL, 'c'},
+	    {"tcp-congestion", required_argument, NULL, 'C'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"plot", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
@@ -3106,6 +3124,9 @@ static int cmd_transfer(int argc, char **argv)
 			if (bench_arg_int("--conns", optarg, 1, 64, &conns) < 0)
 				return 2;
 			break;
+		case 'C':
+			z.congestion = r.congestion = optarg;
+			break;
 		default:
 			st = arg_common(c, &unused, &json, &plot, tr_usage);
 			if (st >= 0)
@@ -3137,6 +3158,14 @@ static int cmd_transfer(int argc, char **argv)
 				"baseline (Debian package iperf3)\n");
 		return 1;
 	}
+	if (z.congestion && (ret = xfer_tcp_congestion_check(z.congestion)) < 0) {
+		fprintf(stderr, "kvcache-bench: transfer: --tcp-congestion %s: %s\n", z.congestion,
+			ret == -ENOENT	? "not available on this host"
+			: ret == -EPERM ? "not allowed without CAP_NET_ADMIN"
+					: strerror(-ret));
+		return 1;
+	}
+	bench_system_congestion(z.system_cc, sizeof(z.system_cc));
 	if (plot && bench_plot_check(plot) < 0)
 		return 1;
 	if (bench_bin_dir(r.bindir, sizeof(r.bindir)) < 0)
@@ -3181,11 +3210,11 @@ static int cmd_transfer(int argc, char **argv)
 		double g;
 
 		fprintf(stderr, "kvcache-bench: transfer: run %d: iperf3", rep + 1);
-		ret = tr_iperf3(1, z.seconds, NULL, &g);
+		ret = tr_iperf3(1, z.seconds, z.congestion, &g);
 		if (!ret)
 			bench_keep_best(&z.iperf_p1, g);
 		if (!ret && z.conns != 1) {
-			ret = tr_iperf3((int)z.conns, z.seconds, NULL, &g);
+			ret = tr_iperf3((int)z.conns, z.seconds, z.congestion, &g);
 			if (!ret)
 				bench_keep_best(&z.iperf_pn, g);
 		}

@@ -229,10 +229,11 @@ static void *map_buffer(uint64_t len)
 /* The engine, configured from the options every command shares. Wipes the secret. */
 static int engine_create(struct xfer_engine **e, const char *listen, uint64_t node_id,
 			 unsigned char *secret, size_t secret_len, unsigned transports,
-			 unsigned conns, unsigned timeout_ms)
+			 unsigned conns, unsigned timeout_ms, const char *congestion)
 {
 	struct xfer_config cfg = {
 	    .listen = listen,
+	    .tcp_congestion = congestion,
 	    .node_id = node_id,
 	    .secret = secret,
 	    .secret_len = secret_len,
@@ -243,7 +244,12 @@ static int engine_create(struct xfer_engine **e, const char *listen, uint64_t no
 	int ret = xfer_create(e, &cfg);
 
 	explicit_bzero(secret, SECRET_MAX + 1);
-	if (ret < 0) {
+	if (ret < 0 && congestion && (ret == -ENOENT || ret == -EPERM)) {
+		*e = NULL;
+		fprintf(stderr, PROG ": --tcp-congestion %s: %s\n", congestion,
+			ret == -ENOENT ? "not available on this host"
+				       : "not allowed without CAP_NET_ADMIN");
+	} else if (ret < 0) {
 		*e = NULL;
 		fprintf(stderr, PROG ": cannot create the transfer engine%s%s: %s (%s)\n",
 			listen ? " listening on " : "", listen ? listen : "", strerror(-ret),
@@ -255,7 +261,7 @@ static int engine_create(struct xfer_engine **e, const char *listen, uint64_t no
 /* ---- options ---------------------------------------------------------------------------- */
 
 struct opts {
-	const char *listen, *peer, *secret_file;
+	const char *listen, *peer, *secret_file, *congestion;
 	uint64_t size, seed, node_id, segment, offset, length, batch, repeat;
 	uint64_t conns, timeout_ms;
 	unsigned transports;
@@ -278,6 +284,7 @@ enum {
 	OPT_VERIFY,
 	OPT_TIMEOUT,
 	OPT_TRANSPORTS,
+	OPT_CONGESTION,
 	OPT_HELP,
 };
 
@@ -290,12 +297,14 @@ static void usage(FILE *out)
 	    "\n"
 	    "  " PROG " serve --listen HOST:PORT --secret-file F --size SIZE [--pattern SEED]\n"
 	    "        [--node-id N] [--conns N] [--transports T] [--timeout-ms MS]\n"
+	    "        [--tcp-congestion NAME]\n"
 	    "      Export one segment of SIZE bytes filled with the pattern of SEED; print\n"
 	    "      'listening ADDR segment ID size SIZE' and serve until SIGTERM or SIGINT.\n"
 	    "      PORT 0 picks a free port (ADDR shows it).\n"
 	    "  " PROG " read|write --peer HOST:PORT --secret-file F --segment ID\n"
 	    "        [--offset OFF] --length LEN [--batch N] [--pattern SEED] [--verify]\n"
 	    "        [--repeat N] [--timeout-ms MS] [--conns N] [--transports T]\n"
+	    "        [--tcp-congestion NAME]\n"
 	    "      read: fetch [OFF, OFF+LEN) of the peer's segment; --verify checks it\n"
 	    "      against the pattern of SEED at OFF. write: send the pattern of SEED for\n"
 	    "      [OFF, OFF+LEN) (--verify reads it back and checks). --batch N cuts the range\n"
@@ -309,6 +318,9 @@ static void usage(FILE *out)
 	    "                    (default 0x%" PRIx64 ")\n"
 	    "  --transports T    tcp, rdma, tcp,rdma or auto (default: RDMA when a device exists)\n"
 	    "  --conns N         TCP connections to each peer this engine opens (default 4)\n"
+	    "  --tcp-congestion NAME\n"
+	    "                    TCP congestion control of the engine's connections, e.g.\n"
+	    "                    cubic (default: the system's)\n"
 	    "  --timeout-ms MS   the engine's request timeout (default %d); a server also\n"
 	    "                    drops connections that do not authenticate in about as long\n"
 	    "Sizes take a K, M, G or T suffix (powers of 1024).\n"
@@ -335,6 +347,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	    {"verify", no_argument, NULL, OPT_VERIFY},
 	    {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
 	    {"transports", required_argument, NULL, OPT_TRANSPORTS},
+	    {"tcp-congestion", required_argument, NULL, OPT_CONGESTION},
 	    {"help", no_argument, NULL, OPT_HELP},
 	    {NULL, 0, NULL, 0},
 	};
@@ -395,6 +408,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case OPT_TRANSPORTS:
 			r = parse_transports(optarg, &o->transports);
+			break;
+		case OPT_CONGESTION:
+			o->congestion = optarg;
 			break;
 		case 'h':
 		case OPT_HELP:
@@ -475,7 +491,7 @@ static int cmd_serve(const struct opts *o)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	ret = engine_create(&e, o->listen, o->node_id, secret, secret_len, o->transports,
-			    (unsigned)o->conns, (unsigned)o->timeout_ms);
+			    (unsigned)o->conns, (unsigned)o->timeout_ms, o->congestion);
 	if (ret < 0)
 		goto out;
 	ret = xfer_register(e, seg, o->size, &seg_id);
@@ -687,7 +703,7 @@ static int cmd_rw(const struct opts *o, enum xfer_op op)
 		pattern_fill(r.buf, o->length, o->seed, o->offset);
 
 	ret = engine_create(&r.e, NULL, o->node_id, secret, secret_len, o->transports,
-			    (unsigned)o->conns, (unsigned)o->timeout_ms);
+			    (unsigned)o->conns, (unsigned)o->timeout_ms, o->congestion);
 	if (ret < 0)
 		goto out;
 	/* Registered like an engine's buffers are: transports that need it (RDMA) find it. */
@@ -768,15 +784,16 @@ static int cmd_probe(const struct opts *o)
 
 	if (reject("probe",
 		   o->listen || o->peer || o->secret_file || o->have_segment || o->have_length ||
-		       o->have_size,
-		   "--listen, --peer, --secret-file, --segment, --length or --size"))
+		       o->have_size || o->congestion,
+		   "--listen, --peer, --secret-file, --segment, --length, --size or "
+		   "--tcp-congestion"))
 		return EXIT_USAGE;
 	/* The engine wants a secret even when it neither listens nor connects. */
 	if (getrandom(secret, 32, 0) != 32) {
 		fprintf(stderr, PROG ": probe: getrandom: %s\n", strerror(errno));
 		return EXIT_FAILED;
 	}
-	if (engine_create(&e, NULL, 0, secret, 32, o->transports, 0, 0) < 0)
+	if (engine_create(&e, NULL, 0, secret, 32, o->transports, 0, 0, NULL) < 0)
 		return EXIT_FAILED;
 	t = xfer_transports(e, &why);
 	if (t & XFER_TCP)

@@ -149,6 +149,24 @@ class BenchPlot(kvc.TestCase):
         self.assertPlot(out)
         self.assertNoTemp()
 
+    def test_transfer_tcp_congestion(self):
+        """--tcp-congestion reaches both engines and iperf3, and is printed; one the host
+        lacks is refused before anything starts."""
+        for cmd in ("transfer", "cluster"):
+            r = self.bench([cmd, "--tcp-congestion", "no_such_cc"], timeout=30)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("--tcp-congestion no_such_cc: not available on this host", r.stderr)
+        if not shutil.which("iperf3"):
+            self.skipTest("iperf3 is not installed (tools/setup.sh installs it)")
+        r = self.bench(["transfer", "--sizes", "64K", "--batches", "1", "--seconds", "1",
+                        "--reps", "1", "--tcp-congestion", "reno"])
+        self.assertIn(r.returncode, (0, 3), r.stderr)
+        self.assertIn("TCP congestion control: reno for both engines and iperf3", r.stdout)
+        r = self.bench(["transfer", "--sizes", "64K", "--batches", "1", "--seconds", "1",
+                        "--reps", "1", "--tcp-congestion", "reno", "--json"])
+        self.assertIn(r.returncode, (0, 3), r.stderr)
+        self.assertEqual(json.loads(r.stdout)["tcp_congestion"], "reno")
+
     # ---- errors ----
 
     def test_gnuplot_missing(self):

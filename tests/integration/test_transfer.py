@@ -635,6 +635,7 @@ class TestCommandLine(XferTestCase):
                             "--segment", 1, "--length", 1],
             "listen port too big": ["serve", "--listen", "127.0.0.1:65536", "--secret-file",
                                     self.secret, "--size", "1M"],
+            "probe with a congestion control": ["probe", "--tcp-congestion", "reno"],
         }
         for what, args in cases.items():
             with self.subTest(what):
@@ -684,6 +685,26 @@ class TestTransports(XferTestCase):
                 self.assertOk(self.client("write", 4097, size, seed=size, verify=False,
                                           server=s, extra=rdma))
                 self.assertOk(self.client("read", 4097, size, seed=size, server=s, extra=rdma))
+
+    def test_tcp_congestion(self):
+        """--tcp-congestion: a transfer with reno on both ends (always built in and allowed);
+        a congestion control this host does not have is refused with a message, exit 1."""
+        s = Server(self.secret, size=4 * MiB, args=("--tcp-congestion", "reno"))
+        self.addCleanup(s.stop)
+        s.start()
+        self.assertOk(self.client("write", 0, 2 * MiB, seed=7, server=s,
+                                  extra=("--tcp-congestion", "reno")))
+        self.assertOk(self.client("read", 0, 2 * MiB, seed=7, server=s,
+                                  extra=("--tcp-congestion", "reno")))
+        for args in (["serve", "--listen", "127.0.0.1:0", "--secret-file", self.secret,
+                      "--size", "1M", "--tcp-congestion", "no_such_cc"],
+                     self.client_args("read", 0, 4096, seed=SERVER_SEED,
+                                      extra=("--tcp-congestion", "no_such_cc"))):
+            with self.subTest(args[0]):
+                r = self.run_xfer(*args)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn("--tcp-congestion no_such_cc: not available on this host",
+                              r.stderr)
 
     def test_tcp_only(self):
         self.assertOk(self.client("read", PRISTINE, 2 * MiB, seed=SERVER_SEED,
