@@ -307,6 +307,14 @@ int xfer_tcp_congestion_check(const char *name)
 	return ret;
 }
 
+const char *xfer_tcp_congestion_strerror(int err)
+{
+	return err == -ENOENT	? "not available on this host"
+	       : err == -EPERM	? "not allowed without CAP_NET_ADMIN"
+	       : err == -EINVAL ? "not the name of a congestion control"
+				: strerror(-err);
+}
+
 /* Options of every connection; the congestion control was checked when the engine was
  * created, so a failure here (a module unloaded since) leaves the system's. */
 static void sock_tune(const struct xfer_engine *e, int fd)

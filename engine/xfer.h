@@ -109,6 +109,9 @@ int xfer_create(struct xfer_engine **out, const struct xfer_config *cfg);
  * name (empty, or XFER_TCP_CONGESTION_MAX bytes or more). */
 #define XFER_TCP_CONGESTION_MAX 16
 int xfer_tcp_congestion_check(const char *name);
+/* What a refusal of xfer_tcp_congestion_check (or of xfer_create for that) means, in a few
+ * words: "not available on this host", "not allowed without CAP_NET_ADMIN", strerror. */
+const char *xfer_tcp_congestion_strerror(int err);
 /* Close every peer (pending requests end XFER_CANCELLED), stop the threads, free. */
 void xfer_destroy(struct xfer_engine *e);
 /* The address the engine listens on, with the port actually bound ("127.0.0.1:40123"). */

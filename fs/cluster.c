@@ -86,7 +86,8 @@ static void congestion_refused(const char *name, int err, char *out, size_t len)
 	FILE *f;
 
 	if (!list) {
-		snprintf(out, len, "--tcp-congestion %s: %s", name, strerror(-err));
+		snprintf(out, len, "--tcp-congestion %s: %s", name,
+			 xfer_tcp_congestion_strerror(err));
 		return;
 	}
 	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/tcp_%s_congestion_control", list);
@@ -96,14 +97,8 @@ static void congestion_refused(const char *name, int err, char *out, size_t len)
 		names[strcspn(names, "\n")] = '\0';
 		fclose(f);
 	}
-	if (err == -ENOENT)
-		snprintf(out, len,
-			 "--tcp-congestion %s: not available on this host (available: %s)", name,
-			 names[0] ? names : "unknown");
-	else
-		snprintf(out, len,
-			 "--tcp-congestion %s: not allowed without CAP_NET_ADMIN (allowed: %s)",
-			 name, names[0] ? names : "unknown");
+	snprintf(out, len, "--tcp-congestion %s: %s (%s: %s)", name,
+		 xfer_tcp_congestion_strerror(err), list, names[0] ? names : "unknown");
 }
 
 void cluster_default_listen(char *buf, size_t len)

@@ -251,8 +251,7 @@ static int check_congestion(struct kvc_options *o, const char *s)
 	size_t len = strlen(s);
 
 	if (!len || len >= XFER_TCP_CONGESTION_MAX ||
-	    strspn(s, "abcdefghijklmnopqrstuvwxyz"
-		      "0123456789_-") != len)
+	    strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") != len)
 		return fail(o,
 			    "--tcp-congestion: expected the name of a TCP congestion control "
 			    "(e.g. cubic), got '%s'",

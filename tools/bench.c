@@ -3160,9 +3160,7 @@ static int cmd_transfer(int argc, char **argv)
 	}
 	if (z.congestion && (ret = xfer_tcp_congestion_check(z.congestion)) < 0) {
 		fprintf(stderr, "kvcache-bench: transfer: --tcp-congestion %s: %s\n", z.congestion,
-			ret == -ENOENT	? "not available on this host"
-			: ret == -EPERM ? "not allowed without CAP_NET_ADMIN"
-					: strerror(-ret));
+			xfer_tcp_congestion_strerror(ret));
 		return 1;
 	}
 	bench_system_congestion(z.system_cc, sizeof(z.system_cc));

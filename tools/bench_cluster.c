@@ -2025,10 +2025,7 @@ int cmd_cluster(int argc, char **argv)
 		return 2;
 	}
 	if (r.congestion && (ret = xfer_tcp_congestion_check(r.congestion)) < 0) {
-		cl_err("--tcp-congestion %s: %s", r.congestion,
-		       ret == -ENOENT  ? "not available on this host"
-		       : ret == -EPERM ? "not allowed without CAP_NET_ADMIN"
-				       : strerror(-ret));
+		cl_err("--tcp-congestion %s: %s", r.congestion, xfer_tcp_congestion_strerror(ret));
 		return ret == -EINVAL ? 2 : 1;
 	}
 	bench_system_congestion(r.system_cc, sizeof(r.system_cc));

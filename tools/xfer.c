@@ -247,8 +247,7 @@ static int engine_create(struct xfer_engine **e, const char *listen, uint64_t no
 	if (ret < 0 && congestion && (ret == -ENOENT || ret == -EPERM)) {
 		*e = NULL;
 		fprintf(stderr, PROG ": --tcp-congestion %s: %s\n", congestion,
-			ret == -ENOENT ? "not available on this host"
-				       : "not allowed without CAP_NET_ADMIN");
+			xfer_tcp_congestion_strerror(ret));
 	} else if (ret < 0) {
 		*e = NULL;
 		fprintf(stderr, PROG ": cannot create the transfer engine%s%s: %s (%s)\n",
