@@ -147,10 +147,11 @@ static void stop_reason(int ret, char *buf, size_t cap)
 }
 
 /* The cluster's line at start: which node this is and how many members there are. */
-static void log_cluster(struct cluster *c)
+static void log_cluster(struct cluster *c, const char *congestion)
 {
 	struct kvcachefs_nodes *nd = calloc(1, sizeof(*nd));
 	const struct kvcachefs_node *self = NULL;
+	char tr[96];
 
 	if (!nd)
 		return;
@@ -158,11 +159,12 @@ static void log_cluster(struct cluster *c)
 	for (uint32_t k = 0; k < nd->count; k++)
 		if (nd->node[k].state & KVCACHEFS_NODE_SELF)
 			self = &nd->node[k];
+	snprintf(tr, sizeof(tr), "%s%s%s", self && self->transports & 0x2u ? "TCP, RDMA" : "TCP",
+		 congestion ? "; TCP congestion control " : "", congestion ? congestion : "");
 	if (self)
 		log_msg(LOG_INFO,
 			"joined cluster %s as node %016llx, transfers on %s (%s), %u member%s",
-			nd->cluster, (unsigned long long)self->node_id, self->addr,
-			self->transports & 0x2u ? "TCP, RDMA" : "TCP", nd->total,
+			nd->cluster, (unsigned long long)self->node_id, self->addr, tr, nd->total,
 			nd->total == 1 ? "" : "s");
 	free(nd);
 }
@@ -437,7 +439,7 @@ int main(int argc, char **argv)
 		(unsigned long long)rec.recovered, a, (unsigned long long)rec.dirs,
 		(unsigned long long)rec.dropped, (double)rec.elapsed_ns / 1e6);
 	if (cluster)
-		log_cluster(cluster);
+		log_cluster(cluster, o.tcp_congestion);
 	log_msg(LOG_DEBUG, "FUSE mount options: %s", fuse_opts);
 
 	/* The loop returns the signal number when SIGINT/SIGTERM/SIGHUP ended it: a clean stop. */

@@ -503,11 +503,17 @@ class ClusterLogs(LogCase):
     def setUp(self):
         self.cluster = "l%d" % (time.monotonic_ns() % 10**9)
 
-    def node(self, node_id, port=None):
+    def node(self, node_id, port=None, extra=()):
         self.port = port or tc.free_port()
         return self.daemon("--etcd", self.etcd.url, "--cluster", self.cluster,
                            "--listen", "127.0.0.1:%d" % self.port, "--secret-file",
-                           self.secret, "--node-id", node_id, pool_size="32M")
+                           self.secret, "--node-id", node_id, *extra, pool_size="32M")
+
+    def test_congestion_control_in_the_join_line(self):
+        a = self.node("0xc1", extra=("--tcp-congestion", "reno")).start()
+        a.wait_for(r"info: joined cluster %s as node 00000000000000c1, transfers on "
+                   r"127\.0\.0\.1:\d+ \(TCP; TCP congestion control reno\), 1 member$"
+                   % self.cluster)
 
     def test_members_join_and_leave(self):
         a = self.node("0xa1").start()
