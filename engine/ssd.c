@@ -496,7 +496,6 @@ static int ssd_memory_fs(int fd)
 }
 
 /* Open cfg->path read-write with O_DIRECT; sets s->fd, s->blockdev, *created. */
-
 static int ssd_open_fd(struct ssd *s, const struct ssd_config *cfg, bool *created, char *err,
 		       size_t errlen)
 {

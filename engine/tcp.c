@@ -315,6 +315,21 @@ const char *xfer_tcp_congestion_strerror(int err)
 				: strerror(-err);
 }
 
+void xfer_tcp_congestion_sysctl(const char *which, char *buf, size_t len)
+{
+	char path[96];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/tcp_%s%scongestion_control",
+		 which ? which : "", which ? "_" : "");
+	f = fopen(path, "re");
+	if (!f || !fgets(buf, (int)len, f))
+		buf[0] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (f)
+		fclose(f);
+}
+
 /* Options of every connection; the congestion control was checked when the engine was
  * created, so a failure here (a module unloaded since) leaves the system's. */
 static void sock_tune(const struct xfer_engine *e, int fd)

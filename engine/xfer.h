@@ -112,6 +112,10 @@ int xfer_tcp_congestion_check(const char *name);
 /* What a refusal of xfer_tcp_congestion_check (or of xfer_create for that) means, in a few
  * words: "not available on this host", "not allowed without CAP_NET_ADMIN", strerror. */
 const char *xfer_tcp_congestion_strerror(int err);
+/* The system's congestion control (which NULL: net.ipv4.tcp_congestion_control), or its
+ * list of those available or allowed (which "available", "allowed": net.ipv4.tcp_<which>_
+ * congestion_control), into buf; "" when it cannot be read. */
+void xfer_tcp_congestion_sysctl(const char *which, char *buf, size_t len);
 /* Close every peer (pending requests end XFER_CANCELLED), stop the threads, free. */
 void xfer_destroy(struct xfer_engine *e);
 /* The address the engine listens on, with the port actually bound ("127.0.0.1:40123"). */

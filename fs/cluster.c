@@ -82,21 +82,14 @@ uint64_t cluster_default_node_id(const char *mountpoint)
 static void congestion_refused(const char *name, int err, char *out, size_t len)
 {
 	const char *list = err == -ENOENT ? "available" : err == -EPERM ? "allowed" : NULL;
-	char path[96], names[256] = "";
-	FILE *f;
+	char names[256];
 
 	if (!list) {
 		snprintf(out, len, "--tcp-congestion %s: %s", name,
 			 xfer_tcp_congestion_strerror(err));
 		return;
 	}
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/tcp_%s_congestion_control", list);
-	if ((f = fopen(path, "re"))) {
-		if (!fgets(names, sizeof(names), f))
-			names[0] = '\0';
-		names[strcspn(names, "\n")] = '\0';
-		fclose(f);
-	}
+	xfer_tcp_congestion_sysctl(list, names, sizeof(names));
 	snprintf(out, len, "--tcp-congestion %s: %s (%s: %s)", name,
 		 xfer_tcp_congestion_strerror(err), list, names[0] ? names : "unknown");
 }

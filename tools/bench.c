@@ -3158,12 +3158,8 @@ static int cmd_transfer(int argc, char **argv)
 				"baseline (Debian package iperf3)\n");
 		return 1;
 	}
-	if (z.congestion && (ret = xfer_tcp_congestion_check(z.congestion)) < 0) {
-		fprintf(stderr, "kvcache-bench: transfer: --tcp-congestion %s: %s\n", z.congestion,
-			xfer_tcp_congestion_strerror(ret));
+	if (bench_congestion("transfer", z.congestion, z.system_cc, sizeof(z.system_cc)) < 0)
 		return 1;
-	}
-	bench_system_congestion(z.system_cc, sizeof(z.system_cc));
 	if (plot && bench_plot_check(plot) < 0)
 		return 1;
 	if (bench_bin_dir(r.bindir, sizeof(r.bindir)) < 0)

@@ -44,7 +44,6 @@
  * and etcd, removes the pool objects and the temporary directory.
  */
 #include "tools/bench_cluster.h"
-#include "engine/xfer.h"
 #include "tools/bench_util.h"
 #include "fs/uapi/kvcache.h"
 #include "fs/uapi/kvcachefs.h"
@@ -2024,11 +2023,9 @@ int cmd_cluster(int argc, char **argv)
 		cl_usage(stderr);
 		return 2;
 	}
-	if (r.congestion && (ret = xfer_tcp_congestion_check(r.congestion)) < 0) {
-		cl_err("--tcp-congestion %s: %s", r.congestion, xfer_tcp_congestion_strerror(ret));
+	ret = bench_congestion("cluster", r.congestion, r.system_cc, sizeof(r.system_cc));
+	if (ret < 0)
 		return ret == -EINVAL ? 2 : 1;
-	}
-	bench_system_congestion(r.system_cc, sizeof(r.system_cc));
 	r.npasses = r.threads > 1 ? CL_NPASSES : 1;
 	for (int s = 0; s < CL_NSIZES; s++)
 		r.z.count[s] = r.mib * MIB / cl_sizes[s];

@@ -10,6 +10,7 @@
  * value labels above them sit at the same x without reproducing gnuplot's layout rules.
  */
 #include "tools/bench_util.h"
+#include "engine/xfer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -370,15 +371,19 @@ uint64_t bench_meminfo(const char *field)
 	return v > 0 ? (uint64_t)v : 0;
 }
 
-void bench_system_congestion(char *buf, size_t cap)
+int bench_congestion(const char *cmd, const char *name, char *system, size_t cap)
 {
-	FILE *f = fopen("/proc/sys/net/ipv4/tcp_congestion_control", "re");
+	int ret = name ? xfer_tcp_congestion_check(name) : 0;
 
-	if (!f || !fgets(buf, (int)cap, f))
-		snprintf(buf, cap, "?");
-	buf[strcspn(buf, "\n")] = '\0';
-	if (f)
-		fclose(f);
+	if (ret < 0) {
+		fprintf(stderr, "kvcache-bench: %s: --tcp-congestion %s: %s\n", cmd, name,
+			xfer_tcp_congestion_strerror(ret));
+		return ret;
+	}
+	xfer_tcp_congestion_sysctl(NULL, system, cap);
+	if (!system[0])
+		snprintf(system, cap, "?");
+	return 0;
 }
 
 int bench_free_port(void)

@@ -110,9 +110,10 @@ uint64_t bench_meminfo(const char *field);
 /* A TCP port on 127.0.0.1 that was free a moment ago, or -errno. */
 int bench_free_port(void);
 
-/* The system's TCP congestion control (net.ipv4.tcp_congestion_control) into buf, "?" when
- * it cannot be read. */
-void bench_system_congestion(char *buf, size_t cap);
+/* --tcp-congestion of benchmark cmd: name (NULL: not given) checked, with a message on
+ * stderr when this host refuses it (0 or the -errno of xfer_tcp_congestion_check); the
+ * system's congestion control into system (cap bytes, "?" when it cannot be read). */
+int bench_congestion(const char *cmd, const char *name, char *system, size_t cap);
 
 /* ---- plots (--plot FILE.png) ---- */
 

@@ -241,14 +241,18 @@ static int engine_create(struct xfer_engine **e, const char *listen, uint64_t no
 	    .conns_per_peer = conns,
 	    .timeout_ms = timeout_ms,
 	};
-	int ret = xfer_create(e, &cfg);
+	int ret = congestion ? xfer_tcp_congestion_check(congestion) : 0;
 
-	explicit_bzero(secret, SECRET_MAX + 1);
-	if (ret < 0 && congestion && (ret == -ENOENT || ret == -EPERM)) {
+	if (ret < 0) { /* said here: xfer_create would refuse it with a bare errno */
+		explicit_bzero(secret, SECRET_MAX + 1);
 		*e = NULL;
 		fprintf(stderr, PROG ": --tcp-congestion %s: %s\n", congestion,
 			xfer_tcp_congestion_strerror(ret));
-	} else if (ret < 0) {
+		return ret;
+	}
+	ret = xfer_create(e, &cfg);
+	explicit_bzero(secret, SECRET_MAX + 1);
+	if (ret < 0) {
 		*e = NULL;
 		fprintf(stderr, PROG ": cannot create the transfer engine%s%s: %s (%s)\n",
 			listen ? " listening on " : "", listen ? listen : "", strerror(-ret),

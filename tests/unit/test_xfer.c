@@ -2005,27 +2005,14 @@ static void test_streams(void)
 	free(got);
 }
 
-/* The first line of a /proc file into buf ("" when unreadable). */
-static void proc_line(const char *path, char *buf, size_t len)
-{
-	FILE *f = fopen(path, "re");
-
-	buf[0] = '\0';
-	if (f && !fgets(buf, (int)len, f))
-		buf[0] = '\0';
-	if (f)
-		fclose(f);
-	buf[strcspn(buf, "\n")] = '\0';
-}
-
 /* A congestion control this process may use other than the system's default (into buf),
  * so that a connection using it can only have been given it by the engine; NULL if none. */
 static const char *other_congestion(char *buf, size_t len)
 {
 	char def[64], allowed[512], *save = NULL;
 
-	proc_line("/proc/sys/net/ipv4/tcp_congestion_control", def, sizeof(def));
-	proc_line("/proc/sys/net/ipv4/tcp_allowed_congestion_control", allowed, sizeof(allowed));
+	xfer_tcp_congestion_sysctl(NULL, def, sizeof(def));
+	xfer_tcp_congestion_sysctl("allowed", allowed, sizeof(allowed));
 	for (char *t = strtok_r(allowed, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
 		if (strcmp(t, def) && xfer_tcp_congestion_check(t) == 0) {
 			snprintf(buf, len, "%s", t);
